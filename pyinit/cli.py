@@ -1,0 +1,276 @@
+"""Command line: ``pyinit [OPTIONS] [--] COMMAND [ARG...]``.
+
+Parses options (argparse), builds the plan, then hands it to exec mode or to
+the supervisor.  The supervisor (and with it trio) is imported only when the
+plan says supervise: the exec path stays lean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pyinit import __version__, log
+from pyinit.errors import EXIT_SETUP_FAILED, PyinitError, UsageError
+from pyinit.plan import (
+    CHOWN_POLICIES,
+    DEFAULT_STOP_TIMEOUT,
+    MODES,
+    NON_ROOT_POLICIES,
+    Plan,
+    build_plan,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import NoReturn
+
+DESCRIPTION = """\
+A container init: root setup, a gosu-compatible step-down to the service user,
+then exec the target (it keeps the PID) or supervise it as PID 1 (forward
+signals, reap zombies, stop timeout, post hooks)."""
+
+EPILOG = """\
+exit status: the target's status (128+N if killed by signal N); 125 pyinit
+failed before the target ran; 126 command not executable; 127 command not found.
+
+example: ENTRYPOINT ["pyinit", "--user", "redis", "--chown", "/data", "--"]"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with pyinit's one-line ``pyinit: ...`` errors and exit 125."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see pyinit --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every pyinit option."""
+    p = _Parser(
+        prog="pyinit",
+        usage="pyinit [OPTIONS] [--] COMMAND [ARG...]",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    ident = p.add_argument_group("identity (step-down)")
+    ident.add_argument(
+        "-u",
+        "--user",
+        metavar="SPEC",
+        help="user[:group] or uid[:gid], as gosu/docker (env PYINIT_USER)",
+    )
+    ident.add_argument(
+        "--groups",
+        action="append",
+        default=[],
+        metavar="G[,G...]",
+        help="add supplementary groups (names or gids) to the target's",
+    )
+    ident.add_argument(
+        "--if-not-root",
+        choices=NON_ROOT_POLICIES,
+        default="skip",
+        help="started as non-root with root setup asked: skip it with a notice "
+        "(default) or fail with 125",
+    )
+    ident.add_argument(
+        "--no-new-privs",
+        action="store_true",
+        help="PR_SET_NO_NEW_PRIVS: setuid binaries cannot regain privileges",
+    )
+    ident.add_argument(
+        "--keep-cap",
+        action="append",
+        default=[],
+        metavar="CAP",
+        help="keep capability CAP (e.g. NET_BIND_SERVICE) as ambient for the target",
+    )
+
+    setup = p.add_argument_group("root setup (as root, before the step-down)")
+    setup.add_argument(
+        "--mkdir",
+        action="append",
+        default=[],
+        metavar="PATH[:MODE]",
+        help="create absolute PATH and parents, owned by the target, mode MODE",
+    )
+    setup.add_argument(
+        "--chown",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="give PATH and everything below to the target (never follows symlinks)",
+    )
+    setup.add_argument(
+        "--chown-policy",
+        choices=CHOWN_POLICIES,
+        default="always",
+        help="always walk the tree (default), or only when PATH itself is not "
+        "owned by the target (like fsGroupChangePolicy OnRootMismatch)",
+    )
+    setup.add_argument(
+        "--chown-cross-mounts",
+        action="store_true",
+        help="let --chown descend into other mounted file systems",
+    )
+    setup.add_argument("--umask", metavar="MASK", help="umask for the target (octal, e.g. 027)")
+    setup.add_argument(
+        "--rlimit",
+        action="append",
+        default=[],
+        metavar="NAME=SOFT[:HARD]",
+        help="resource limit, e.g. nofile=65536, core=0, stack=unlimited",
+    )
+    setup.add_argument(
+        "--workdir", metavar="DIR", help="working directory of the target (~ = the target's home)"
+    )
+    setup.add_argument(
+        "--file-env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="set NAME from the file named by NAME_FILE (env PYINIT_FILE_ENV=A,B)",
+    )
+    setup.add_argument(
+        "--pre",
+        action="append",
+        default=[],
+        metavar="CMD",
+        help="run CMD with /bin/sh -c as root before the step-down (in order)",
+    )
+    setup.add_argument(
+        "--pre-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="run the executables in DIR as root, in lexical order (after --pre)",
+    )
+
+    run = p.add_argument_group("running the target")
+    run.add_argument(
+        "-m",
+        "--mode",
+        choices=MODES,
+        default=None,
+        help="exec, supervise, or auto (default: supervise when PID 1, else exec; env PYINIT_MODE)",
+    )
+    run.add_argument(
+        "--post",
+        action="append",
+        default=[],
+        metavar="CMD",
+        help="supervise: run CMD as root after the target exited, "
+        "with PYINIT_EXIT_CODE set (in order)",
+    )
+    run.add_argument(
+        "--stop-timeout",
+        default=str(DEFAULT_STOP_TIMEOUT),
+        metavar="SECS",
+        help="supervise: SIGKILL what is left SECS after a stop signal (default 10)",
+    )
+    run.add_argument(
+        "--signal-group",
+        action="store_true",
+        help="supervise: forward signals to the target's process group; the target "
+        "runs in its own session (dumb-init's default)",
+    )
+    run.add_argument(
+        "--rewrite",
+        action="append",
+        default=[],
+        metavar="FROM:TO",
+        help="supervise: forward signal FROM as TO, e.g. TERM:QUIT (TO 0 drops it)",
+    )
+    run.add_argument(
+        "--setsid",
+        action="store_true",
+        help="run the target in a new session without a controlling terminal "
+        "(blocks TIOCSTI keystroke injection into a root terminal)",
+    )
+    run.add_argument(
+        "--keep-fd",
+        action="append",
+        default=[],
+        metavar="FD",
+        help="supervise: pass inherited descriptor FD to the target "
+        "(others >= 3 are closed; LISTEN_FDS ones are kept)",
+    )
+
+    out = p.add_argument_group("output")
+    out.add_argument(
+        "--dry-run", action="store_true", help="print the plan and exit 0, changing nothing"
+    )
+    out.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
+    out.add_argument("-v", "--verbose", action="store_true", help="log the lifecycle on stderr")
+    out.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    out.add_argument("--version", action="version", version=f"pyinit {__version__}")
+    p.add_argument(
+        "command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]", help=argparse.SUPPRESS
+    )
+    return p
+
+
+def parse_options(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Namespace:
+    """Parse argv, fill defaults from PYINIT_* variables, strip the ``--`` separator."""
+    options = build_parser().parse_args(argv)
+    command = list(options.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    options.command = command
+    if options.user is None and environ.get("PYINIT_USER"):
+        options.user = environ["PYINIT_USER"]
+    if options.mode is None:
+        options.mode = environ.get("PYINIT_MODE") or "auto"
+        if options.mode not in MODES:
+            raise UsageError(f"PYINIT_MODE={options.mode!r}: expected one of {', '.join(MODES)}")
+    if options.verbose and options.quiet:
+        raise UsageError("--verbose and --quiet exclude each other")
+    if options.json and not options.dry_run:
+        raise UsageError("--json goes with --dry-run")
+    return options
+
+
+def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    """Parse, plan, and run; returns an exit code (exec mode does not return)."""
+    options = parse_options(argv, environ)
+    log.set_level(log.VERBOSE if options.verbose else log.QUIET if options.quiet else log.NORMAL)
+    plan = build_plan(options, environ)
+    if options.dry_run:
+        from pyinit.render import render_plan
+
+        sys.stdout.write(render_plan(plan, as_json=options.json))
+        return 0
+    for notice in plan.notices:
+        log.notice(notice)
+    return execute(plan)
+
+
+def execute(plan: Plan) -> int:
+    """Carry out a finished plan in its mode."""
+    if plan.mode == "supervise":
+        from pyinit.supervisor import supervise
+
+        return supervise(plan)
+    from pyinit.execmode import run_exec_mode
+
+    run_exec_mode(plan)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Console-script entry point: run and exit with pyinit's documented status."""
+    try:
+        code = run(sys.argv[1:] if argv is None else argv, os.environ)
+    except PyinitError as e:
+        log.error(e.message)
+        code = e.exit_code
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as e:  # a bug in pyinit: still one line and a documented code
+        log.error(f"internal error: {type(e).__name__}: {e}")
+        code = EXIT_SETUP_FAILED
+    sys.stdout.flush()
+    raise SystemExit(code)

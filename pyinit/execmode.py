@@ -1,0 +1,29 @@
+"""Exec mode: root setup, step-down, then replace pyinit with the target (the gosu way).
+
+One process: the target keeps pyinit's PID (PID 1 in a container) and gets
+signals straight from the kernel.  Nothing here imports trio.
+"""
+
+from __future__ import annotations
+
+from pyinit import log
+from pyinit.rootsetup import apply_root_setup
+from pyinit.target import become_target, exec_command
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+    from pyinit.plan import Plan
+
+
+def run_exec_mode(plan: Plan) -> NoReturn:
+    """Set up, step down and exec the target; raises PyinitError (125/126/127) on failure."""
+    apply_root_setup(plan)
+    become_target(plan)
+    log.info(f"exec {plan.command[0]} as {_who(plan)}")
+    exec_command(plan.command, plan.env)
+
+
+def _who(plan: Plan) -> str:
+    return plan.identity.describe() if plan.identity is not None else "the current user"

@@ -1,0 +1,437 @@
+"""The plan: everything pyinit will do, parsed, resolved and checked, with no side effects.
+
+``build_plan`` turns parsed options and the environment into one immutable
+:class:`Plan`.  Every error a user can make (bad flag value, unknown user,
+missing secret file, missing capability) surfaces here, before anything on
+the system changes, so a bad start never leaves half-done setup behind.
+The apply layer (:mod:`pyinit.rootsetup`, :mod:`pyinit.target`,
+:mod:`pyinit.supervisor`) only carries a finished plan out, and
+``--dry-run`` prints it.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+
+from pyinit.capabilities import missing_capabilities, parse_capability
+from pyinit.errors import UsageError
+from pyinit.record import Record
+from pyinit.secrets import resolve_file_env
+from pyinit.signals import parse_rewrite
+from pyinit.userspec import Identity, resolve_group, resolve_user_spec
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from argparse import Namespace
+    from collections.abc import Mapping
+
+MODES = ("exec", "supervise", "auto")
+CHOWN_POLICIES = ("always", "on-root-mismatch")
+NON_ROOT_POLICIES = ("skip", "fail")
+DEFAULT_STOP_TIMEOUT = 10.0
+
+
+class MkdirStep(Record):
+    """Create ``path`` (and parents) owned by the target, with ``mode`` if given."""
+
+    __slots__ = ("mode", "path")
+    path: str
+    mode: int | None
+
+
+class ChownStep(Record):
+    """Give ``path`` and everything below it to the target, never following symlinks."""
+
+    __slots__ = ("cross_mounts", "path", "policy")
+    path: str
+    policy: str
+    cross_mounts: bool
+
+
+class RlimitStep(Record):
+    """Set resource limit ``name`` to ``soft``/``hard`` (RLIM_INFINITY for unlimited)."""
+
+    __slots__ = ("hard", "name", "resource", "soft")
+    name: str
+    resource: int
+    soft: int
+    hard: int
+
+
+class Hook(Record):
+    """A hook: a ``/bin/sh -c`` command, or an executable file from ``--pre-dir``."""
+
+    __slots__ = ("argv", "label")
+    label: str
+    argv: tuple[str, ...]
+
+
+class Plan(Record):
+    """Everything pyinit will do, in the order it will do it."""
+
+    __slots__ = (
+        "chowns",
+        "command",
+        "env",
+        "extra_groups",
+        "file_env",
+        "forward_to_group",
+        "identity",
+        "is_pid1",
+        "keep_caps",
+        "keep_fds",
+        "mkdirs",
+        "mode",
+        "mode_requested",
+        "no_new_privs",
+        "notices",
+        "post_hooks",
+        "pre_hooks",
+        "rewrites",
+        "rlimits",
+        "root_setup",
+        "setsid",
+        "stop_timeout",
+        "switch_identity",
+        "umask",
+        "workdir",
+    )
+    command: tuple[str, ...]
+    mode: str
+    mode_requested: str
+    is_pid1: bool
+    identity: Identity | None
+    switch_identity: bool
+    extra_groups: tuple[int, ...]
+    root_setup: bool
+    mkdirs: tuple[MkdirStep, ...]
+    chowns: tuple[ChownStep, ...]
+    umask: int | None
+    rlimits: tuple[RlimitStep, ...]
+    workdir: str | None
+    file_env: tuple[str, ...]
+    env: dict[str, str]
+    pre_hooks: tuple[Hook, ...]
+    post_hooks: tuple[Hook, ...]
+    no_new_privs: bool
+    keep_caps: tuple[str, ...]
+    keep_fds: tuple[int, ...]
+    setsid: bool
+    stop_timeout: float
+    forward_to_group: bool
+    rewrites: tuple[tuple[int, int], ...]
+    notices: tuple[str, ...]
+
+    @property
+    def has_setup_steps(self) -> bool:
+        """Whether any root-setup action was asked for."""
+        return bool(self.mkdirs or self.chowns or self.rlimits or self.pre_hooks)
+
+
+# --- small parsers, each naming its flag in errors ---------------------------------
+
+
+def parse_octal(text: str, flag: str, maximum: int) -> int:
+    """Parse an octal mode or mask such as ``0750`` or ``027``."""
+    digits = text.strip()
+    digits = digits[2:] if digits[:2] in ("0o", "0O") else digits
+    if not digits or any(c not in "01234567" for c in digits):
+        raise UsageError(f"{flag} {text!r}: expected an octal number such as 0750")
+    value = int(digits, 8)
+    if value > maximum:
+        raise UsageError(f"{flag} {text!r}: out of range (at most {maximum:o})")
+    return value
+
+
+def parse_mkdir(text: str) -> MkdirStep:
+    """Parse ``PATH[:MODE]``; PATH must be absolute."""
+    path, sep, mode_text = text.rpartition(":")
+    if not sep or "/" in mode_text:
+        path, mode_text = text, ""
+    _require_absolute(path, "--mkdir")
+    mode = parse_octal(mode_text, "--mkdir", 0o7777) if mode_text else None
+    return MkdirStep(path=os.path.normpath(path), mode=mode)
+
+
+def _require_absolute(path: str, flag: str) -> None:
+    if not path.startswith("/"):
+        raise UsageError(f"{flag} {path!r}: path must be absolute")
+
+
+RLIMIT_ALIASES = {"nofile": "NOFILE", "openfiles": "NOFILE", "procs": "NPROC"}
+
+
+def parse_rlimit(text: str) -> RlimitStep:
+    """Parse ``NAME=SOFT[:HARD]``; NAME as RLIMIT_* without prefix, values or ``unlimited``."""
+    flag = "--rlimit"
+    name_text, sep, values = text.partition("=")
+    if not sep or not values:
+        raise UsageError(f"{flag} {text!r}: expected NAME=SOFT[:HARD], e.g. nofile=65536")
+    name = name_text.strip().upper().removeprefix("RLIMIT_")
+    name = RLIMIT_ALIASES.get(name.lower(), name)
+    number = getattr(resource, "RLIMIT_" + name, None)
+    if not isinstance(number, int) or not name:
+        known = ", ".join(sorted(n[7:].lower() for n in dir(resource) if n.startswith("RLIMIT_")))
+        raise UsageError(f"{flag} {text!r}: unknown limit {name_text!r} (one of {known})")
+    soft_text, _, hard_text = values.partition(":")
+    soft = _parse_limit_value(soft_text, flag, text)
+    hard = _parse_limit_value(hard_text, flag, text) if hard_text else soft
+    if _limit_exceeds(soft, hard):
+        raise UsageError(f"{flag} {text!r}: soft limit is above the hard limit")
+    return RlimitStep(name=name.lower(), resource=number, soft=soft, hard=hard)
+
+
+def _parse_limit_value(value: str, flag: str, text: str) -> int:
+    value = value.strip().lower()
+    if value in ("unlimited", "infinity", "-1"):
+        return resource.RLIM_INFINITY
+    if not value.isdigit():
+        raise UsageError(f"{flag} {text!r}: limit {value!r} is not a number or 'unlimited'")
+    return int(value)
+
+
+def _limit_exceeds(a: int, b: int) -> bool:
+    """Whether limit ``a`` is above limit ``b``, with RLIM_INFINITY the largest."""
+    inf = resource.RLIM_INFINITY
+    if a == b:
+        return False
+    return a == inf or (b != inf and a > b)
+
+
+def parse_stop_timeout(text: str) -> float:
+    """Parse a non-negative number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"--stop-timeout {text!r}: expected seconds, e.g. 10 or 2.5") from None
+    if not value >= 0 or value == float("inf"):
+        raise UsageError(f"--stop-timeout {text!r}: must be a finite number >= 0")
+    return value
+
+
+def parse_fd(text: str) -> int:
+    """Parse a file descriptor number >= 3 for ``--keep-fd``."""
+    if not text.isdigit() or int(text) < 3:
+        raise UsageError(f"--keep-fd {text!r}: expected a descriptor number >= 3")
+    return int(text)
+
+
+def shell_hook(command: str, flag: str) -> Hook:
+    """A hook run as ``/bin/sh -c COMMAND``."""
+    if not command.strip():
+        raise UsageError(f"{flag}: empty command")
+    return Hook(label=f"{flag} {command!r}", argv=("/bin/sh", "-c", command))
+
+
+def hooks_from_directory(directory: str) -> list[Hook]:
+    """The executable regular files of ``--pre-dir DIR``, in lexical order.
+
+    Like /docker-entrypoint.d: files that are not executable are skipped
+    (with a notice at apply time they would be surprising, so they are listed
+    in --dry-run as skipped by their absence).
+    """
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        raise UsageError(f"--pre-dir {directory!r}: no such directory") from None
+    except OSError as e:
+        raise UsageError(f"--pre-dir {directory!r}: {e.strerror}") from None
+    hooks = []
+    for name in names:
+        path = os.path.join(directory, name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            hooks.append(Hook(label=f"--pre-dir {path}", argv=(path,)))
+    return hooks
+
+
+# --- building the plan ---------------------------------------------------------------
+
+
+def build_plan(
+    options: Namespace,
+    environ: Mapping[str, str],
+    *,
+    pid: int | None = None,
+    euid: int | None = None,
+    capability_mask: int | None = None,
+) -> Plan:
+    """Resolve parsed options and the environment into a complete, checked Plan.
+
+    Reads /etc/passwd, /etc/group, secret files and /proc/self/status; changes
+    nothing.  Raises UsageError (exit 125) on the first problem found.
+    """
+    if not options.command:
+        raise UsageError("no command given (usage: pyinit [OPTIONS] -- COMMAND [ARG...])")
+    pid = os.getpid() if pid is None else pid
+    euid = os.geteuid() if euid is None else euid
+    _refuse_setuid_install()
+
+    identity = resolve_user_spec(options.user) if options.user is not None else None
+    extra_groups = tuple(resolve_group(g, "--groups") for g in _split_list(options.groups))
+    mode = _resolve_mode(options, pid)
+    notices: list[str] = []
+    if mode == "supervise" and pid != 1:
+        notices.append(
+            f"not PID 1 (pid {pid}): becoming a child subreaper so orphans are still reaped"
+        )
+
+    switch_identity = identity is not None and _needs_identity_switch(identity, euid)
+    mkdirs = tuple(parse_mkdir(m) for m in options.mkdir)
+    chowns = tuple(
+        ChownStep(
+            path=_absolute(p, "--chown"),
+            policy=options.chown_policy,
+            cross_mounts=options.chown_cross_mounts,
+        )
+        for p in options.chown
+    )
+    rlimits = tuple(parse_rlimit(r) for r in options.rlimit)
+    pre_hooks = [shell_hook(c, "--pre") for c in options.pre]
+    for directory in options.pre_dir:
+        pre_hooks.extend(hooks_from_directory(directory))
+    post_hooks = tuple(shell_hook(c, "--post") for c in options.post)
+
+    file_env_names = tuple(
+        dict.fromkeys(_split_list(environ.get("PYINIT_FILE_ENV", "")) + list(options.file_env))
+    )
+    env = dict(environ)
+    env.update(resolve_file_env(file_env_names, environ))
+    for name in file_env_names:
+        env.pop(name + "_FILE", None)
+    if identity is not None:
+        env.update(_identity_environment(identity))
+
+    wants_setup = bool(mkdirs or chowns or rlimits or pre_hooks)
+    root_setup = wants_setup
+    if wants_setup and euid != 0 and not switch_identity:
+        if options.if_not_root == "fail":
+            raise UsageError(f"root setup asked for but running as uid {euid} (--if-not-root fail)")
+        notices.append(f"running as uid {euid}, not root: skipping root setup")
+        root_setup = False
+
+    plan = Plan(
+        command=tuple(options.command),
+        mode=mode,
+        mode_requested=options.mode,
+        is_pid1=pid == 1,
+        identity=identity,
+        switch_identity=switch_identity,
+        extra_groups=extra_groups,
+        root_setup=root_setup,
+        mkdirs=mkdirs if root_setup else (),
+        chowns=chowns if root_setup else (),
+        umask=parse_octal(options.umask, "--umask", 0o777) if options.umask is not None else None,
+        rlimits=rlimits if root_setup else (),
+        workdir=options.workdir,
+        file_env=file_env_names,
+        env=env,
+        pre_hooks=tuple(pre_hooks) if root_setup else (),
+        post_hooks=post_hooks,
+        no_new_privs=options.no_new_privs,
+        keep_caps=tuple(dict.fromkeys(parse_capability(c, "--keep-cap") for c in options.keep_cap)),
+        keep_fds=tuple(parse_fd(f) for f in options.keep_fd),
+        setsid=options.setsid,
+        stop_timeout=parse_stop_timeout(options.stop_timeout),
+        forward_to_group=options.signal_group,
+        rewrites=tuple(parse_rewrite(r) for r in options.rewrite),
+        notices=tuple(notices),
+    )
+    check_capabilities(plan, euid, capability_mask)
+    return plan
+
+
+def _split_list(text: str | list[str] | None) -> list[str]:
+    if not text:
+        return []
+    items = text if isinstance(text, list) else [text]
+    return [part.strip() for item in items for part in item.split(",") if part.strip()]
+
+
+def _absolute(path: str, flag: str) -> str:
+    _require_absolute(path, flag)
+    return os.path.normpath(path)
+
+
+def _refuse_setuid_install() -> None:
+    # Like gosu: an init installed setuid would hand root to any local user.
+    ruid, euid, _ = os.getresuid()
+    rgid, egid, _ = os.getresgid()
+    if ruid != euid or rgid != egid:
+        raise UsageError(
+            f"refusing to run setuid/setgid (real uid {ruid}, effective uid {euid}): "
+            "install pyinit without the setuid/setgid bit"
+        )
+
+
+SUPERVISE_ONLY = (
+    ("post", "--post"),
+    ("rewrite", "--rewrite"),
+    ("signal_group", "--signal-group"),
+)
+
+
+def _resolve_mode(options: Namespace, pid: int) -> str:
+    """exec | supervise.  auto: supervise as PID 1 or when a supervise-only flag is given."""
+    asked = [flag for attr, flag in SUPERVISE_ONLY if getattr(options, attr)]
+    if options.mode == "exec" and asked:
+        raise UsageError(
+            f"{asked[0]} needs --mode supervise: in exec mode pyinit is replaced by the target"
+        )
+    if options.mode == "auto":
+        return "supervise" if pid == 1 or asked else "exec"
+    return str(options.mode)
+
+
+def _needs_identity_switch(identity: Identity, euid: int) -> bool:
+    """False when already running as the asked user (Kubernetes runAsUser), so no setuid is needed.
+
+    Root asking for root still switches: that drops root's inherited
+    supplementary groups, as gosu does.
+    """
+    if euid == 0:
+        return True
+    same_user = identity.uid == euid and identity.gid == os.getegid()
+    return not same_user
+
+
+def _identity_environment(identity: Identity) -> dict[str, str]:
+    env = {"HOME": identity.home}
+    if identity.name is not None:
+        env["USER"] = identity.name
+        env["LOGNAME"] = identity.name
+    return env
+
+
+def required_capabilities(plan: Plan) -> dict[str, str]:
+    """Map each planned privileged action to the capability it needs, with the reason."""
+    needed: dict[str, str] = {}
+    if plan.switch_identity:
+        needed["SETGID"] = f"--user {plan.identity.spec if plan.identity else ''}: setgroups/setgid"
+        needed["SETUID"] = f"--user {plan.identity.spec if plan.identity else ''}: setuid"
+    if plan.chowns or plan.mkdirs:
+        flag = "--chown" if plan.chowns else "--mkdir"
+        needed["CHOWN"] = f"{flag}: changing file ownership"
+    for step in plan.rlimits:
+        if _raises_hard_limit(step):
+            needed["SYS_RESOURCE"] = f"--rlimit {step.name}: raising the hard limit"
+    return needed
+
+
+def _raises_hard_limit(step: RlimitStep) -> bool:
+    _, current_hard = resource.getrlimit(step.resource)
+    return _limit_exceeds(step.hard, current_hard)
+
+
+def check_capabilities(plan: Plan, euid: int, mask: int | None = None) -> None:
+    """Fail early, naming the capability, when a planned action cannot succeed."""
+    missing = missing_capabilities(required_capabilities(plan), mask)
+    if not missing:
+        return
+    cap, why = missing[0]
+    cause = (
+        "the container drops it (e.g. securityContext capabilities.drop: [ALL] or --cap-drop)"
+        if euid == 0
+        else f"running as uid {euid} (e.g. runAsNonRoot/--user); start as root or drop the flag"
+    )
+    raise UsageError(f"{why} needs CAP_{cap}, which this process lacks: {cause}")

@@ -1,0 +1,90 @@
+"""``--dry-run``: the plan as text a person reads, or as JSON."""
+
+from __future__ import annotations
+
+import os
+
+from pyinit.signals import signal_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pyinit.plan import Plan
+
+
+def render_plan(plan: Plan, as_json: bool = False) -> str:
+    """The plan, step by step in the order pyinit would carry it out."""
+    if as_json:
+        import json
+
+        data = plan.as_dict()
+        data["env"] = _visible_env(plan)
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+    return "\n".join(_lines(plan)) + "\n"
+
+
+def _visible_env(plan: Plan) -> dict[str, str]:
+    # Secret values never reach the terminal: show where they came from instead.
+    return {k: ("<from file>" if k in plan.file_env else v) for k, v in plan.env.items()}
+
+
+def _lines(plan: Plan) -> list[str]:
+    lines = [
+        f"mode: {plan.mode} (asked: {plan.mode_requested}; pid {os.getpid()}"
+        f"{', PID 1' if plan.is_pid1 else ''})"
+    ]
+    lines.extend(f"notice: {n}" for n in plan.notices)
+    lines.append("root setup:" if plan.root_setup else "root setup: none")
+    step = 0
+
+    def add(text: str) -> None:
+        nonlocal step
+        step += 1
+        lines.append(f"  {step}. {text}")
+
+    for m in plan.mkdirs:
+        mode = f" mode {m.mode:04o}" if m.mode is not None else ""
+        add(f"mkdir -p {m.path}{mode}, owned by the target")
+    for c in plan.chowns:
+        mounts = ", crossing mounts" if c.cross_mounts else ", staying on one file system"
+        add(f"chown -R (no symlinks) {c.path} to the target, policy {c.policy}{mounts}")
+    for r in plan.rlimits:
+        add(f"rlimit {r.name} soft={_limit(r.soft)} hard={_limit(r.hard)}")
+    for h in plan.pre_hooks:
+        add(f"pre hook {h.label}")
+    lines.append("step-down:")
+    if plan.identity is None:
+        lines.append("  none (runs as the current user)")
+    else:
+        action = "switch to" if plan.switch_identity else "already running as"
+        lines.append(f"  {action} {plan.identity.describe()}")
+        if plan.extra_groups:
+            lines.append(f"  extra groups {list(plan.extra_groups)}")
+    if plan.umask is not None:
+        lines.append(f"  umask {plan.umask:03o}")
+    if plan.keep_caps:
+        lines.append(f"  ambient capabilities {', '.join(plan.keep_caps)}")
+    if plan.no_new_privs:
+        lines.append("  no_new_privs")
+    if plan.workdir is not None:
+        lines.append(f"  workdir {plan.workdir}")
+    for name in plan.file_env:
+        lines.append(f"  env {name} from file" if name in plan.env else f"  env {name}: not set")
+    lines.append(f"command: {' '.join(plan.command)}")
+    if plan.mode == "supervise":
+        lines.append(
+            f"supervise: stop timeout {plan.stop_timeout:g}s, signals to "
+            f"{'process group' if plan.forward_to_group else 'target'}"
+        )
+        for src, dst in plan.rewrites:
+            lines.append(
+                f"  rewrite {signal_name(src)} -> {signal_name(dst) if dst else 'dropped'}"
+            )
+        for h in plan.post_hooks:
+            lines.append(f"  post hook {h.label}")
+    return lines
+
+
+def _limit(value: int) -> str:
+    import resource
+
+    return "unlimited" if value == resource.RLIM_INFINITY else str(value)

@@ -1,0 +1,149 @@
+"""Turn the current process into the target: identity, process attributes, exec.
+
+Shared by exec mode (in pyinit's own process) and supervise mode (in the
+forked child), so both modes step down and exec exactly the same way.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from pyinit.capabilities import CAPABILITY_NUMBERS
+from pyinit.errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, PyinitError
+from pyinit.signals import reset_child_signal_state
+from pyinit.stepdown import step_down, switch_ids, verify_step_down
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+    from typing import NoReturn
+
+    from pyinit.plan import Plan
+
+#: Docker's default PATH, used when the environment has none.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def become_target(plan: Plan, signal_mask: Iterable[int] | None = None) -> None:
+    """Apply umask, identity, capabilities, workdir and signal state; everything but exec.
+
+    Raises PyinitError (125) when any step fails.
+    """
+    if plan.umask is not None:
+        os.umask(plan.umask)
+    if plan.switch_identity and plan.identity is not None:
+        if plan.keep_caps:
+            _step_down_keeping_caps(plan)
+        else:
+            step_down(plan.identity, plan.extra_groups)
+    if plan.workdir is not None:
+        change_directory(plan)
+    if plan.no_new_privs:
+        from pyinit.prctl import set_no_new_privs
+
+        _checked(set_no_new_privs, "--no-new-privs")
+    if plan.setsid:
+        os.setsid()
+    reset_child_signal_state(signal_mask)
+
+
+def _step_down_keeping_caps(plan: Plan) -> None:
+    # PR_SET_KEEPCAPS keeps the permitted set across setresuid; then the sets
+    # are cut down to the kept capabilities and those are raised as ambient,
+    # the only kind that survives execve of an ordinary binary as non-root.
+    from pyinit import prctl
+
+    assert plan.identity is not None
+    mask = sum(1 << CAPABILITY_NUMBERS[name] for name in plan.keep_caps)
+    _checked(lambda: prctl.set_keep_caps(True), "--keep-cap")
+    groups = switch_ids(plan.identity, plan.extra_groups)
+    _checked(lambda: prctl.set_capabilities(mask), "--keep-cap")
+    for name in plan.keep_caps:
+        _checked(lambda n=name: prctl.raise_ambient(CAPABILITY_NUMBERS[n]), f"--keep-cap {name}")
+    _checked(lambda: prctl.set_keep_caps(False), "--keep-cap")
+    verify_step_down(plan.identity, groups)
+
+
+def _checked(action: object, flag: str) -> None:
+    try:
+        action()  # type: ignore[operator]
+    except OSError as e:
+        raise PyinitError(f"{flag}: {e.strerror or e}") from None
+
+
+def change_directory(plan: Plan) -> None:
+    """chdir to --workdir as the target (``~`` is the target's home)."""
+    assert plan.workdir is not None
+    path = plan.workdir
+    if path == "~" or path.startswith("~/"):
+        home = plan.identity.home if plan.identity else plan.env.get("HOME", "/")
+        path = home + path[1:]
+    try:
+        os.chdir(path)
+    except OSError as e:
+        raise PyinitError(f"--workdir {plan.workdir!r}: {e.strerror}") from None
+
+
+def exec_command(command: Sequence[str], env: Mapping[str, str]) -> NoReturn:
+    """execve ``command``, looked up on the target's PATH; raises PyinitError 126/127.
+
+    The lookup runs with the target's permissions, after the step-down.  A
+    PATH directory the target cannot search (e.g. /root) is skipped, as runc
+    does, so "not found anywhere" is 127 even where ``os.execvpe`` would
+    report EACCES; 126 is kept for a file found but not executable.
+    """
+    name = command[0]
+    argv = list(command)
+    if "/" in name:
+        _try_exec(name, argv, env)
+        raise _exec_error(name, _last_errno(name))
+    found_unexecutable: OSError | None = None
+    for directory in env.get("PATH", DEFAULT_PATH).split(":"):
+        path = os.path.join(directory or ".", name)
+        try:
+            os.execve(path, argv, env)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG):
+                continue
+            if e.errno == errno.EACCES and not _is_file(path):
+                continue  # an unsearchable directory on PATH: not found *there*
+            found_unexecutable = found_unexecutable or e
+    if found_unexecutable is not None:
+        raise _exec_error(name, found_unexecutable)
+    raise PyinitError(
+        f"{name}: command not found (looked in PATH as uid {os.getuid()})", EXIT_NOT_FOUND
+    )
+
+
+def _try_exec(path: str, argv: list[str], env: Mapping[str, str]) -> None:
+    try:
+        os.execve(path, argv, env)
+    except OSError as e:
+        raise _exec_error(path, e) from None
+
+
+def _last_errno(path: str) -> OSError:
+    return OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return os.path.isfile(path)
+    except OSError:
+        return False
+
+
+def _exec_error(name: str, error: OSError) -> PyinitError:
+    if error.errno in (errno.ENOENT, errno.ENOTDIR):
+        return PyinitError(f"{name}: no such file or directory", EXIT_NOT_FOUND)
+    reason = {
+        errno.EACCES: "permission denied",
+        errno.ENOEXEC: "exec format error (not a binary and no #! line)",
+        errno.EISDIR: "is a directory",
+    }.get(error.errno or 0, error.strerror or str(error))
+    if error.errno == errno.EACCES and os.path.isdir(name):
+        reason = "is a directory"
+    return PyinitError(
+        f"{name}: cannot execute: {reason} (as uid {os.getuid()})", EXIT_CANNOT_EXECUTE
+    )
