@@ -24,7 +24,7 @@ def target_groups(identity: Identity, extra_groups: tuple[int, ...] = ()) -> lis
 
 
 def step_down(identity: Identity, extra_groups: tuple[int, ...] = ()) -> None:
-    """setgroups, setresgid, setresuid to ``identity``, then verify; PyinitError (125) on failure."""
+    """setgroups, setresgid, setresuid to ``identity``, then verify (PyinitError 125 on failure)."""
     groups = switch_ids(identity, extra_groups)
     verify_step_down(identity, groups)
 
