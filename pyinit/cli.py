@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from pyinit import __version__, log
@@ -21,10 +22,11 @@ from pyinit.plan import (
     Plan,
     build_plan,
 )
+from pyinit.signals import blockable_signals
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
     from typing import NoReturn
 
 DESCRIPTION = """\
@@ -234,8 +236,11 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.N
     return options
 
 
-def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
-    """Parse, plan, and run; returns an exit code (exec mode does not return)."""
+def run(argv: Sequence[str], environ: Mapping[str, str], original_mask: Iterable[int] = ()) -> int:
+    """Parse, plan, and run; returns an exit code (exec mode does not return).
+
+    ``original_mask`` is the signal mask pyinit was started with (the target gets it back).
+    """
     options = parse_options(argv, environ)
     log.set_level(log.VERBOSE if options.verbose else log.QUIET if options.quiet else log.NORMAL)
     plan = build_plan(options, environ)
@@ -246,24 +251,29 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         return 0
     for notice in plan.notices:
         log.notice(notice)
-    return execute(plan)
+    return execute(plan, original_mask)
 
 
-def execute(plan: Plan) -> int:
+def execute(plan: Plan, original_mask: Iterable[int]) -> int:
     """Carry out a finished plan in its mode."""
     if plan.mode == "supervise":
         from pyinit.supervisor import supervise
 
-        return supervise(plan)
+        return supervise(plan, original_mask)
     from pyinit.execmode import run_exec_mode
 
-    run_exec_mode(plan)
+    run_exec_mode(plan, original_mask)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Console-script entry point: run and exit with pyinit's documented status."""
+    # First thing: block every signal pyinit may forward.  As PID 1 a signal
+    # with no handler is discarded by the kernel; blocked, it stays pending
+    # until the supervisor's handlers exist (or exec hands the original mask
+    # back to the target).  Nothing sent during start-up is lost.
+    original_mask = signal.pthread_sigmask(signal.SIG_BLOCK, blockable_signals())
     try:
-        code = run(sys.argv[1:] if argv is None else argv, os.environ)
+        code = run(sys.argv[1:] if argv is None else argv, os.environ, original_mask)
     except PyinitError as e:
         log.error(e.message)
         code = e.exit_code

@@ -12,15 +12,19 @@ from pyinit.target import become_target, exec_command
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import NoReturn
 
     from pyinit.plan import Plan
 
 
-def run_exec_mode(plan: Plan) -> NoReturn:
-    """Set up, step down and exec the target; raises PyinitError (125/126/127) on failure."""
+def run_exec_mode(plan: Plan, original_mask: Iterable[int]) -> NoReturn:
+    """Set up, step down and exec the target; raises PyinitError (125/126/127) on failure.
+
+    ``original_mask`` is the signal mask pyinit started with; the target gets it back.
+    """
     apply_root_setup(plan)
-    become_target(plan)
+    become_target(plan, signal_mask=original_mask)
     log.info(f"exec {plan.command[0]} as {_who(plan)}")
     exec_command(plan.command, plan.env)
 

@@ -42,6 +42,11 @@ def forwardable_signals() -> list[signal.Signals]:
     return sorted(result)
 
 
+def blockable_signals() -> list[int]:
+    """What pyinit blocks from its first line: every forwardable signal and SIGCHLD."""
+    return [int(s) for s in forwardable_signals()] + [int(signal.SIGCHLD)]
+
+
 def parse_signal(text: str, flag: str) -> int:
     """Parse ``TERM``, ``SIGTERM``, ``sigterm``, ``15`` or ``RTMIN+3`` into a signal number."""
     name = text.strip().upper()

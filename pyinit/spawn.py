@@ -1,0 +1,187 @@
+"""Start the target as a child: fork, hand it the terminal, step down, exec.
+
+pyinit owns the fork and the exec (no ``subprocess``): the child must step
+down with exactly the code exec mode uses, the parent's reaper must be the
+only ``waitpid`` caller, and every signal must stay blocked from before the
+fork until the supervisor's handlers are installed, so that nothing sent in
+the start-up window is lost.
+
+An exec failure in the child (command not found, step-down refused) comes
+back to the parent through a close-on-exec pipe: EOF means exec succeeded;
+otherwise the child wrote ``CODE:MESSAGE``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+from pyinit.errors import EXIT_SETUP_FAILED, PyinitError
+from pyinit.target import become_target, exec_command
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import NoReturn
+
+    from pyinit.plan import Plan
+
+
+class Child:
+    """A started target: its pid, and the pipe that reports an exec failure."""
+
+    def __init__(self, pid: int, error_fd: int, new_session: bool) -> None:
+        self.pid = pid
+        self.error_fd = error_fd
+        self.new_session = new_session
+
+    def exec_error(self) -> PyinitError | None:
+        """Block until the child has exec'd (None) or failed (the error it reported)."""
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(self.error_fd, 4096)
+            except InterruptedError:
+                continue
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(self.error_fd)
+        if not chunks:
+            return None
+        code_text, _, message = b"".join(chunks).decode(errors="replace").partition(":")
+        code = int(code_text) if code_text.isdigit() else EXIT_SETUP_FAILED
+        return PyinitError(message, code)
+
+
+def terminal_fd() -> int | None:
+    """stdin when it is a terminal (``docker run -it``), else None."""
+    try:
+        return 0 if os.isatty(0) else None
+    except OSError:
+        return None
+
+
+def start_target(plan: Plan, original_mask: Iterable[int]) -> Child:
+    """Fork the target; the child gets its own process group (or session) and the terminal.
+
+    Call with every forwardable signal blocked; the child restores
+    ``original_mask`` just before exec.
+    """
+    new_session = plan.setsid or plan.forward_to_group
+    tty = terminal_fd()
+    if new_session and tty is not None:
+        _release_controlling_terminal(tty)
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        _child_main(plan, tuple(original_mask), write_fd, tty, new_session)
+    os.close(write_fd)
+    if not new_session:
+        # Also set it here: whichever of parent and child runs first, the group
+        # exists before the parent might signal it.
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
+    return Child(pid, read_fd, new_session)
+
+
+def _child_main(
+    plan: Plan, original_mask: tuple[int, ...], error_fd: int, tty: int | None, new_session: bool
+) -> NoReturn:
+    try:
+        if new_session:
+            os.setsid()
+            if tty is not None:
+                _acquire_controlling_terminal(tty)
+        else:
+            os.setpgid(0, 0)
+            if tty is not None:
+                # SIGTTOU is still blocked here, so tcsetpgrp from what is now a
+                # background group succeeds instead of stopping us: hand the
+                # terminal over *before* the signal mask is restored.
+                os.tcsetpgrp(tty, os.getpid())
+        env = _socket_activation_env(plan.env, os.getpid())
+        close_inherited_fds(keep=_fds_to_keep(plan, error_fd))
+        become_target(plan.replace(setsid=False), signal_mask=original_mask)
+        exec_command(plan.command, env)
+    except PyinitError as e:
+        _report(error_fd, e.exit_code, e.message)
+        os._exit(e.exit_code)
+    except BaseException as e:  # never let the child return into the supervisor
+        _report(error_fd, EXIT_SETUP_FAILED, f"internal error in child: {type(e).__name__}: {e}")
+        os._exit(EXIT_SETUP_FAILED)
+
+
+def _report(fd: int, code: int, message: str) -> None:
+    with contextlib.suppress(OSError):
+        os.write(fd, f"{code}:{message}".encode(errors="replace"))
+
+
+def _release_controlling_terminal(tty: int) -> None:
+    """Give up the terminal so the target's new session can make it its own (dumb-init's way)."""
+    import fcntl
+    import signal
+    import termios
+
+    if os.getsid(0) != os.getpid():
+        return  # only a session leader's TIOCNOTTY frees the terminal for another session
+    with contextlib.suppress(OSError):
+        fcntl.ioctl(tty, termios.TIOCNOTTY)
+    # The kernel answers a session leader's TIOCNOTTY with SIGHUP and SIGCONT to
+    # the foreground group, which is us.  They are blocked and pending now:
+    # discard them, or the supervisor would forward a SIGHUP to the target.
+    while signal.sigtimedwait([signal.SIGHUP, signal.SIGCONT], 0) is not None:
+        pass
+
+
+def _acquire_controlling_terminal(tty: int) -> None:
+    import fcntl
+    import termios
+
+    # Works when the terminal is no session's controlling terminal any more
+    # (the supervisor gave it up with TIOCNOTTY); otherwise the target simply
+    # runs without one, as with --setsid.
+    with contextlib.suppress(OSError):
+        fcntl.ioctl(tty, termios.TIOCSCTTY, 0)
+
+
+def _listen_fds(env: dict[str, str]) -> int:
+    """How many socket-activation fds (from 3) were passed to pyinit itself."""
+    count = env.get("LISTEN_FDS", "")
+    if not count.isdigit() or env.get("LISTEN_PID") != str(os.getppid()):
+        return 0
+    return int(count)
+
+
+def _socket_activation_env(env: dict[str, str], child_pid: int) -> dict[str, str]:
+    # LISTEN_PID names the process the fds are for: it was pyinit, now it is the target.
+    if _listen_fds(env):
+        env = dict(env)
+        env["LISTEN_PID"] = str(child_pid)
+    return env
+
+
+def _fds_to_keep(plan: Plan, error_fd: int) -> set[int]:
+    keep = {error_fd, *plan.keep_fds}
+    keep.update(range(3, 3 + _listen_fds(plan.env)))
+    return keep
+
+
+def close_inherited_fds(keep: set[int]) -> None:
+    """Close every descriptor >= 3 except those in ``keep``."""
+    start = 3
+    for fd in sorted(f for f in keep if f >= 3):
+        os.closerange(start, fd)
+        start = fd + 1
+    os.closerange(start, _max_fd())
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (OSError, ValueError):
+        return 1 << 16

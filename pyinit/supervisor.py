@@ -1,0 +1,332 @@
+"""Supervise mode: pyinit stays PID 1 and root, and runs the target as a child.
+
+The duties of a container init, each in one method:
+
+* forward every catchable signal to the target (or its process group),
+  rewriting some if asked;
+* reap every zombie with one ``waitpid(-1)`` loop (:mod:`pyinit.reaper`);
+* after a stop signal, SIGKILL the target's group once --stop-timeout runs out;
+* when the target exits, stop the processes it left behind gracefully
+  (TERM, then KILL after the stop timeout), run the --post hooks as root, and
+  exit with the target's status.
+
+Start-up order matters.  Every forwardable signal is blocked from the first
+lines of :func:`pyinit.cli.main`, so anything sent while Python and trio load
+stays pending in the kernel (a PID 1 without a handler would otherwise have it
+discarded).  The target is forked *before* trio is imported, and the signals
+are unblocked only once trio's receiver is installed: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from pyinit import log
+from pyinit.errors import EXIT_SETUP_FAILED, exit_code_for_wait_status
+from pyinit.reaper import Reaper, describe_status
+from pyinit.rootsetup import apply_root_setup
+from pyinit.signals import STOP_SIGNALS, blockable_signals, signal_name
+from pyinit.spawn import Child, start_target
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterable
+
+    import trio
+
+    from pyinit.plan import Hook, Plan
+
+JOB_CONTROL_SIGNALS = frozenset({signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+#: While draining leftovers, how often to look for processes that exited
+#: without telling us (grandchildren whose parent is still alive).
+DRAIN_POLL_SECONDS = 0.05
+#: After SIGKILL, how long to wait for the kernel to tear processes down.
+KILL_GRACE_SECONDS = 2.0
+
+
+def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
+    """Run the plan in supervise mode; returns the exit code pyinit should exit with.
+
+    Expects every signal in :func:`pyinit.signals.blockable_signals` to be blocked already.
+    """
+    if not plan.is_pid1:
+        from pyinit.prctl import set_child_subreaper
+
+        set_child_subreaper()
+    original_mask = tuple(original_mask)
+    apply_root_setup(plan)
+    child = start_target(plan, original_mask)
+    try:
+        import trio  # ~0.1 s: paid while the target is already starting
+    except BaseException:
+        emergency_stop(child.pid, plan.stop_timeout)
+        raise
+    error = child.exec_error()
+    if error is not None:
+        _reap_pid(child.pid)
+        log.error(error.message)
+        return error.exit_code
+    log.info(f"started pid {child.pid} as {_who(plan)}: {' '.join(plan.command)}")
+    supervisor = Supervisor(plan, child, original_mask)
+    try:
+        return trio.run(supervisor.run)
+    except BaseException as e:  # pyinit's own bug: still stop the target and exit meaningfully
+        log.error(f"supervisor failed: {_describe(e)}; stopping the target")
+        emergency_stop(child.pid, plan.stop_timeout)
+        return EXIT_SETUP_FAILED
+
+
+def _describe(error: BaseException) -> str:
+    """``RuntimeError: boom``, looking inside trio's exception groups for the real error."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return f"{type(error).__name__}: {error}"
+
+
+def _who(plan: Plan) -> str:
+    return plan.identity.describe() if plan.identity is not None else f"uid {os.getuid()}"
+
+
+class Supervisor:
+    """The running supervisor: the event loop's state while the target lives and after."""
+
+    def __init__(self, plan: Plan, child: Child, original_mask: tuple[int, ...]) -> None:
+        self.plan = plan
+        self.target = child.pid
+        self.target_group = child.pid  # the child leads its own process group
+        self.original_mask = original_mask
+        self.reaper = Reaper()
+        self.reaper.watch(child.pid)
+        self.rewrites = dict(plan.rewrites)
+        self.target_status: int | None = None
+        self.stop_clock_started = False
+        self._target_exited: trio.Event | None = None
+        self._children_changed: trio.Event | None = None
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self) -> int:
+        """The supervisor's life: forward and reap until the target exits, then wind down."""
+        import trio
+
+        self._target_exited = trio.Event()
+        self._children_changed = trio.Event()
+        with trio.open_signal_receiver(*blockable_signals()) as receiver:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.original_mask)
+            self._reap()  # the target may have exited before the handlers existed
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._dispatch_signals, receiver)
+                await self._target_exited.wait()
+                await self._stop_leftovers()
+                await self._run_post_hooks()
+                nursery.cancel_scope.cancel()
+        assert self.target_status is not None
+        return exit_code_for_wait_status(self.target_status)
+
+    # --- signals ---------------------------------------------------------------------
+
+    async def _dispatch_signals(self, receiver: AsyncIterator[int]) -> None:
+        async for signum in receiver:
+            if signum == signal.SIGCHLD:
+                self._reap()
+            else:
+                self._forward(signum)
+
+    def _forward(self, signum: int) -> None:
+        if self.target_status is not None:
+            log.info(f"{signal_name(signum)} received while winding down: not forwarded")
+            return
+        sent = self.rewrites.get(signum, signum)
+        if sent == 0:
+            log.info(f"{signal_name(signum)} dropped (--rewrite)")
+            return
+        self._send_to_target(sent)
+        if signum in STOP_SIGNALS or sent in STOP_SIGNALS:
+            self._start_stop_clock()
+        if signum in JOB_CONTROL_SIGNALS and not self.plan.is_pid1:
+            # Like dumb-init: stop ourselves too, so the shell that started us
+            # sees the job stopped; SIGCONT resumes us and is forwarded in turn.
+            # PID 1 never stops (the kernel ignores SIGSTOP sent to it).
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    def _send_to_target(self, signum: int) -> None:
+        try:
+            if self.plan.forward_to_group:
+                os.killpg(self.target_group, signum)
+                log.info(f"forwarded {signal_name(signum)} to group {self.target_group}")
+            else:
+                os.kill(self.target, signum)
+                log.info(f"forwarded {signal_name(signum)} to {self.target}")
+        except ProcessLookupError:
+            pass  # exited already; the reaper will tell
+
+    def _start_stop_clock(self) -> None:
+        if self.stop_clock_started or self._nursery is None:
+            return
+        self.stop_clock_started = True
+        self._nursery.start_soon(self._kill_after_stop_timeout)
+
+    async def _kill_after_stop_timeout(self) -> None:
+        import trio
+
+        await trio.sleep(self.plan.stop_timeout)
+        if self.target_status is None:
+            log.notice(
+                f"target still running {self.plan.stop_timeout:g}s after the stop signal: "
+                "sending SIGKILL"
+            )
+            _kill_group(self.target_group, signal.SIGKILL)
+
+    # --- reaping ---------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        reaped = self.reaper.reap()
+        if not reaped:
+            return
+        assert self._children_changed is not None and self._target_exited is not None
+        self._children_changed.set()
+        status = self.reaper.status_of(self.target)
+        if status is not None and self.target_status is None:
+            self.target_status = status
+            log.info(f"target {self.target} exited ({describe_status(status)})")
+            self._target_exited.set()
+
+    async def _wait_children_changed(self, timeout: float) -> None:
+        import trio
+
+        assert self._children_changed is not None
+        with trio.move_on_after(timeout):
+            await self._children_changed.wait()
+        self._children_changed = trio.Event()
+
+    # --- winding down ----------------------------------------------------------------
+
+    async def _stop_leftovers(self) -> None:
+        """TERM what the target left behind, wait up to the stop timeout, then KILL the rest."""
+        import trio
+
+        leftovers = descendants()
+        if not leftovers:
+            return
+        log.info(f"stopping {len(leftovers)} leftover process(es) with SIGTERM")
+        _signal_all(leftovers, signal.SIGTERM)
+        with trio.move_on_after(self.plan.stop_timeout):
+            while descendants():
+                await self._wait_children_changed(DRAIN_POLL_SECONDS)
+        remaining = descendants()
+        if remaining:
+            log.notice(f"{len(remaining)} leftover process(es) ignored SIGTERM: sending SIGKILL")
+            _signal_all(remaining, signal.SIGKILL)
+            with trio.move_on_after(KILL_GRACE_SECONDS):
+                while descendants():
+                    await self._wait_children_changed(DRAIN_POLL_SECONDS)
+        # The last ones may have died between two reaps: collect their zombies
+        # now, or they would outlive us as zombies of the real init.
+        self._reap()
+
+    async def _run_post_hooks(self) -> None:
+        assert self.target_status is not None
+        code = exit_code_for_wait_status(self.target_status)
+        env = dict(self.plan.env)
+        env["PYINIT_EXIT_CODE"] = str(code)
+        for hook in self.plan.post_hooks:
+            status = await self._run_hook(hook, env)
+            log.info(f"post hook {hook.label}: {describe_status(status)}")
+            if status != 0:
+                log.warning(f"post hook {hook.label} failed: {describe_status(status)}")
+
+    async def _run_hook(self, hook: Hook, env: dict[str, str]) -> int:
+        """Run a hook as root in its own process group; TERM then KILL it at the stop timeout.
+
+        Spawned here rather than with subprocess, so that our reaper, the only
+        waitpid caller, collects its status.
+        """
+        import trio
+
+        pid = os.posix_spawn(
+            hook.argv[0],
+            list(hook.argv),
+            env,
+            setpgroup=0,
+            setsigmask=self.original_mask,
+            setsigdef=blockable_signals(),
+        )
+        self.reaper.watch(pid)
+        for sig, wait in (
+            (None, self.plan.stop_timeout),
+            (signal.SIGTERM, self.plan.stop_timeout),
+            (signal.SIGKILL, KILL_GRACE_SECONDS),
+        ):
+            if sig is not None:
+                log.notice(f"hook {hook.label} still running: sending {signal_name(sig)}")
+                _kill_group(pid, sig)
+            with trio.move_on_after(wait):
+                while self.reaper.status_of(pid) is None:
+                    await self._wait_children_changed(1.0)
+            status = self.reaper.status_of(pid)
+            if status is not None:
+                return status
+        return int(signal.SIGKILL)  # a wait status meaning: killed by SIGKILL
+
+
+def descendants() -> list[int]:
+    """Pids of every live (non-zombie) descendant of this process.
+
+    Orphans are reparented to PID 1 (or to a subreaper), so everything the
+    target left behind is found here, and nothing outside our subtree (a
+    ``docker exec`` session, processes of the host) is ever touched.
+    """
+    import psutil
+
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+    alive = []
+    for child in children:
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.append(child.pid)
+        except psutil.Error:
+            continue
+    return alive
+
+
+def _signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except (ProcessLookupError, PermissionError):
+            continue
+
+
+def _kill_group(pgid: int, signum: int) -> None:
+    for send in (os.killpg, os.kill):
+        try:
+            send(pgid, signum)
+        except (ProcessLookupError, PermissionError):
+            continue
+
+
+def _reap_pid(pid: int) -> int | None:
+    try:
+        return os.waitpid(pid, 0)[1]
+    except ChildProcessError:
+        return None
+
+
+def emergency_stop(pid: int, timeout: float) -> None:
+    """Without trio: TERM the target's group, wait up to ``timeout``, KILL it, reap everything."""
+    _kill_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    reaper = Reaper()
+    reaper.watch(pid)
+    while time.monotonic() < deadline and reaper.status_of(pid) is None:
+        reaper.reap()
+        time.sleep(DRAIN_POLL_SECONDS)
+    if reaper.status_of(pid) is None:
+        _kill_group(pid, signal.SIGKILL)
+        _reap_pid(pid)
+    reaper.reap()
