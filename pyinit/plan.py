@@ -157,6 +157,10 @@ def parse_mkdir(text: str) -> MkdirStep:
 def _require_absolute(path: str, flag: str) -> None:
     if not path.startswith("/"):
         raise UsageError(f"{flag} {path!r}: path must be absolute")
+    if not path.strip("/"):
+        # Handing / (and every file system mounted under it) to a service user
+        # is never what was meant.
+        raise UsageError(f"{flag} {path!r}: refusing to act on the root directory")
 
 
 RLIMIT_ALIASES = {"nofile": "NOFILE", "openfiles": "NOFILE", "procs": "NPROC"}
@@ -269,6 +273,8 @@ def build_plan(
 
     identity = resolve_user_spec(options.user) if options.user is not None else None
     extra_groups = tuple(resolve_group(g, "--groups") for g in _split_list(options.groups))
+    if extra_groups and identity is None:
+        raise UsageError("--groups needs --user (the groups are set during the step-down)")
     mode = _resolve_mode(options, pid)
     notices: list[str] = []
     if mode == "supervise" and pid != 1:
@@ -276,7 +282,7 @@ def build_plan(
             f"not PID 1 (pid {pid}): becoming a child subreaper so orphans are still reaped"
         )
 
-    switch_identity = identity is not None and _needs_identity_switch(identity, euid)
+    switch_identity = identity is not None and _needs_identity_switch(identity, euid, extra_groups)
     mkdirs = tuple(parse_mkdir(m) for m in options.mkdir)
     chowns = tuple(
         ChownStep(
@@ -300,6 +306,9 @@ def build_plan(
     for name in file_env_names:
         env.pop(name + "_FILE", None)
     if identity is not None:
+        # A uid without a name must not inherit the caller's USER=root.
+        env.pop("USER", None)
+        env.pop("LOGNAME", None)
         env.update(_identity_environment(identity))
 
     wants_setup = bool(mkdirs or chowns or rlimits or pre_hooks)
@@ -383,7 +392,9 @@ def _resolve_mode(options: Namespace, pid: int) -> str:
     return str(options.mode)
 
 
-def _needs_identity_switch(identity: Identity, euid: int) -> bool:
+def _needs_identity_switch(
+    identity: Identity, euid: int, extra_groups: tuple[int, ...] = ()
+) -> bool:
     """False when already running as the asked user (Kubernetes runAsUser), so no setuid is needed.
 
     Root asking for root still switches: that drops root's inherited
@@ -392,7 +403,9 @@ def _needs_identity_switch(identity: Identity, euid: int) -> bool:
     if euid == 0:
         return True
     same_user = identity.uid == euid and identity.gid == os.getegid()
-    return not same_user
+    # --groups not held yet can only be added by a switch (which needs CAP_SETGID).
+    has_groups = set(extra_groups) <= set(os.getgroups())
+    return not (same_user and has_groups)
 
 
 def _identity_environment(identity: Identity) -> dict[str, str]:
@@ -403,12 +416,21 @@ def _identity_environment(identity: Identity) -> dict[str, str]:
     return env
 
 
-def required_capabilities(plan: Plan) -> dict[str, str]:
-    """Map each planned privileged action to the capability it needs, with the reason."""
+def required_capabilities(plan: Plan, euid: int | None = None) -> dict[str, str]:
+    """Map each planned privileged action to the capability it needs, with the reason.
+
+    ``euid`` (default: this process's) decides whether the uid changes at all.
+    """
+    euid = os.geteuid() if euid is None else euid
     needed: dict[str, str] = {}
-    if plan.switch_identity:
-        needed["SETGID"] = f"--user {plan.identity.spec if plan.identity else ''}: setgroups/setgid"
-        needed["SETUID"] = f"--user {plan.identity.spec if plan.identity else ''}: setuid"
+    if plan.switch_identity and plan.identity is not None:
+        ident = plan.identity
+        if ident.uid != euid:
+            needed["SETUID"] = f"--user {ident.spec!r}: switching to uid {ident.uid}"
+        needed["SETGID"] = f"--user {ident.spec!r}: setting gid {ident.gid} and groups"
+    for cap in plan.keep_caps:
+        # Only a capability this process holds can be passed on as ambient.
+        needed.setdefault(cap, f"--keep-cap {cap}: passing it on to the target")
     if plan.chowns or plan.mkdirs:
         flag = "--chown" if plan.chowns else "--mkdir"
         needed["CHOWN"] = f"{flag}: changing file ownership"
@@ -425,7 +447,7 @@ def _raises_hard_limit(step: RlimitStep) -> bool:
 
 def check_capabilities(plan: Plan, euid: int, mask: int | None = None) -> None:
     """Fail early, naming the capability, when a planned action cannot succeed."""
-    missing = missing_capabilities(required_capabilities(plan), mask)
+    missing = missing_capabilities(required_capabilities(plan, euid), mask)
     if not missing:
         return
     cap, why = missing[0]
@@ -434,4 +456,5 @@ def check_capabilities(plan: Plan, euid: int, mask: int | None = None) -> None:
         if euid == 0
         else f"running as uid {euid} (e.g. runAsNonRoot/--user); start as root or drop the flag"
     )
-    raise UsageError(f"{why} needs CAP_{cap}, which this process lacks: {cause}")
+    also = "".join(f"; also CAP_{c} for {w.partition(':')[0]}" for c, w in missing[1:])
+    raise UsageError(f"{why} needs CAP_{cap}, which this process lacks: {cause}{also}")

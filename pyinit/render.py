@@ -41,12 +41,13 @@ def _lines(plan: Plan) -> list[str]:
         step += 1
         lines.append(f"  {step}. {text}")
 
+    owner = _owner(plan)
     for m in plan.mkdirs:
-        mode = f" mode {m.mode:04o}" if m.mode is not None else ""
-        add(f"mkdir -p {m.path}{mode}, owned by the target")
+        mode = f"mode {m.mode:04o}" if m.mode is not None else "mode 0755 if created"
+        add(f"mkdir {m.path} ({mode}), owned by {owner}; missing parents root-owned 0755")
     for c in plan.chowns:
         mounts = ", crossing mounts" if c.cross_mounts else ", staying on one file system"
-        add(f"chown -R (no symlinks) {c.path} to the target, policy {c.policy}{mounts}")
+        add(f"chown -R (no symlinks) {c.path} to {owner}, policy {c.policy}{mounts}")
     for r in plan.rlimits:
         add(f"rlimit {r.name} soft={_limit(r.soft)} hard={_limit(r.hard)}")
     for h in plan.pre_hooks:
@@ -82,6 +83,14 @@ def _lines(plan: Plan) -> list[str]:
         for h in plan.post_hooks:
             lines.append(f"  post hook {h.label}")
     return lines
+
+
+def _owner(plan: Plan) -> str:
+    """``redis (999:999)``: who --mkdir/--chown give things to."""
+    if plan.identity is None:
+        return f"the current user ({os.geteuid()}:{os.getegid()})"
+    who = plan.identity.name or f"uid {plan.identity.uid}"
+    return f"{who} ({plan.identity.uid}:{plan.identity.gid})"
 
 
 def _limit(value: int) -> str:

@@ -24,7 +24,8 @@ import signal
 import time
 
 from pyinit import log
-from pyinit.errors import EXIT_SETUP_FAILED, exit_code_for_wait_status
+from pyinit.errors import EXIT_SETUP_FAILED, PyinitError, exit_code_for_wait_status
+from pyinit.hooks import spawn_hook
 from pyinit.reaper import Reaper, describe_status
 from pyinit.rootsetup import apply_root_setup
 from pyinit.signals import STOP_SIGNALS, blockable_signals, signal_name
@@ -232,7 +233,11 @@ class Supervisor:
         env = dict(self.plan.env)
         env["PYINIT_EXIT_CODE"] = str(code)
         for hook in self.plan.post_hooks:
-            status = await self._run_hook(hook, env)
+            try:
+                status = await self._run_hook(hook, env)
+            except PyinitError as e:
+                log.error(e.message)
+                continue
             log.info(f"post hook {hook.label}: {describe_status(status)}")
             if status != 0:
                 log.warning(f"post hook {hook.label} failed: {describe_status(status)}")
@@ -245,14 +250,7 @@ class Supervisor:
         """
         import trio
 
-        pid = os.posix_spawn(
-            hook.argv[0],
-            list(hook.argv),
-            env,
-            setpgroup=0,
-            setsigmask=self.original_mask,
-            setsigdef=blockable_signals(),
-        )
+        pid = spawn_hook(hook, env, own_group=True)
         self.reaper.watch(pid)
         for sig, wait in (
             (None, self.plan.stop_timeout),

@@ -30,6 +30,10 @@ def become_target(plan: Plan, signal_mask: Iterable[int] | None = None) -> None:
 
     Raises PyinitError (125) when any step fails.
     """
+    if plan.no_new_privs or plan.keep_caps:
+        # Import before the step-down: the target may not be able to read
+        # pyinit's Python installation (a venv or pyenv under /root).
+        from pyinit import prctl
     if plan.umask is not None:
         os.umask(plan.umask)
     if plan.switch_identity and plan.identity is not None:
@@ -40,19 +44,44 @@ def become_target(plan: Plan, signal_mask: Iterable[int] | None = None) -> None:
     if plan.workdir is not None:
         change_directory(plan)
     if plan.no_new_privs:
-        from pyinit.prctl import set_no_new_privs
-
-        _checked(set_no_new_privs, "--no-new-privs")
+        _checked(prctl.set_no_new_privs, "--no-new-privs")
     if plan.setsid:
-        os.setsid()
+        new_session()
     reset_child_signal_state(signal_mask)
+
+
+def new_session() -> None:
+    """setsid(): no controlling terminal, so the target cannot TIOCSTI into root's.
+
+    setsid fails for a process-group leader (exec mode started by a runtime or
+    with ``setsid``).  Leading a session that has no terminal already meets
+    the goal; otherwise fail clearly: only a fork (supervise mode) helps.
+    """
+    try:
+        os.setsid()
+    except PermissionError:
+        if os.getsid(0) == os.getpid() and not _has_controlling_terminal():
+            return
+        raise PyinitError(
+            f"--setsid: pyinit (pid {os.getpid()}) leads process group {os.getpgrp()} "
+            "and cannot start a new session in exec mode; use --mode supervise"
+        ) from None
+
+
+def _has_controlling_terminal() -> bool:
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
 
 
 def _step_down_keeping_caps(plan: Plan) -> None:
     # PR_SET_KEEPCAPS keeps the permitted set across setresuid; then the sets
     # are cut down to the kept capabilities and those are raised as ambient,
     # the only kind that survives execve of an ordinary binary as non-root.
-    from pyinit import prctl
+    from pyinit import prctl  # already imported by become_target
 
     assert plan.identity is not None
     mask = sum(1 << CAPABILITY_NUMBERS[name] for name in plan.keep_caps)
@@ -82,7 +111,8 @@ def change_directory(plan: Plan) -> None:
     try:
         os.chdir(path)
     except OSError as e:
-        raise PyinitError(f"--workdir {plan.workdir!r}: {e.strerror}") from None
+        shown = repr(plan.workdir) if path == plan.workdir else f"{plan.workdir!r} ({path})"
+        raise PyinitError(f"--workdir {shown}: {e.strerror} (as uid {os.getuid()})") from None
 
 
 def exec_command(command: Sequence[str], env: Mapping[str, str]) -> NoReturn:
@@ -95,6 +125,9 @@ def exec_command(command: Sequence[str], env: Mapping[str, str]) -> NoReturn:
     """
     name = command[0]
     argv = list(command)
+    if not name:
+        # execve refuses an empty argv[0]; docker says "not found in $PATH" (127).
+        raise PyinitError("'': command not found (empty command name)", EXIT_NOT_FOUND)
     if "/" in name:
         _try_exec(name, argv, env)
         raise _exec_error(name, _last_errno(name))

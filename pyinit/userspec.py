@@ -239,7 +239,10 @@ def resolve_group(name_or_gid: str, flag: str, groups: list[GroupEntry] | None =
         groups = read_group()
     gid_arg = _parse_id_field(name_or_gid, "gid", f"{flag} {name_or_gid!r}")
     for entry in groups:
-        if (gid_arg is not None and entry.gid == gid_arg) or entry.name == name_or_gid:
+        # An all-digit field is always a gid, never a group name (as for --user).
+        if (gid_arg is not None and entry.gid == gid_arg) or (
+            gid_arg is None and entry.name == name_or_gid
+        ):
             return entry.gid
     if gid_arg is None:
         raise UsageError(f"{flag} {name_or_gid!r}: unknown group (not in {GROUP_PATH})")

@@ -7,6 +7,7 @@ directly: its host pid is the only child of the unshare process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -47,7 +48,7 @@ class Namespace:
         argv = [*UNSHARE, *PYINIT, *args] if pid1 else [*PYINIT, *args]
         full_env = dict(os.environ if env is None else env)
         full_env.setdefault("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = subprocess.Popen(
             argv,
             env=full_env,
             stdout=popen.pop("stdout", subprocess.PIPE),
@@ -88,10 +89,8 @@ class Namespace:
         """Tear the namespace down (SIGKILL to its PID 1 kills everything in it)."""
         for pid in (self._init_pid, self.proc.pid):
             if pid is not None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, 9)
-                except ProcessLookupError:
-                    pass
 
     def __enter__(self) -> Namespace:
         return self

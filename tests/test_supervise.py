@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import trio
-
 from pidns import (
     PYINIT,
     TARGET_PYTHON,

@@ -1,0 +1,320 @@
+"""Run commands against fixture users without touching the machine's own.
+
+A :class:`Sandbox` owns a directory with a fixture ``passwd``, ``group``,
+``nsswitch.conf`` (``files`` only) and ``home/``.  :meth:`Sandbox.run` starts
+a command in a private mount namespace where those are bind-mounted over
+``/etc/passwd``, ``/etc/group``, ``/etc/nsswitch.conf`` and ``/home``::
+
+    unshare --mount --propagation private \\
+        sh -c 'mount --bind "$1" /etc/passwd && ... && shift 4 && exec "$@"' sh F... COMMAND
+
+With ``pid_namespace=True`` the command is also PID 1 of a new PID namespace
+(``unshare --pid --fork --mount-proc``), the way a container runs its
+entrypoint.  The bind mounts vanish with the namespace: nothing on the host
+changes, whatever a test does.
+
+Every run has a timeout.  On expiry the whole process group is killed, and
+with a PID namespace its PID 1 too (which takes the namespace down), so no
+test can hang on a stray process holding the output pipes.
+
+The fixture database (see :data:`PASSWD` and :data:`GROUP`) has:
+
+* ``redis`` (999:999), ``nobody`` (65534:65534), ``root``;
+* ``alice`` (1000) in the member lists of ``audio`` (29), ``video`` (44)
+  and ``staff`` (50); ``bob`` (1003) in ``audio``, ``staff``, ``wheel`` (10);
+* ``nohome`` (1002), whose line stops before the home field;
+* ``dup1`` and ``dup2``, both uid 1500 (first match wins for ``1500``);
+* a user *named* ``1001`` with uid 2001, and a group named ``1001`` with
+  gid 3001 (an all-digit field is always an id: ``--user 1001`` is uid 1001);
+* ``devs`` (1500) whose member list has spaces: ``dave, carol``;
+* comment lines, a blank line and NIS ``+``/``-`` lines (placed after the
+  real entries: Docker's parser does not skip them, they parse as uid 0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+#: The project root (``/work/main``).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: How pyinit is started in tests: the interpreter running pytest, ``-m pyinit``.
+PYINIT: tuple[str, ...] = (sys.executable, "-m", "pyinit")
+
+#: Docker's default PATH; the environment every sandboxed command starts with.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#: Seconds a single sandboxed command may take before it is killed.
+DEFAULT_TIMEOUT = 20.0
+
+PASSWD = """\
+root:x:0:0:root:/root:/bin/sh
+# comment: fixture users only, the machine's own are never touched
+daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin
+redis:x:999:999::/var/lib/redis:/usr/sbin/nologin
+alice:x:1000:1000:Alice:/home/alice:/bin/sh
+1001:x:2001:2001:all digits:/home/digits:/bin/sh
+nohome:x:1002:1002:No Home
+bob:x:1003:1003:Bob:/home/bob:/bin/sh
+carol:x:1004:1004:Carol:/home/carol:/bin/sh
+dave:x:1005:1005:Dave:/home/dave:/bin/sh
+dup1:x:1500:1500:first of two:/home/dup1:/bin/sh
+dup2:x:1500:1600:second of two:/home/dup2:/bin/sh
+nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
+
++nisuser::::::
+-baduser::::::
++::::::
+"""
+
+GROUP = """\
+root:x:0:
+daemon:x:1:
+wheel:x:10:bob
+audio:x:29:alice,bob
+video:x:44:alice
+staff:x:50:bob,alice
+# comment line
+redis:x:999:
+alice:x:1000:
+nohome:x:1002:
+bob:x:1003:
+carol:x:1004:
+dave:x:1005:
+devs:x:1500:dave, carol
+dup:x:1600:
+digits:x:2001:
+1001:x:3001:
+nogroup:x:65534:
+
++:::
+"""
+
+NSSWITCH = """\
+passwd: files
+group: files
+shadow: files
+gshadow: files
+hosts: files
+"""
+
+#: Homes created (mode 0755, owned by their user) under the sandbox's /home.
+HOMES = {"alice": (1000, 1000), "bob": (1003, 1003), "dup1": (1500, 1500)}
+
+
+class Result(NamedTuple):
+    """What a finished command left: exit status and decoded output."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def base_environment(**extra: str) -> dict[str, str]:
+    """A small, predictable environment: PATH, HOME=/root, LANG, plus ``extra``."""
+    env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8"}
+    env.update(extra)
+    return env
+
+
+def run(
+    argv: list[str] | tuple[str, ...],
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    input: str | None = None,
+    cwd: str = "/",
+) -> Result:
+    """Run ``argv`` in its own process group; returns (returncode, stdout, stderr).
+
+    On timeout the process group (and the first child of a PID-namespace
+    ``unshare``) is SIGKILLed and AssertionError is raised: a test never hangs.
+    """
+    proc = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=base_environment() if env is None else env,
+        cwd=cwd,
+        start_new_session=True,
+        text=True,
+    )
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc.pid)
+        try:
+            out, err = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            out, err = "", "(output lost: pipes still held after the kill)"
+        raise AssertionError(
+            f"timed out after {timeout}s: {argv!r}\nstdout: {out}\nstderr: {err}"
+        ) from None
+    return Result(proc.returncode, out, err)
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (from /proc/PID/task/PID/children)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid``'s children (a namespace's PID 1), then its process group."""
+    for child in children(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def python_for_any_user() -> str | None:
+    """A Python >= 3.11 every uid can execute, to start pyinit as non-root.
+
+    The interpreter running the tests may live under /root (pyenv), which
+    other users cannot reach; then the system's /usr/bin/python3 is used
+    with PYTHONPATH pointing at the project.  None when there is none.
+    """
+    check = "import sys, pyinit.cli; assert sys.version_info >= (3, 11)"
+    for candidate in ("/usr/bin/python3", sys.executable):
+        probe = run(
+            [
+                "setpriv",
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                "env",
+                f"PYTHONPATH={PROJECT_ROOT}",
+                candidate,
+                "-c",
+                check,
+            ],
+            timeout=10,
+        )
+        if probe.returncode == 0:
+            return candidate
+    return None
+
+
+class Sandbox:
+    """Fixture /etc/passwd, /etc/group, /etc/nsswitch.conf and /home, bind-mounted per run."""
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        if directory is None:
+            directory = tempfile.mkdtemp(prefix="pyinit-sandbox-")
+        self.root = Path(directory)
+        # Files and the directory must be readable by any target uid.
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)
+        self.passwd = self._write("passwd", PASSWD)
+        self.group = self._write("group", GROUP)
+        self.nsswitch = self._write("nsswitch.conf", NSSWITCH)
+        self.home = self.root / "home"
+        self.home.mkdir(exist_ok=True)
+        self.home.chmod(0o755)
+        for name, (uid, gid) in HOMES.items():
+            path = self.home / name
+            path.mkdir(exist_ok=True)
+            path.chmod(0o755)
+            os.chown(path, uid, gid)
+
+    def _write(self, name: str, text: str) -> Path:
+        path = self.root / name
+        path.write_text(text)
+        path.chmod(0o644)
+        return path
+
+    def write_passwd(self, text: str) -> None:
+        """Replace the fixture passwd (for one test's special entries)."""
+        self.passwd.write_text(text)
+
+    def write_group(self, text: str) -> None:
+        """Replace the fixture group file."""
+        self.group.write_text(text)
+
+    def argv(
+        self, command: list[str] | tuple[str, ...], *, pid_namespace: bool = False
+    ) -> list[str]:
+        """The full command line that runs ``command`` inside the sandbox."""
+        unshare = ["unshare", "--mount", "--propagation", "private"]
+        if pid_namespace:
+            unshare += ["--pid", "--fork", "--mount-proc"]
+        script = (
+            'mount --bind "$1" /etc/passwd && mount --bind "$2" /etc/group'
+            ' && mount --bind "$3" /etc/nsswitch.conf && mount --bind "$4" /home'
+            ' && shift 4 && exec "$@"'
+        )
+        return [
+            *unshare,
+            "/bin/sh",
+            "-c",
+            script,
+            "sh",
+            str(self.passwd),
+            str(self.group),
+            str(self.nsswitch),
+            str(self.home),
+            *command,
+        ]
+
+    def run(
+        self,
+        command: list[str] | tuple[str, ...],
+        *,
+        pid_namespace: bool = False,
+        env: dict[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        input: str | None = None,
+        cwd: str = "/",
+    ) -> Result:
+        """Run ``command`` in the sandbox; returns (returncode, stdout, stderr)."""
+        return run(
+            self.argv(command, pid_namespace=pid_namespace),
+            env=env,
+            timeout=timeout,
+            input=input,
+            cwd=cwd,
+        )
+
+    def pyinit(
+        self,
+        *args: str,
+        pid_namespace: bool = False,
+        env: dict[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        input: str | None = None,
+    ) -> Result:
+        """Run ``pyinit ARGS...`` in the sandbox."""
+        return self.run(
+            [*PYINIT, *args], pid_namespace=pid_namespace, env=env, timeout=timeout, input=input
+        )
+
+    def cleanup(self) -> None:
+        """Remove the sandbox directory."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def sandbox_available() -> str | None:
+    """None when sandboxes can run here, else the reason they cannot."""
+    if os.geteuid() != 0:
+        return "sandbox tests need root (unshare --mount, bind mounts, setuid)"
+    if shutil.which("unshare") is None:
+        return "unshare (util-linux) is not installed"
+    probe = run(["unshare", "--mount", "--propagation", "private", "true"], timeout=10)
+    if probe.returncode != 0:
+        return f"unshare --mount fails here: {probe.stderr.strip()}"
+    return None

@@ -1,0 +1,298 @@
+"""The command line: parsing, environment defaults, --help/--version, and the plan it builds."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from sandbox import PROJECT_ROOT, PYINIT, base_environment, run
+
+from pyinit import __version__
+from pyinit.capabilities import CAPABILITY_NUMBERS
+from pyinit.cli import build_parser, parse_options
+from pyinit.errors import UsageError
+from pyinit.plan import Plan, build_plan, required_capabilities
+from pyinit.render import render_plan
+
+ALL_CAPS = (1 << (max(CAPABILITY_NUMBERS.values()) + 1)) - 1
+
+#: The stable surface from the guide (section 1): these names must exist.
+CONTRACT_FLAGS = [
+    "--user",
+    "--mode",
+    "--chown",
+    "--mkdir",
+    "--umask",
+    "--rlimit",
+    "--file-env",
+    "--no-new-privs",
+    "--keep-cap",
+    "--pre",
+    "--post",
+    "--stop-timeout",
+    "--dry-run",
+    "--verbose",
+    "--quiet",
+    "--version",
+    "--help",
+]
+
+
+def long_options() -> list[str]:
+    """Every long option the parser knows."""
+    return sorted(
+        opt
+        for action in build_parser()._actions
+        for opt in action.option_strings
+        if opt.startswith("--")
+    )
+
+
+def plan_for(
+    argv: list[str],
+    environ: dict[str, str] | None = None,
+    *,
+    euid: int = 0,
+    pid: int = 4242,
+    mask: int = ALL_CAPS,
+) -> Plan:
+    """Parse and plan without touching the system (caller ids and capabilities given)."""
+    env = base_environment() if environ is None else environ
+    options = parse_options(argv, env)
+    return build_plan(options, env, pid=pid, euid=euid, capability_mask=mask)
+
+
+# --- --version, --help, entry points ---------------------------------------------------
+
+
+def test_version() -> None:
+    code, out, err = run([*PYINIT, "--version"])
+    assert (code, out, err) == (0, f"pyinit {__version__}\n", "")
+
+
+def test_help_lists_the_contract() -> None:
+    code, out, err = run([*PYINIT, "--help"])
+    assert (code, err) == (0, "")
+    for flag in CONTRACT_FLAGS:
+        assert flag in out, flag
+    assert "exit status" in out
+    assert "125" in out
+
+
+def test_short_options() -> None:
+    code, out, _ = run([*PYINIT, "-h"])
+    assert code == 0
+    for short in ("-u", "-m", "-v", "-q", "-h"):
+        assert re.search(rf"(^|\s){short}[ ,]", out), short
+
+
+def test_console_script() -> None:
+    script = shutil.which("pyinit")
+    if script is None:
+        pytest.skip("the pyinit console script is not on PATH")
+    code, out, _ = run([script, "--version"], env=dict(os.environ))
+    assert (code, out) == (0, f"pyinit {__version__}\n")
+
+
+def test_python_dash_m_runs_a_target() -> None:
+    code, out, _ = run([sys.executable, "-m", "pyinit", "--", "sh", "-c", "echo ran"])
+    assert (code, out) == (0, "ran\n")
+
+
+def test_docs_cover_every_flag() -> None:
+    usage = (PROJECT_ROOT / "docs" / "usage.md").read_text()
+    missing = [flag for flag in long_options() if f"`{flag}" not in usage]
+    assert not missing, f"docs/usage.md does not document {missing}"
+    for name in ("PYINIT_USER", "PYINIT_MODE", "PYINIT_FILE_ENV"):
+        assert name in usage
+
+
+def test_stepdown_doc_exists() -> None:
+    text = (PROJECT_ROOT / "docs" / "stepdown.md").read_text()
+    for word in ("gosu", "su-exec", "setpriv", "/etc/passwd", "NSS", "TIOCSTI"):
+        assert word in text, word
+
+
+# --- parsing ---------------------------------------------------------------------------
+
+
+def test_separator_is_stripped_once() -> None:
+    assert parse_options(["--", "--", "x"], {}).command == ["--", "x"]
+    assert parse_options(["--", "true"], {}).command == ["true"]
+
+
+def test_options_after_the_command_belong_to_it() -> None:
+    options = parse_options(["--user", "redis", "redis-server", "--user", "x", "-v"], {})
+    assert options.user == "redis"
+    assert options.command == ["redis-server", "--user", "x", "-v"]
+    assert not options.verbose
+
+
+def test_equals_form_allows_leading_dash_values() -> None:
+    assert parse_options(["--user=-x", "--", "true"], {}).user == "-x"
+
+
+def test_pyinit_user_env() -> None:
+    assert parse_options(["true"], {"PYINIT_USER": "redis"}).user == "redis"
+    assert parse_options(["-u", "alice", "true"], {"PYINIT_USER": "redis"}).user == "alice"
+    assert parse_options(["true"], {"PYINIT_USER": ""}).user is None
+
+
+@pytest.mark.parametrize("mode", ["exec", "supervise", "auto"])
+def test_pyinit_mode_env(mode: str) -> None:
+    assert parse_options(["true"], {"PYINIT_MODE": mode}).mode == mode
+
+
+def test_mode_flag_wins_over_env() -> None:
+    assert parse_options(["-m", "exec", "true"], {"PYINIT_MODE": "supervise"}).mode == "exec"
+
+
+def test_bad_pyinit_mode_env_is_ignored_when_the_flag_is_given() -> None:
+    assert parse_options(["--mode", "exec", "true"], {"PYINIT_MODE": "bogus"}).mode == "exec"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "words"),
+    [
+        (["--mode", "fast", "true"], {}, ["--mode", "fast"]),
+        (["true"], {"PYINIT_MODE": "fast"}, ["PYINIT_MODE", "fast"]),
+        (["-v", "-q", "true"], {}, ["--verbose", "--quiet"]),
+        (["--json", "true"], {}, ["--json", "--dry-run"]),
+        (["--frobnicate", "true"], {}, ["--frobnicate"]),
+        (["--user"], {}, ["--user"]),
+    ],
+)
+def test_parse_errors(argv: list[str], env: dict[str, str], words: list[str]) -> None:
+    with pytest.raises(UsageError) as info:
+        parse_options(argv, env)
+    assert info.value.exit_code == 125
+    assert "\n" not in info.value.message
+    for word in words:
+        assert word in info.value.message
+
+
+def test_no_abbreviations() -> None:
+    # A prefix must never silently mean another flag (--us for --user...).
+    with pytest.raises(UsageError):
+        parse_options(["--us", "redis", "true"], {})
+
+
+# --- the plan --------------------------------------------------------------------------
+
+
+def test_plan_mode_auto() -> None:
+    assert plan_for(["true"], pid=1).mode == "supervise"
+    assert plan_for(["true"], pid=77).mode == "exec"
+    # a supervise-only flag selects supervise even when not PID 1 (with a notice)
+    plan = plan_for(["--post", "echo done", "true"], pid=77)
+    assert plan.mode == "supervise"
+    assert any("subreaper" in n for n in plan.notices)
+
+
+def test_plan_identity_environment() -> None:
+    plan = plan_for(["--user", "root", "true"], base_environment(USER="x", LOGNAME="y"))
+    assert (plan.env["HOME"], plan.env["USER"], plan.env["LOGNAME"]) == ("/root", "root", "root")
+    nameless = plan_for(["--user", "4242", "true"], base_environment(USER="x", LOGNAME="y"))
+    assert nameless.env["HOME"] == "/"
+    assert "USER" not in nameless.env
+    assert "LOGNAME" not in nameless.env
+
+
+def test_plan_without_user_keeps_the_environment() -> None:
+    env = base_environment(USER="someone")
+    plan = plan_for(["true"], env)
+    assert plan.identity is None
+    assert plan.env == env
+
+
+def test_root_to_root_still_switches() -> None:
+    # Dropping root's supplementary groups needs the switch.
+    assert plan_for(["--user", "root", "true"]).switch_identity
+
+
+def test_capability_check_names_setuid() -> None:
+    mask = ALL_CAPS & ~(1 << CAPABILITY_NUMBERS["SETUID"])
+    with pytest.raises(UsageError) as info:
+        plan_for(["--user", "nobody", "true"], mask=mask)
+    message = info.value.message
+    assert "CAP_SETUID" in message
+    assert "--user 'nobody'" in message
+    assert "drop" in message  # root without the capability: the container dropped it
+
+
+def test_capability_check_names_setgid() -> None:
+    mask = ALL_CAPS & ~(1 << CAPABILITY_NUMBERS["SETGID"])
+    with pytest.raises(UsageError) as info:
+        plan_for(["--user", "nobody", "true"], mask=mask)
+    assert "CAP_SETGID" in info.value.message
+
+
+def test_keep_cap_needs_the_capability() -> None:
+    mask = ALL_CAPS & ~(1 << CAPABILITY_NUMBERS["NET_BIND_SERVICE"])
+    with pytest.raises(UsageError) as info:
+        plan_for(["--user", "nobody", "--keep-cap", "NET_BIND_SERVICE", "true"], mask=mask)
+    assert "CAP_NET_BIND_SERVICE" in info.value.message
+    assert "--keep-cap" in info.value.message
+
+
+def test_keep_cap_names_are_normalised() -> None:
+    plan = plan_for(
+        [
+            "--user",
+            "nobody",
+            "--keep-cap",
+            "cap_net_bind_service",
+            "--keep-cap",
+            "NET_BIND_SERVICE",
+            "true",
+        ]
+    )
+    assert plan.keep_caps == ("NET_BIND_SERVICE",)
+
+
+def test_required_capabilities_for_root_to_root() -> None:
+    plan = plan_for(["--user", "root", "true"])
+    needed = required_capabilities(plan, euid=0)
+    assert "SETUID" not in needed  # uid 0 stays 0: setresuid(0, 0, 0) needs nothing
+    assert "SETGID" in needed
+
+
+def test_groups_need_user() -> None:
+    with pytest.raises(UsageError) as info:
+        plan_for(["--groups", "0", "true"])
+    assert "--groups" in info.value.message
+
+
+def test_setup_as_non_root_is_skipped_with_a_notice() -> None:
+    plan = plan_for(["--mkdir", "/tmp/x", "true"], euid=4242, mask=0)
+    assert not plan.root_setup
+    assert plan.mkdirs == ()
+    assert any("skipping root setup" in n for n in plan.notices)
+    with pytest.raises(UsageError):
+        plan_for(["--if-not-root", "fail", "--mkdir", "/tmp/x", "true"], euid=4242, mask=0)
+
+
+def test_render_masks_secrets(tmp_path: Path) -> None:
+    secret = tmp_path / "s"
+    secret.write_text("topsecret\n")
+    env = base_environment(TOKEN_FILE=str(secret))
+    plan = plan_for(["--file-env", "TOKEN", "--user", "nobody", "true"], env)
+    assert plan.env["TOKEN"] == "topsecret"
+    assert "TOKEN_FILE" not in plan.env
+    text = render_plan(plan)
+    data = json.loads(render_plan(plan, as_json=True))
+    assert "topsecret" not in text
+    assert "topsecret" not in json.dumps(data)
+    assert data["env"]["TOKEN"] == "<from file>"
+
+
+def test_render_text_mentions_identity_and_command() -> None:
+    text = render_plan(plan_for(["--user", "nobody", "--no-new-privs", "sh", "-c", "x"]))
+    assert "switch to nobody (uid 65534" in text
+    assert "no_new_privs" in text
+    assert "command: sh -c x" in text
