@@ -283,4 +283,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         log.error(f"internal error: {type(e).__name__}: {e}")
         code = EXIT_SETUP_FAILED
     sys.stdout.flush()
+    if "trio" in sys.modules:
+        # Supervise mode is done and everything is reaped: skip the interpreter's
+        # teardown of trio's modules (~30-50 ms of a container's stop time).
+        sys.stderr.flush()
+        os._exit(code)
     raise SystemExit(code)
