@@ -4,16 +4,18 @@ A hook is started with ``posix_spawn`` (vfork+exec in glibc: no Python code
 runs in the child, so it is safe even from a threaded supervisor), with an
 empty signal mask and every signal at its default disposition: Python
 ignores SIGPIPE and SIGXFSZ, and the supervisor blocks or ignores others,
-none of which a shell script expects to inherit.  stdin, stdout and stderr
-are pyinit's own.
+none of which a shell script expects to inherit.  (glibc's posix_spawn
+leaves its two internal real-time signals, 32 and 33, ignored; no ordinary
+program uses them.)  stdin, stdout and stderr are pyinit's own.
 
 **Waiting and reapers.**  :func:`run_hook` reaps its hook with
 ``waitpid(pid)``.  It must not be called while another part of the process
 runs a ``waitpid(-1)`` reaper (the supervisor's): the reaper could collect
 the hook's status first and this function would then fail with
 ChildProcessError.  A supervisor that reaps with ``waitpid(-1)`` should
-either pause its reaper around the call, or use :func:`spawn_hook` and hand
-the status its reaper collects for that pid to :func:`describe_status`.
+either pause its reaper around the call, or use :func:`spawn_hook` and take
+the hook's status from its reaper (``os.waitstatus_to_exitcode`` turns a raw
+wait status into what :func:`describe_status` expects).
 Pre hooks run before the supervisor starts, so plain waiting is fine there.
 """
 

@@ -283,6 +283,18 @@ def build_plan(
         )
 
     switch_identity = identity is not None and _needs_identity_switch(identity, euid, extra_groups)
+    skip_non_root = switch_identity and _cannot_switch_as_non_root(
+        euid, options.if_not_root, capability_mask
+    )
+    if skip_non_root:
+        # What the official images' entrypoints do (`if [ "$(id -u)" = 0 ]`):
+        # started with --user / runAsUser, run as that user, no setup, no gosu.
+        assert identity is not None
+        notices.append(
+            f"running as uid {euid} without CAP_SETUID/CAP_SETGID: skipping root setup and the "
+            f"step-down to {identity.spec!r} (--if-not-root fail makes this an error)"
+        )
+        switch_identity = False
     mkdirs = tuple(parse_mkdir(m) for m in options.mkdir)
     chowns = tuple(
         ChownStep(
@@ -305,7 +317,7 @@ def build_plan(
     env.update(resolve_file_env(file_env_names, environ))
     for name in file_env_names:
         env.pop(name + "_FILE", None)
-    if identity is not None:
+    if identity is not None and not skip_non_root:
         # A uid without a name must not inherit the caller's USER=root.
         env.pop("USER", None)
         env.pop("LOGNAME", None)
@@ -316,7 +328,8 @@ def build_plan(
     if wants_setup and euid != 0 and not switch_identity:
         if options.if_not_root == "fail":
             raise UsageError(f"root setup asked for but running as uid {euid} (--if-not-root fail)")
-        notices.append(f"running as uid {euid}, not root: skipping root setup")
+        if not skip_non_root:
+            notices.append(f"running as uid {euid}, not root: skipping root setup")
         root_setup = False
 
     plan = Plan(
@@ -348,6 +361,13 @@ def build_plan(
     )
     check_capabilities(plan, euid, capability_mask)
     return plan
+
+
+def _cannot_switch_as_non_root(euid: int, policy: str, capability_mask: int | None) -> bool:
+    """Non-root, asked for another user, without the capabilities, and told to skip."""
+    if euid == 0 or policy != "skip":
+        return False
+    return bool(missing_capabilities({"SETUID": "", "SETGID": ""}, capability_mask))
 
 
 def _split_list(text: str | list[str] | None) -> list[str]:

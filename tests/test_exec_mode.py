@@ -560,21 +560,49 @@ def test_non_root_no_new_privs_still_works(
         ("nobody:audio", ["--user 'nobody:audio'", "gid 29", "CAP_SETGID"]),
     ],
 )
-def test_non_root_other_user_fails_naming_the_capability(
+def test_non_root_other_user_fails_naming_the_capability_with_if_not_root_fail(
     sandbox: Sandbox, pyinit_any_user: tuple[str, ...], spec: str, words: list[str]
 ) -> None:
-    result = sandbox.run([*AS_NOBODY, *pyinit_any_user, "--user", spec, "--", "true"])
+    result = sandbox.run(
+        [*AS_NOBODY, *pyinit_any_user, "--if-not-root", "fail", "--user", spec, "--", "true"]
+    )
     assert result.returncode == 125
     line = one_error_line(result.stderr)
     for word in words:
         assert word in line
 
 
+@pytest.mark.parametrize("spec", ["alice", "1000", "nobody:audio"])
+def test_non_root_other_user_skips_the_step_down_with_a_notice_by_default(
+    sandbox: Sandbox, pyinit_any_user: tuple[str, ...], spec: str
+) -> None:
+    # Like the official images' entrypoints under `docker run --user`: no
+    # setup, no step-down, the command runs as the user the runtime chose.
+    result = sandbox.run(
+        [*AS_NOBODY, *pyinit_any_user, "--user", spec, "--chown", "/tmp", "--", "id", "-u"]
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "65534"
+    assert result.stderr.count("\n") == 1
+    assert "skipping root setup and the step-down" in result.stderr
+
+
 def test_non_root_extra_groups_need_setgid(
     sandbox: Sandbox, pyinit_any_user: tuple[str, ...]
 ) -> None:
     result = sandbox.run(
-        [*AS_NOBODY, *pyinit_any_user, "--user", "nobody", "--groups", "audio", "--", "true"]
+        [
+            *AS_NOBODY,
+            *pyinit_any_user,
+            "--if-not-root",
+            "fail",
+            "--user",
+            "nobody",
+            "--groups",
+            "audio",
+            "--",
+            "true",
+        ]
     )
     assert result.returncode == 125
     assert "CAP_SETGID" in one_error_line(result.stderr)

@@ -1,0 +1,31 @@
+"""examples/nginx: nginx entirely as www-data, port 80 through an ambient capability."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import ContainerFactory
+from .helpers import processes
+from .runc import Container, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+FETCH = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:80/').status)"
+
+
+def http_status(ctr: Container) -> str:
+    """The status of GET / on port 80, fetched from inside the container."""
+    return ctr.exec("python3", "-c", FETCH, check=False).stdout.strip()
+
+
+@pytest.mark.e2e
+def test_nginx_serves_port_80_as_www_data(container: ContainerFactory) -> None:
+    """Master and workers run as www-data, port 80 answers, SIGQUIT stops it cleanly."""
+    ctr = container("nginx")
+    wait_for(lambda: http_status(ctr) == "200", 30, "nginx to answer on port 80",
+             interval=0.3, details=ctr.logs)
+    procs = processes(ctr)
+    nginx = [p for p in procs if p.args.startswith("nginx")]
+    assert nginx and all(p.user == "www-data" for p in nginx), procs
+    ctr.kill("QUIT")
+    assert ctr.wait(30) == 0, ctr.logs()

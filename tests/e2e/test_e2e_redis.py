@@ -1,0 +1,56 @@
+"""examples/redis: root-owned /data, step-down to redis, save on TERM, reload on restart."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from .conftest import ContainerFactory
+from .helpers import find, processes, wait_redis
+
+pytestmark = pytest.mark.timeout(300)
+
+KEYS = {"greeting": "hello", "answer": "forty-two"}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("mode", ["supervise", "exec"])
+def test_redis_saves_on_term_and_reloads(container: ContainerFactory, data_dir: Path,
+                                         image_ids: Callable[[str], tuple[int, int]],
+                                         mode: str) -> None:
+    """docker run -e PYINIT_MODE=MODE redis-pyinit; set keys; docker stop; run again."""
+    redis_uid, _ = image_ids("redis")
+    assert data_dir.stat().st_uid == 0, "the volume must start root-owned"
+
+    ctr = container("redis", env={"PYINIT_MODE": mode})
+    wait_redis(ctr)
+    procs = processes(ctr)
+    server = find(procs, "redis-server")
+    assert server.user == "redis", procs
+    if mode == "exec":
+        assert server.pid == 1, f"exec mode: redis-server should be PID 1: {procs}"
+    else:
+        init = next(p for p in procs if p.pid == 1)
+        assert "pyinit" in init.args and init.user == "root", procs
+        assert server.ppid == 1, procs
+    assert data_dir.stat().st_uid == redis_uid, "--chown /data did not give it to redis"
+
+    for key, value in KEYS.items():
+        assert ctr.exec("redis-cli", "set", key, value).stdout.strip() == "OK"
+    ctr.kill("TERM")
+    assert ctr.wait(30) == 0, ctr.logs()
+    assert "DB saved on disk" in ctr.stdout + ctr.stderr, ctr.logs()
+
+    dump = data_dir / "dump.rdb"
+    assert dump.stat().st_uid == redis_uid, "dump.rdb must belong to the image's redis user"
+    content = dump.read_bytes()
+    assert all(k.encode() in content and v.encode() in content for k, v in KEYS.items())
+
+    again = container("redis", env={"PYINIT_MODE": mode})
+    wait_redis(again)
+    for key, value in KEYS.items():
+        assert again.exec("redis-cli", "get", key).stdout.strip() == value, again.logs()
+    again.kill("TERM")
+    assert again.wait(30) == 0, again.logs()
