@@ -76,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--if-not-root",
         choices=NON_ROOT_POLICIES,
         default="skip",
-        help="started as non-root with root setup asked: skip it with a notice "
-        "(default) or fail with 125",
+        help="started as non-root without CAP_SETUID/CAP_SETGID: skip root setup and the "
+        "step-down with a notice and run as the current user (default), or fail with 125",
     )
     ident.add_argument(
         "--no-new-privs",
