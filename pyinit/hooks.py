@@ -15,7 +15,7 @@ the hook's status first and this function would then fail with
 ChildProcessError.  A supervisor that reaps with ``waitpid(-1)`` should
 either pause its reaper around the call, or use :func:`spawn_hook` and take
 the hook's status from its reaper (``os.waitstatus_to_exitcode`` turns a raw
-wait status into what :func:`describe_status` expects).
+wait status into what :func:`describe_returncode` expects).
 Pre hooks run before the supervisor starts, so plain waiting is fine there.
 """
 
@@ -87,7 +87,7 @@ def run_hook(
     return os.waitstatus_to_exitcode(status)
 
 
-def describe_status(code: int) -> str:
+def describe_returncode(code: int) -> str:
     """``exited with 3`` or ``was killed by SIGTERM``, for a run_hook result."""
     if code < 0:
         from pyinit.signals import signal_name

@@ -231,9 +231,8 @@ def shell_hook(command: str, flag: str) -> Hook:
 def hooks_from_directory(directory: str) -> list[Hook]:
     """The executable regular files of ``--pre-dir DIR``, in lexical order.
 
-    Like /docker-entrypoint.d: files that are not executable are skipped
-    (with a notice at apply time they would be surprising, so they are listed
-    in --dry-run as skipped by their absence).
+    Like the official images' /docker-entrypoint.d: files without the
+    execute bit are skipped, so a README or a disabled script can sit there.
     """
     try:
         names = sorted(os.listdir(directory))

@@ -230,7 +230,7 @@ def run_pre_hooks(plan: Plan) -> None:
     """
     import signal
 
-    from pyinit.hooks import SignalRelay, describe_status, run_hook
+    from pyinit.hooks import SignalRelay, describe_returncode, run_hook
     from pyinit.signals import STOP_SIGNALS
 
     with SignalRelay(sorted(STOP_SIGNALS | {signal.SIGHUP})) as relay:
@@ -240,7 +240,7 @@ def run_pre_hooks(plan: Plan) -> None:
             code = run_hook(hook, plan.env, relay=relay)
             _stop_if_asked(relay.received, f"during pre hook {hook.label}")
             if code != 0:
-                raise PyinitError(f"pre hook {hook.label} {describe_status(code)}")
+                raise PyinitError(f"pre hook {hook.label} {describe_returncode(code)}")
 
 
 def _stop_if_asked(received: list[int], when: str) -> None:

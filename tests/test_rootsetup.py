@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from pyinit.errors import PyinitError
-from pyinit.hooks import SignalRelay, describe_status, run_hook
+from pyinit.hooks import SignalRelay, describe_returncode, run_hook
 from pyinit.plan import Hook, RlimitStep
 from pyinit.rootsetup import set_rlimit
 
@@ -536,8 +536,8 @@ def test_run_hook_status_and_environment(tmp_path: Path) -> None:
     assert run_hook(sh_hook(f'echo "$X" > {out}; exit 7'), {"X": "from env"}) == 7
     assert out.read_text() == "from env\n"
     assert run_hook(sh_hook("kill -TERM $$"), {}) == -signal.SIGTERM
-    assert describe_status(7) == "exited with 7"
-    assert describe_status(-signal.SIGTERM) == "was killed by SIGTERM"
+    assert describe_returncode(7) == "exited with 7"
+    assert describe_returncode(-signal.SIGTERM) == "was killed by SIGTERM"
 
 
 def test_run_hook_timeout_terms_then_kills_the_whole_group(tmp_path: Path) -> None:
