@@ -76,9 +76,17 @@ def run_hook(
     signals pyinit receives to the hook while it runs.  Do not call this
     while a ``waitpid(-1)`` reaper runs (see the module docstring).
     """
-    pid = spawn_hook(hook, env, own_group=timeout is not None)
-    if relay is not None:
-        relay.pid = pid
+    if relay is None:
+        pid = spawn_hook(hook, env, own_group=timeout is not None)
+    else:
+        # Hold the relayed signals until the relay knows the pid: one the hook
+        # causes at once (or a `docker stop` right then) must reach the hook.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, relay.signals)
+        try:
+            pid = spawn_hook(hook, env, own_group=timeout is not None)
+            relay.pid = pid
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     try:
         status = _waitpid(pid) if timeout is None else _wait_bounded(hook, pid, timeout, kill_after)
     finally:
