@@ -7,7 +7,6 @@ are always shown; notices unless ``--quiet``; details only with ``--verbose``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 
@@ -33,8 +32,10 @@ def _emit(text: str) -> None:
     # One write per line: the supervisor and its children share stderr, and
     # a single write(2) keeps lines from interleaving mid-line.
     line = f"pyinit: {text}\n".encode(errors="replace")
-    with contextlib.suppress(OSError, ValueError):
+    try:  # noqa: SIM105 -- contextlib would cost exec-path start-up time
         os.write(sys.stderr.fileno(), line)
+    except (OSError, ValueError):
+        pass
 
 
 def error(text: str) -> None:
