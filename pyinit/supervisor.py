@@ -14,7 +14,8 @@ Start-up order matters.  Every forwardable signal is blocked from the first
 lines of :func:`pyinit.cli.main`, so anything sent while Python and trio load
 stays pending in the kernel (a PID 1 without a handler would otherwise have it
 discarded).  The target is forked *before* trio is imported, and the signals
-are unblocked only once trio's receiver is installed: nothing is lost.
+are unblocked only once the handlers are installed inside ``trio.run``:
+nothing is lost.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pyinit.spawn import Child, start_target
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable
+    from collections.abc import Iterable
 
     import trio
 
@@ -106,44 +107,74 @@ class Supervisor:
         self._target_exited: trio.Event | None = None
         self._children_changed: trio.Event | None = None
         self._nursery: trio.Nursery | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
 
     async def run(self) -> int:
         """The supervisor's life: forward and reap until the target exits, then wind down."""
         import trio
 
+        self._token = trio.lowlevel.current_trio_token()
         self._target_exited = trio.Event()
         self._children_changed = trio.Event()
-        with trio.open_signal_receiver(*blockable_signals()) as receiver:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self._install_signal_handlers()
+            # Only now: whatever arrived since pyinit's first line is delivered
+            # here, to the handlers, and forwarded.
             signal.pthread_sigmask(signal.SIG_SETMASK, self.original_mask)
             self._reap()  # the target may have exited before the handlers existed
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                nursery.start_soon(self._dispatch_signals, receiver)
-                await self._target_exited.wait()
-                await self._stop_leftovers()
-                await self._run_post_hooks()
-                nursery.cancel_scope.cancel()
+            await self._target_exited.wait()
+            await self._stop_leftovers()
+            await self._run_post_hooks()
+            # From here on nothing is forwarded; keep late signals pending
+            # rather than running a handler after the event loop is gone.
+            signal.pthread_sigmask(signal.SIG_BLOCK, blockable_signals())
+            nursery.cancel_scope.cancel()
         assert self.target_status is not None
         return exit_code_for_wait_status(self.target_status)
 
     # --- signals ---------------------------------------------------------------------
 
-    async def _dispatch_signals(self, receiver: AsyncIterator[int]) -> None:
-        async for signum in receiver:
-            if signum == signal.SIGCHLD:
-                self._reap()
-            else:
-                self._forward(signum)
+    def _install_signal_handlers(self) -> None:
+        # Our own handlers rather than trio.open_signal_receiver: the handler
+        # forwards the signal at once, as soon as trio's wakeup fd interrupts
+        # epoll, instead of several loop iterations later from a task.
+        for signum in blockable_signals():
+            signal.signal(signum, self._on_signal)
 
-    def _forward(self, signum: int) -> None:
+    def _on_signal(self, signum: int, frame: object) -> None:
+        """Python-level handler: forward now, leave the bookkeeping to the event loop.
+
+        It can run between any two bytecodes of trio's own code, so it makes
+        syscalls and calls the one trio function that is safe here,
+        ``run_sync_soon``, and nothing else.
+        """
+        token = self._token
+        assert token is not None
+        if signum == signal.SIGCHLD:
+            token.run_sync_soon(self._reap, idempotent=True)
+            return
+        sent = self._forward(signum)
+        token.run_sync_soon(self._after_forward, signum, sent)
+
+    def _forward(self, signum: int) -> int:
+        """Send ``signum`` (rewritten) to the target; the signal sent, or 0 if none was."""
+        if self.target_status is not None:
+            return 0
+        sent = self.rewrites.get(signum, signum)
+        if sent:
+            self._send_to_target(sent)
+        return sent
+
+    def _after_forward(self, signum: int, sent: int) -> None:
         if self.target_status is not None:
             log.info(f"{signal_name(signum)} received while winding down: not forwarded")
             return
-        sent = self.rewrites.get(signum, signum)
         if sent == 0:
             log.info(f"{signal_name(signum)} dropped (--rewrite)")
             return
-        self._send_to_target(sent)
+        where = f"group {self.target_group}" if self.plan.forward_to_group else str(self.target)
+        log.info(f"forwarded {signal_name(sent)} to {where}")
         if signum in STOP_SIGNALS or sent in STOP_SIGNALS:
             self._start_stop_clock()
         if signum in JOB_CONTROL_SIGNALS and not self.plan.is_pid1:
@@ -156,10 +187,8 @@ class Supervisor:
         try:
             if self.plan.forward_to_group:
                 os.killpg(self.target_group, signum)
-                log.info(f"forwarded {signal_name(signum)} to group {self.target_group}")
             else:
                 os.kill(self.target, signum)
-                log.info(f"forwarded {signal_name(signum)} to {self.target}")
         except ProcessLookupError:
             pass  # exited already; the reaper will tell
 
