@@ -108,19 +108,42 @@ def _waitpid(pid: int) -> int:
     return os.waitpid(pid, 0)[1]
 
 
+def stop_schedule(kill_after: float = DEFAULT_KILL_AFTER) -> tuple[tuple[int, float], ...]:
+    """How a hook that outlived its timeout is stopped: (signal to its group, then wait) steps.
+
+    Shared by pre hooks (:func:`run_hook`) and the supervisor's post hooks.
+    """
+    return ((signal.SIGTERM, kill_after), (signal.SIGKILL, kill_after))
+
+
+def kill_group(pgid: int, sig: int) -> None:
+    """Signal process group ``pgid`` (or just the process, if it leads no group); never raises."""
+    for send in (os.killpg, os.kill):
+        try:
+            send(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            continue
+
+
+def escalation_notice(hook: Hook, sig: int) -> None:
+    """Tell the user a hook outlived its time and what it is being sent."""
+    from pyinit.signals import signal_name
+
+    log.warning(f"{hook.label} still running: sending {signal_name(sig)}")
+
+
 def _wait_bounded(hook: Hook, pid: int, timeout: float, kill_after: float) -> int:
     status = _wait_for(pid, timeout)
-    if status is not None:
-        return status
-    log.warning(f"{hook.label} still running after {timeout:g}s: sending SIGTERM")
-    _kill_group(pid, signal.SIGTERM)
-    status = _wait_for(pid, kill_after)
+    for sig, wait in stop_schedule(kill_after):
+        if status is not None:
+            break
+        escalation_notice(hook, sig)
+        kill_group(pid, sig)
+        status = _wait_for(pid, wait)
     if status is None:
-        log.warning(f"{hook.label} ignored SIGTERM for {kill_after:g}s: sending SIGKILL")
-        _kill_group(pid, signal.SIGKILL)
-        status = _waitpid(pid)
+        status = _waitpid(pid)  # SIGKILLed: it cannot take long now
     # Whatever the hook started and left behind in its group goes too.
-    _kill_group(pid, signal.SIGKILL)
+    kill_group(pid, signal.SIGKILL)
     return status
 
 
@@ -152,11 +175,6 @@ def _poll_for(pid: int, seconds: float) -> int | None:
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.02)
-
-
-def _kill_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, sig)
 
 
 class SignalRelay:

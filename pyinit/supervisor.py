@@ -26,7 +26,7 @@ import time
 
 from pyinit import log
 from pyinit.errors import EXIT_SETUP_FAILED, PyinitError, exit_code_for_wait_status
-from pyinit.hooks import spawn_hook
+from pyinit.hooks import escalation_notice, kill_group, spawn_hook, stop_schedule
 from pyinit.reaper import Reaper, describe_status
 from pyinit.rootsetup import apply_root_setup
 from pyinit.signals import STOP_SIGNALS, blockable_signals, signal_name
@@ -207,7 +207,7 @@ class Supervisor:
                 f"target still running {self.plan.stop_timeout:g}s after the stop signal: "
                 "sending SIGKILL"
             )
-            _kill_group(self.target_group, signal.SIGKILL)
+            kill_group(self.target_group, signal.SIGKILL)
 
     # --- reaping ---------------------------------------------------------------------
 
@@ -272,30 +272,31 @@ class Supervisor:
                 log.warning(f"post hook {hook.label} failed: {describe_status(status)}")
 
     async def _run_hook(self, hook: Hook, env: dict[str, str]) -> int:
-        """Run a hook as root in its own process group; TERM then KILL it at the stop timeout.
+        """Run a hook as root in its own group; past the stop timeout, TERM then KILL it.
 
         Spawned here rather than with subprocess, so that our reaper, the only
         waitpid caller, collects its status.
         """
-        import trio
-
         pid = spawn_hook(hook, env, own_group=True)
         self.reaper.watch(pid)
-        for sig, wait in (
-            (None, self.plan.stop_timeout),
-            (signal.SIGTERM, self.plan.stop_timeout),
-            (signal.SIGKILL, KILL_GRACE_SECONDS),
-        ):
-            if sig is not None:
-                log.notice(f"hook {hook.label} still running: sending {signal_name(sig)}")
-                _kill_group(pid, sig)
-            with trio.move_on_after(wait):
-                while self.reaper.status_of(pid) is None:
-                    await self._wait_children_changed(1.0)
-            status = self.reaper.status_of(pid)
+        status = await self._wait_for_status(pid, self.plan.stop_timeout)
+        for sig, wait in stop_schedule():
             if status is not None:
-                return status
-        return int(signal.SIGKILL)  # a wait status meaning: killed by SIGKILL
+                break
+            escalation_notice(hook, sig)
+            kill_group(pid, sig)
+            status = await self._wait_for_status(pid, wait)
+        kill_group(pid, signal.SIGKILL)  # what the hook left behind in its group
+        return int(signal.SIGKILL) if status is None else status  # SIGKILL: a wait status
+
+    async def _wait_for_status(self, pid: int, timeout: float) -> int | None:
+        """The wait status of watched ``pid`` once the reaper has it, or None after ``timeout``."""
+        import trio
+
+        with trio.move_on_after(timeout):
+            while self.reaper.status_of(pid) is None:
+                await self._wait_children_changed(1.0)
+        return self.reaper.status_of(pid)
 
 
 def descendants() -> list[int]:
@@ -329,14 +330,6 @@ def _signal_all(pids: list[int], signum: int) -> None:
             continue
 
 
-def _kill_group(pgid: int, signum: int) -> None:
-    for send in (os.killpg, os.kill):
-        try:
-            send(pgid, signum)
-        except (ProcessLookupError, PermissionError):
-            continue
-
-
 def _reap_pid(pid: int) -> int | None:
     try:
         return os.waitpid(pid, 0)[1]
@@ -346,7 +339,7 @@ def _reap_pid(pid: int) -> int | None:
 
 def emergency_stop(pid: int, timeout: float) -> None:
     """Without trio: TERM the target's group, wait up to ``timeout``, KILL it, reap everything."""
-    _kill_group(pid, signal.SIGTERM)
+    kill_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     reaper = Reaper()
     reaper.watch(pid)
@@ -354,6 +347,6 @@ def emergency_stop(pid: int, timeout: float) -> None:
         reaper.reap()
         time.sleep(DRAIN_POLL_SECONDS)
     if reaper.status_of(pid) is None:
-        _kill_group(pid, signal.SIGKILL)
+        kill_group(pid, signal.SIGKILL)
         _reap_pid(pid)
     reaper.reap()
