@@ -268,7 +268,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str], original_mask: Iterable
     if options.dry_run:
         from pyinit.render import render_plan
 
-        sys.stdout.write(render_plan(plan, as_json=options.json))
+        sys.stdout.write(render_plan(plan, environ, as_json=options.json))
         return 0
     for notice in plan.notices:
         log.notice(notice)

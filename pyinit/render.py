@@ -8,23 +8,37 @@ from pyinit.signals import signal_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from pyinit.plan import Plan
 
 
-def render_plan(plan: Plan, as_json: bool = False) -> str:
-    """The plan, step by step in the order pyinit would carry it out."""
+def render_plan(plan: Plan, environ: Mapping[str, str], as_json: bool = False) -> str:
+    """The plan, step by step in the order pyinit would carry it out.
+
+    ``environ`` is the environment pyinit was started with: only the changes
+    pyinit makes to it are shown, never the inherited values (a password
+    passed as a plain variable must not end up in a CI log).
+    """
     if as_json:
         import json
 
         data = plan.as_dict()
-        data["env"] = _visible_env(plan)
+        del data["env"]
+        data["env_changes"] = env_changes(plan, environ)
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
     return "\n".join(_lines(plan)) + "\n"
 
 
-def _visible_env(plan: Plan) -> dict[str, str]:
-    # Secret values never reach the terminal: show where they came from instead.
-    return {k: ("<from file>" if k in plan.file_env else v) for k, v in plan.env.items()}
+def env_changes(plan: Plan, environ: Mapping[str, str]) -> dict[str, object]:
+    """What pyinit sets and removes in the target's environment; secrets shown by source."""
+    changed = {
+        name: (f"<from {name}_FILE>" if name in plan.file_env else value)
+        for name, value in plan.env.items()
+        if environ.get(name) != value
+    }
+    removed = sorted(name for name in environ if name not in plan.env)
+    return {"set": changed, "unset": removed}
 
 
 def _lines(plan: Plan) -> list[str]:

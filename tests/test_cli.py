@@ -280,19 +280,22 @@ def test_setup_as_non_root_is_skipped_with_a_notice() -> None:
 def test_render_masks_secrets(tmp_path: Path) -> None:
     secret = tmp_path / "s"
     secret.write_text("topsecret\n")
-    env = base_environment(TOKEN_FILE=str(secret))
+    env = base_environment(TOKEN_FILE=str(secret), DB_PASSWORD="plainsecret")
     plan = plan_for(["--file-env", "TOKEN", "--user", "nobody", "true"], env)
     assert plan.env["TOKEN"] == "topsecret"
     assert "TOKEN_FILE" not in plan.env
-    text = render_plan(plan)
-    data = json.loads(render_plan(plan, as_json=True))
-    assert "topsecret" not in text
-    assert "topsecret" not in json.dumps(data)
-    assert data["env"]["TOKEN"] == "<from file>"
+    text = render_plan(plan, env)
+    data = json.loads(render_plan(plan, env, as_json=True))
+    for output in (text, json.dumps(data)):
+        assert "topsecret" not in output
+        assert "plainsecret" not in output
+    assert data["env_changes"]["set"]["TOKEN"] == "<from TOKEN_FILE>"
+    assert data["env_changes"]["set"]["HOME"] == "/nonexistent"
+    assert data["env_changes"]["unset"] == ["TOKEN_FILE"]
 
 
 def test_render_text_mentions_identity_and_command() -> None:
-    text = render_plan(plan_for(["--user", "nobody", "--no-new-privs", "sh", "-c", "x"]))
+    text = render_plan(plan_for(["--user", "nobody", "--no-new-privs", "sh", "-c", "x"]), {})
     assert "switch to nobody (uid 65534" in text
     assert "no_new_privs" in text
     assert "command: sh -c x" in text

@@ -707,7 +707,7 @@ def test_dry_run_json(sandbox: Sandbox) -> None:
     assert data["identity"]["groups"] == []
     assert data["command"] == ["true"]
     assert data["mode"] == "exec"
-    assert data["env"]["HOME"] == "/var/lib/redis"
+    assert data["env_changes"]["set"]["HOME"] == "/var/lib/redis"
 
 
 def test_dry_run_never_prints_secrets(sandbox: Sandbox, tmp_path: Path) -> None:

@@ -75,6 +75,12 @@ FORWARDED = [
     signal.SIGVTALRM,
     signal.SIGPROF,
     signal.SIGXCPU,
+    signal.SIGXFSZ,
+    signal.SIGBUS,
+    signal.SIGFPE,
+    signal.SIGILL,
+    signal.SIGSEGV,
+    signal.SIGTRAP,
 ]
 
 
@@ -101,6 +107,35 @@ def test_every_catchable_signal_reaches_the_target(tmp_path: Path) -> None:
         ns.signal(signal.SIGTERM)
         code, _, err = ns.wait()
     assert _lines(log_file) == [s.name for s in FORWARDED] + ["RT3", "SIGTERM"]
+    assert code == 0, err
+
+
+def test_fatal_signals_sent_to_pyinit_when_not_pid1_are_forwarded_not_fatal(
+    tmp_path: Path,
+) -> None:
+    # `kill -ABRT` and friends kill tini and catatonit when they are not PID 1
+    # (nothing shields them from default actions there); pyinit forwards them.
+    log_file, ready = tmp_path / "signals", tmp_path / "ready"
+    args = ["--mode", "supervise", "--", *python_target(RECORDER), str(log_file), str(ready)]
+    fatal = [
+        signal.SIGABRT,
+        signal.SIGSEGV,
+        signal.SIGBUS,
+        signal.SIGFPE,
+        signal.SIGILL,
+        signal.SIGTRAP,
+        signal.SIGSYS,
+        signal.SIGQUIT,
+    ]
+    with Namespace(args, pid1=False) as ns:
+        wait_for(ready.exists, what="the target to install its handlers")
+        for number, sig in enumerate(fatal, start=1):
+            ns.signal(sig)
+            wait_for(lambda n=number: len(_lines(log_file)) >= n, what=f"{sig.name} to arrive")
+        assert ns.proc.poll() is None
+        ns.signal(signal.SIGTERM)
+        code, _, err = ns.wait()
+    assert _lines(log_file) == [s.name for s in fatal] + ["SIGTERM"]
     assert code == 0, err
 
 
