@@ -56,9 +56,13 @@ class Child:
 
 
 def terminal_fd() -> int | None:
-    """stdin when it is a terminal (``docker run -it``), else None."""
+    """stdin when it is a terminal whose foreground pyinit holds (``docker run -it``), else None.
+
+    A pyinit started in the background of an interactive shell must not take
+    the terminal away from that shell.
+    """
     try:
-        return 0 if os.isatty(0) else None
+        return 0 if os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp() else None
     except OSError:
         return None
 
