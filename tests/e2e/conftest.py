@@ -84,7 +84,8 @@ def images(base_rootfs: Path, tmp_path_factory: pytest.TempPathFactory
         if name not in built:
             layer = rootfs.Layer(lowers=[base_rootfs], workdir=root / name)
             try:
-                image = Builder(EXAMPLES / name, layer.mount(), install_pyinit).build()
+                image = Builder(EXAMPLES / name / "Dockerfile", EXAMPLES.parent, layer.mount(),
+                                install_pyinit).build()
             finally:
                 layer.unmount()
             built[name] = BuiltImage(image, layer)

@@ -9,9 +9,11 @@ examples use and refuses anything else:
                 * a RUN with ``apt-get install`` is *not* run: every package it names
                   must already be in the base rootfs (rootfs.BASE_PACKAGES), which is
                   checked with dpkg-query;
-                * a RUN with ``pip install ... pyinit`` installs the working tree
-                  instead of the release from PyPI.
-``COPY``        ``COPY SRC... DEST`` relative to the Dockerfile's folder (no flags).
+                * a RUN that pip-installs pyinit (the source the Dockerfile copied
+                  to /usr/src/pyinit) installs the working tree with the deps the
+                  base rootfs already holds, without a build from source in the chroot.
+``COPY``        ``COPY SRC... DEST`` relative to the build context, the repository root
+                (no flags).
 ``ENV``         ``ENV K=V ...`` or ``ENV K V``; ``$VAR``/``${VAR}`` are expanded.
 ``WORKDIR``     recorded (becomes the container's cwd) and created.
 ``USER``        recorded (the container's process.user).
@@ -137,7 +139,7 @@ def apt_packages(command: str) -> list[str]:
 def is_pyinit_pip_install(command: str) -> bool:
     """True for a RUN that installs pyinit itself with pip."""
     return bool(re.search(r"\bpip3?\s+install\b", command)) and bool(
-        re.search(r"(^|\s)pyinit(\s|$|[=<>\[])", command))
+        re.search(r"(^|\s)(\S*/)?pyinit/?(\s|$|[=<>\[])", command))
 
 
 class Builder:
@@ -147,19 +149,20 @@ class Builder:
     pyinit, so the working tree is what the image gets.
     """
 
-    def __init__(self, context: Path, rootfs: Path,
+    def __init__(self, dockerfile: Path, context: Path, rootfs: Path,
                  install_pyinit: Callable[[Path], None]) -> None:
+        self.dockerfile = dockerfile
         self.context = context
         self.rootfs = rootfs
         self.install_pyinit = install_pyinit
-        self.image = Image(name=context.name)
+        self.image = Image(name=dockerfile.parent.name)
 
     def build(self) -> Image:
-        """Apply every instruction of CONTEXT/Dockerfile; return the resulting Image."""
-        for ins in parse((self.context / "Dockerfile").read_text()):
+        """Apply every instruction of the Dockerfile; return the resulting Image."""
+        for ins in parse(self.dockerfile.read_text()):
             handler = getattr(self, f"do_{ins.keyword.lower()}", None)
             if handler is None and ins.keyword not in _IGNORED:
-                raise ValueError(f"{self.context}/Dockerfile: unsupported {ins.keyword}")
+                raise ValueError(f"{self.dockerfile}: unsupported {ins.keyword}")
             if handler is not None:
                 handler(ins.text)
         return self.image
@@ -186,7 +189,7 @@ class Builder:
         installed = {line.split()[1] for line in out if line.startswith("installed ")}
         missing = sorted(set(packages) - installed)
         if missing:
-            raise ValueError(f"{self.context}/Dockerfile installs {missing}: add them to "
+            raise ValueError(f"{self.dockerfile} installs {missing}: add them to "
                              "rootfs.BASE_PACKAGES")
 
     def do_copy(self, text: str) -> None:

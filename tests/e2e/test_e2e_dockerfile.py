@@ -31,6 +31,8 @@ def test_apt_packages_and_pyinit_install_detection() -> None:
     assert is_pyinit_pip_install("pip install --break-system-packages pyinit")
     assert is_pyinit_pip_install("pip3 install pyinit==0.1")
     assert not is_pyinit_pip_install("pip install pyinitx")
+    assert is_pyinit_pip_install("pip install --no-cache-dir /usr/src/pyinit")
+    assert not is_pyinit_pip_install("pip install /usr/src/other")
 
 
 @pytest.mark.e2e
