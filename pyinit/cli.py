@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="add supplementary groups (names or gids) to the target's",
     )
     ident.add_argument(
+        "--keep-groups",
+        action="store_true",
+        help="keep the supplementary groups the runtime gave pyinit (docker --group-add, "
+        "Kubernetes fsGroup/supplementalGroups), except root's",
+    )
+    ident.add_argument(
         "--if-not-root",
         choices=NON_ROOT_POLICIES,
         default="skip",

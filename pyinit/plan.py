@@ -19,7 +19,7 @@ from pyinit.errors import UsageError
 from pyinit.record import Record
 from pyinit.secrets import resolve_file_env
 from pyinit.signals import parse_rewrite
-from pyinit.userspec import Identity, resolve_group, resolve_user_spec
+from pyinit.userspec import Identity, read_group, resolve_group, resolve_user_spec
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -272,6 +272,10 @@ def build_plan(
 
     identity = resolve_user_spec(options.user) if options.user is not None else None
     extra_groups = tuple(resolve_group(g, "--groups") for g in _split_list(options.groups))
+    if options.keep_groups:
+        if identity is None:
+            raise UsageError("--keep-groups needs --user (the groups are set during the step-down)")
+        extra_groups += runtime_groups()
     if extra_groups and identity is None:
         raise UsageError("--groups needs --user (the groups are set during the step-down)")
     mode = _resolve_mode(options, pid)
@@ -367,6 +371,17 @@ def _cannot_switch_as_non_root(euid: int, policy: str, capability_mask: int | No
     if euid == 0 or policy != "skip":
         return False
     return bool(missing_capabilities({"SETUID": "", "SETGID": ""}, capability_mask))
+
+
+def runtime_groups() -> tuple[int, ...]:
+    """The supplementary groups pyinit was started with that are not root's own.
+
+    What a runtime adds (docker --group-add, Kubernetes fsGroup and
+    supplementalGroups) minus gid 0 and every group whose member list names
+    root: the step-down must never hand root's groups to the target.
+    """
+    roots = {0} | {g.gid for g in read_group() if "root" in g.members}
+    return tuple(g for g in os.getgroups() if g not in roots)
 
 
 def _split_list(text: str | list[str] | None) -> list[str]:

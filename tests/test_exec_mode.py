@@ -777,3 +777,28 @@ def test_exec_path_imports_nothing_heavy(sandbox: Sandbox) -> None:
     assert "pyinit.execmode" in modules
     for name in HEAVY:
         assert not any(m == name or m.startswith(name + ".") for m in modules), name
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], ["65534"]),
+        (["--keep-groups"], ["65534", "2000", "2001"]),
+        (["--keep-groups", "--groups", "audio"], ["65534", "29", "2000", "2001"]),
+    ],
+)
+def test_keep_groups_keeps_runtime_groups_but_never_roots(
+    sandbox: Sandbox, flags: list[str], expected: list[str]
+) -> None:
+    # Like docker --group-add 2000 / Kubernetes fsGroup: root starts with extra
+    # groups next to its own gid 0; --keep-groups passes on those, never gid 0.
+    runtime = ("setpriv", "--groups", "0,2000,2001")
+    result = sandbox.run([*runtime, *PYINIT, "--user", "nobody", *flags, "--", "id", "-G"])
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split(), key=int) == sorted(expected, key=int)
+
+
+def test_keep_groups_needs_user(sandbox: Sandbox) -> None:
+    result = sandbox.run([*PYINIT, "--keep-groups", "--", "true"])
+    assert result.returncode == 125
+    assert "--keep-groups needs --user" in one_error_line(result.stderr)
