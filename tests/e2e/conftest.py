@@ -28,8 +28,11 @@ _SOURCE_FILES = ("pyproject.toml", "README.md", "LICENSE", "pyinit")
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Skip the tier when this machine cannot run it (not root, no runc/mmdebstrap)."""
     missing = [tool for tool in ("runc", "mmdebstrap", "chroot") if shutil.which(tool) is None]
-    reason = "e2e tier needs root" if os.geteuid() != 0 else (
-        f"e2e tier needs {', '.join(missing)}" if missing else "")
+    reason = (
+        "e2e tier needs root"
+        if os.geteuid() != 0
+        else (f"e2e tier needs {', '.join(missing)}" if missing else "")
+    )
     if reason:
         for item in items:
             if "e2e" in item.keywords:
@@ -74,8 +77,9 @@ class BuiltImage:
 
 
 @pytest.fixture(scope="session")
-def images(base_rootfs: Path, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[Callable[[str], BuiltImage]]:
+def images(
+    base_rootfs: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[str], BuiltImage]]:
     """``images(name)`` builds ``examples/NAME/Dockerfile`` once per session."""
     built: dict[str, BuiltImage] = {}
     root = tmp_path_factory.mktemp("images")
@@ -84,8 +88,9 @@ def images(base_rootfs: Path, tmp_path_factory: pytest.TempPathFactory
         if name not in built:
             layer = rootfs.Layer(lowers=[base_rootfs], workdir=root / name)
             try:
-                image = Builder(EXAMPLES / name / "Dockerfile", EXAMPLES.parent, layer.mount(),
-                                install_pyinit).build()
+                image = Builder(
+                    EXAMPLES / name / "Dockerfile", EXAMPLES.parent, layer.mount(), install_pyinit
+                ).build()
             finally:
                 layer.unmount()
             built[name] = BuiltImage(image, layer)
@@ -112,8 +117,9 @@ ContainerFactory = Callable[..., Container]
 
 
 @pytest.fixture
-def container(images: Callable[[str], BuiltImage], runc_root: Path, tmp_path: Path,
-              data_dir: Path) -> Iterator[ContainerFactory]:
+def container(
+    images: Callable[[str], BuiltImage], runc_root: Path, tmp_path: Path, data_dir: Path
+) -> Iterator[ContainerFactory]:
     """Factory: ``container("redis", cmd=..., env=..., ...)`` starts a container.
 
     Keyword arguments: ``cmd`` (replaces CMD, like ``docker run IMAGE CMD``),
@@ -124,18 +130,33 @@ def container(images: Callable[[str], BuiltImage], runc_root: Path, tmp_path: Pa
     """
     created: list[tuple[Container, rootfs.Layer]] = []
 
-    def make(name: str, *, cmd: list[str] | None = None, pyinit_flags: list[str] | None = None,
-             env: dict[str, str] | None = None, data: Path | None = None, uid: int = 0,
-             gid: int = 0, drop_caps: tuple[str, ...] = (), mounts: tuple[Mount, ...] = (),
-             start: bool = True) -> Container:
+    def make(
+        name: str,
+        *,
+        cmd: list[str] | None = None,
+        pyinit_flags: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        data: Path | None = None,
+        uid: int = 0,
+        gid: int = 0,
+        drop_caps: tuple[str, ...] = (),
+        mounts: tuple[Mount, ...] = (),
+        start: bool = True,
+    ) -> Container:
         built = images(name)
         cid = f"pyinit-e2e-{name}-{uuid.uuid4().hex[:8]}"
         workdir = tmp_path / cid
         layer = rootfs.Layer(lowers=built.layer.lowers_for_next(), workdir=workdir / "layer")
         spec = BundleSpec(
-            rootfs=layer.mount(), args=built.image.argv(cmd, pyinit_flags),
-            env=built.image.env_list(env), cwd=built.image.workdir, uid=uid, gid=gid,
-            mounts=[Mount(data or data_dir, "/data"), *mounts], drop_caps=list(drop_caps))
+            rootfs=layer.mount(),
+            args=built.image.argv(cmd, pyinit_flags),
+            env=built.image.env_list(env),
+            cwd=built.image.workdir,
+            uid=uid,
+            gid=gid,
+            mounts=[Mount(data or data_dir, "/data"), *mounts],
+            drop_caps=list(drop_caps),
+        )
         ctr = Container(runc_root, write_bundle(workdir / "bundle", spec), cid)
         created.append((ctr, layer))
         return ctr.start() if start else ctr

@@ -59,8 +59,9 @@ class Image:
     user: str = ""
     stopsignal: str = "SIGTERM"
 
-    def argv(self, cmd: list[str] | None = None, pyinit_flags: list[str] | None = None
-             ) -> list[str]:
+    def argv(
+        self, cmd: list[str] | None = None, pyinit_flags: list[str] | None = None
+    ) -> list[str]:
         """process.args as docker builds them: ENTRYPOINT + (CMD, or CMD given at run time).
 
         PYINIT_FLAGS are inserted just before the entrypoint's ``--`` (after its own
@@ -131,7 +132,7 @@ def apt_packages(command: str) -> list[str]:
     for part in re.split(r"&&|;|\|\|", command):
         words = shlex.split(part)
         if "apt-get" in words and "install" in words:
-            after = words[words.index("install") + 1:]
+            after = words[words.index("install") + 1 :]
             packages += [w for w in after if not w.startswith("-")]
     return packages
 
@@ -139,7 +140,8 @@ def apt_packages(command: str) -> list[str]:
 def is_pyinit_pip_install(command: str) -> bool:
     """True for a RUN that installs pyinit itself with pip."""
     return bool(re.search(r"\bpip3?\s+install\b", command)) and bool(
-        re.search(r"(^|\s)(\S*/)?pyinit/?(\s|$|[=<>\[])", command))
+        re.search(r"(^|\s)(\S*/)?pyinit/?(\s|$|[=<>\[])", command)
+    )
 
 
 class Builder:
@@ -149,8 +151,9 @@ class Builder:
     pyinit, so the working tree is what the image gets.
     """
 
-    def __init__(self, dockerfile: Path, context: Path, rootfs: Path,
-                 install_pyinit: Callable[[Path], None]) -> None:
+    def __init__(
+        self, dockerfile: Path, context: Path, rootfs: Path, install_pyinit: Callable[[Path], None]
+    ) -> None:
         self.dockerfile = dockerfile
         self.context = context
         self.rootfs = rootfs
@@ -184,13 +187,15 @@ class Builder:
 
     def _check_installed(self, packages: list[str]) -> None:
         query = "dpkg-query -W -f='${db:Status-Status} ${Package}\\n' " + " ".join(
-            shlex.quote(p) for p in packages)
+            shlex.quote(p) for p in packages
+        )
         out = rootfs_mod.chroot(self.rootfs, query).stdout.split("\n")
         installed = {line.split()[1] for line in out if line.startswith("installed ")}
         missing = sorted(set(packages) - installed)
         if missing:
-            raise ValueError(f"{self.dockerfile} installs {missing}: add them to "
-                             "rootfs.BASE_PACKAGES")
+            raise ValueError(
+                f"{self.dockerfile} installs {missing}: add them to rootfs.BASE_PACKAGES"
+            )
 
     def do_copy(self, text: str) -> None:
         """Copy files from the build context into the image (mode bits kept)."""

@@ -42,22 +42,26 @@ def zombies(procs: list[Proc]) -> list[Proc]:
 
 def wait_redis(ctr: Container, timeout: float = 30) -> None:
     """Wait until redis answers PING through ``runc exec ID redis-cli``."""
+
     def ready() -> bool:
         ctr.wait_running(timeout)
         return ctr.exec("redis-cli", "ping", check=False).stdout.strip() == "PONG"
+
     wait_for(ready, timeout, f"redis in {ctr.id}", interval=0.2, details=ctr.logs)
 
 
 def psql(ctr: Container, sql: str, check: bool = True) -> str:
     """Run SQL as postgres over the unix socket; return psql's unaligned output."""
-    return ctr.exec("psql", "-U", "postgres", "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql,
-                    check=check).stdout.strip()
+    return ctr.exec(
+        "psql", "-U", "postgres", "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql, check=check
+    ).stdout.strip()
 
 
 def wait_postgres(ctr: Container, timeout: float = 60) -> None:
     """Wait until postgres accepts connections (initdb on first start included)."""
+
     def ready() -> bool:
         ctr.wait_running(timeout)
         return ctr.exec("pg_isready", "-U", "postgres", check=False).returncode == 0
-    wait_for(ready, timeout, f"postgres in {ctr.id}", interval=0.3,
-             details=ctr.logs)
+
+    wait_for(ready, timeout, f"postgres in {ctr.id}", interval=0.3, details=ctr.logs)

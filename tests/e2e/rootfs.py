@@ -44,8 +44,14 @@ BASE_PACKAGES = (
 # Bump when the way the base is built changes, to invalidate old caches.
 _FORMAT = "1"
 CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_PASSTHROUGH_ENV = ("http_proxy", "https_proxy", "no_proxy",
-                    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+_PASSTHROUGH_ENV = (
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -79,22 +85,28 @@ def chroot_env() -> dict[str, str]:
     return env
 
 
-def chroot(rootfs: Path, command: str, env: dict[str, str] | None = None,
-           timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def chroot(
+    rootfs: Path, command: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run ``/bin/sh -c COMMAND`` as root inside ROOTFS; raise with its output on failure."""
     argv = ["chroot", str(rootfs), "/bin/sh", "-c", command]
-    proc = subprocess.run(argv, env=env or chroot_env(), capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    proc = subprocess.run(
+        argv, env=env or chroot_env(), capture_output=True, text=True, timeout=timeout, check=False
+    )
     if proc.returncode != 0:
-        raise RuntimeError(f"chroot {rootfs} {command!r} exited {proc.returncode}:\n"
-                           f"{proc.stdout}\n{proc.stderr}")
+        raise RuntimeError(
+            f"chroot {rootfs} {command!r} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
 def host_ca_bundle() -> Path | None:
     """The CA bundle the host's pip trusts (it may hold a proxy's CA the rootfs lacks)."""
-    for candidate in (os.environ.get("PIP_CERT"), os.environ.get("SSL_CERT_FILE"),
-                      "/etc/ssl/certs/ca-certificates.crt"):
+    for candidate in (
+        os.environ.get("PIP_CERT"),
+        os.environ.get("SSL_CERT_FILE"),
+        "/etc/ssl/certs/ca-certificates.crt",
+    ):
         if candidate and Path(candidate).is_file():
             return Path(candidate)
     return None
@@ -108,9 +120,12 @@ def pip_install(rootfs: Path, args: str, timeout: float = 300) -> None:
         shutil.copyfile(bundle, rootfs / "tmp/host-ca.crt")
         cert = "--cert /tmp/host-ca.crt"
     try:
-        chroot(rootfs, f"pip install --break-system-packages --no-cache-dir "
-                       f"--root-user-action=ignore --disable-pip-version-check {cert} {args}",
-               timeout=timeout)
+        chroot(
+            rootfs,
+            f"pip install --break-system-packages --no-cache-dir "
+            f"--root-user-action=ignore --disable-pip-version-check {cert} {args}",
+            timeout=timeout,
+        )
     finally:
         (rootfs / "tmp/host-ca.crt").unlink(missing_ok=True)
 
@@ -118,8 +133,16 @@ def pip_install(rootfs: Path, args: str, timeout: float = 300) -> None:
 def mmdebstrap(target: Path) -> float:
     """Build a minbase bookworm rootfs with BASE_PACKAGES into TARGET; return seconds taken."""
     mirror = str(SOURCES) if SOURCES.exists() else FALLBACK_MIRROR
-    argv = ["mmdebstrap", "--variant=minbase", "--mode=root", "--quiet",
-            "--include=" + ",".join(BASE_PACKAGES), SUITE, str(target), mirror]
+    argv = [
+        "mmdebstrap",
+        "--variant=minbase",
+        "--mode=root",
+        "--quiet",
+        "--include=" + ",".join(BASE_PACKAGES),
+        SUITE,
+        str(target),
+        mirror,
+    ]
     started = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
     if proc.returncode != 0:
@@ -184,9 +207,13 @@ class Layer:
         if self.overlay:
             lower = ":".join(str(p) for p in self.lowers)
             options = f"lowerdir={lower},upperdir={self.upper},workdir={self.workdir / 'work'}"
-            proc = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options,
-                                   str(self.merged)], capture_output=True, text=True,
-                                  timeout=30, check=False)
+            proc = subprocess.run(
+                ["mount", "-t", "overlay", "overlay", "-o", options, str(self.merged)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
             if proc.returncode == 0:
                 return self.merged
             log(f"overlay mount failed ({proc.stderr.strip()}); copying instead")

@@ -17,9 +17,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # What docker gives a container by default (moby's oci/caps/defaults.go).
-DOCKER_CAPS = [f"CAP_{name}" for name in (
-    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
-    "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE")]
+DOCKER_CAPS = [
+    f"CAP_{name}"
+    for name in (
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FSETID",
+        "FOWNER",
+        "MKNOD",
+        "NET_RAW",
+        "SETGID",
+        "SETUID",
+        "SETFCAP",
+        "SETPCAP",
+        "NET_BIND_SERVICE",
+        "SYS_CHROOT",
+        "KILL",
+        "AUDIT_WRITE",
+    )
+]
 
 
 @dataclass
@@ -60,24 +76,41 @@ def write_bundle(bundle: Path, spec: BundleSpec) -> Path:
     path = bundle / "config.json"
     config = json.loads(path.read_text())
     process = config["process"]
-    process.update(args=spec.args, env=spec.env, cwd=spec.cwd, terminal=False,
-                   noNewPrivileges=False, capabilities=_capabilities(spec),
-                   user={"uid": spec.uid, "gid": spec.gid})
+    process.update(
+        args=spec.args,
+        env=spec.env,
+        cwd=spec.cwd,
+        terminal=False,
+        noNewPrivileges=False,
+        capabilities=_capabilities(spec),
+        user={"uid": spec.uid, "gid": spec.gid},
+    )
     config["root"] = {"path": str(spec.rootfs.resolve()), "readonly": False}
     config["hostname"] = "e2e"
     config["mounts"] += [
-        {"destination": m.destination, "type": "bind", "source": str(m.source.resolve()),
-         "options": ["rbind", "ro" if m.readonly else "rw"]}
-        for m in spec.mounts]
+        {
+            "destination": m.destination,
+            "type": "bind",
+            "source": str(m.source.resolve()),
+            "options": ["rbind", "ro" if m.readonly else "rw"],
+        }
+        for m in spec.mounts
+    ]
     if spec.host_network:
         config["linux"]["namespaces"] = [
-            ns for ns in config["linux"]["namespaces"] if ns["type"] != "network"]
+            ns for ns in config["linux"]["namespaces"] if ns["type"] != "network"
+        ]
     path.write_text(json.dumps(config, indent=2))
     return bundle
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
-             interval: float = 0.1, details: Callable[[], str] | None = None) -> None:
+def wait_for(
+    predicate: Callable[[], bool],
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    details: Callable[[], str] | None = None,
+) -> None:
     """Poll PREDICATE until it is true; fail the test naming WHAT after TIMEOUT seconds.
 
     DETAILS (e.g. ``Container.logs``) is called for the failure message.
@@ -103,8 +136,9 @@ class Container:
         self.stdout_path = bundle / "stdout.log"
         self.stderr_path = bundle / "stderr.log"
 
-    def runc(self, *args: str, timeout: float = 30, check: bool = True
-             ) -> subprocess.CompletedProcess[str]:
+    def runc(
+        self, *args: str, timeout: float = 30, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``runc --root STATE ARGS`` and return its result (text)."""
         argv = ["runc", "--root", str(self.state_root), *args]
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=check)
@@ -113,9 +147,20 @@ class Container:
         """Start ``runc run`` (not detached: its exit status will be PID 1's)."""
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                ["runc", "--root", str(self.state_root), "run", "--bundle", str(self.bundle),
-                 self.id], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                start_new_session=True)
+                [
+                    "runc",
+                    "--root",
+                    str(self.state_root),
+                    "run",
+                    "--bundle",
+                    str(self.bundle),
+                    self.id,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
         return self
 
     @property
@@ -137,24 +182,36 @@ class Container:
         proc = self.runc("state", self.id, check=False)
         return json.loads(proc.stdout)["status"] if proc.returncode == 0 else ""
 
-    def exec(self, *args: str, timeout: float = 30, env: dict[str, str] | None = None,
-             user: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def exec(
+        self,
+        *args: str,
+        timeout: float = 30,
+        env: dict[str, str] | None = None,
+        user: str | None = None,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
         """``runc exec`` ARGS in the container (as its process.user unless USER)."""
         options = [f"--env={k}={v}" for k, v in (env or {}).items()]
         if user is not None:
             options.append(f"--user={user}")
         proc = self.runc("exec", *options, self.id, *args, timeout=timeout, check=False)
         if check and proc.returncode != 0:
-            raise AssertionError(f"runc exec {args} exited {proc.returncode}:\n"
-                                 f"{proc.stdout}\n{proc.stderr}\n{self.logs()}")
+            raise AssertionError(
+                f"runc exec {args} exited {proc.returncode}:\n"
+                f"{proc.stdout}\n{proc.stderr}\n{self.logs()}"
+            )
         return proc
 
     def exec_background(self, *args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
         """Start ``runc exec`` ARGS without waiting; it is killed in ``delete``."""
         out = open(log or self.bundle / f"exec-{len(self.background)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(["runc", "--root", str(self.state_root), "exec", self.id, *args],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            ["runc", "--root", str(self.state_root), "exec", self.id, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         out.close()
         self.background.append(proc)
         return proc
@@ -169,16 +226,20 @@ class Container:
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"container {self.id} still running after {timeout}s\n"
-                                 f"{self.logs()}") from None
+            raise AssertionError(
+                f"container {self.id} still running after {timeout}s\n{self.logs()}"
+            ) from None
 
     def wait_running(self, timeout: float = 30) -> None:
         """Wait until runc reports the container running (its process has started)."""
+
         def running() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"container exited early with {self.proc.returncode}\n"
-                                     f"{self.logs()}")
+                raise AssertionError(
+                    f"container exited early with {self.proc.returncode}\n{self.logs()}"
+                )
             return self.status() == "running"
+
         wait_for(running, timeout, f"container {self.id} to run")
 
     def delete(self) -> None:

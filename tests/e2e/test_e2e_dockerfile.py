@@ -18,9 +18,12 @@ from .rootfs import BASE_PACKAGES, REPO_ROOT
 @pytest.mark.e2e
 def test_parse_joins_continuations_and_drops_comments() -> None:
     """Continuation lines become one instruction; comments vanish, even inside RUN."""
-    text = "# c\nFROM debian:bookworm\nRUN a \\\n    # inner\n    && b\nCMD [\"x\"]\n"
+    text = '# c\nFROM debian:bookworm\nRUN a \\\n    # inner\n    && b\nCMD ["x"]\n'
     assert [(i.keyword, i.text) for i in parse(text)] == [
-        ("FROM", "debian:bookworm"), ("RUN", "a && b"), ("CMD", '["x"]')]
+        ("FROM", "debian:bookworm"),
+        ("RUN", "a && b"),
+        ("CMD", '["x"]'),
+    ]
 
 
 @pytest.mark.e2e
@@ -39,7 +42,9 @@ def test_apt_packages_and_pyinit_install_detection() -> None:
 def test_env_expansion_and_exec_form() -> None:
     """ENV expands earlier values; ENTRYPOINT/CMD must be JSON arrays."""
     assert parse_env("PATH=/x:$PATH B=${A}", {"PATH": "/bin", "A": "1"}) == {
-        "PATH": "/x:/bin", "B": "1"}
+        "PATH": "/x:/bin",
+        "B": "1",
+    }
     assert parse_env("K some value", {}) == {"K": "some value"}
     assert exec_form("CMD", '["a", "b"]') == ["a", "b"]
     with pytest.raises(ValueError, match="JSON-array"):
@@ -52,7 +57,15 @@ def test_argv_puts_extra_flags_before_the_double_dash() -> None:
     image = Image("x", entrypoint=["pyinit", "--stop-timeout", "8", "--", "wrap"], cmd=["srv"])
     assert image.argv() == ["pyinit", "--stop-timeout", "8", "--", "wrap", "srv"]
     assert image.argv(["other"], ["--stop-timeout", "3"]) == [
-        "pyinit", "--stop-timeout", "8", "--stop-timeout", "3", "--", "wrap", "other"]
+        "pyinit",
+        "--stop-timeout",
+        "8",
+        "--stop-timeout",
+        "3",
+        "--",
+        "wrap",
+        "other",
+    ]
 
 
 @pytest.mark.e2e

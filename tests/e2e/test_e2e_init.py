@@ -39,11 +39,11 @@ def sleepers(procs: list[Proc], seconds: str) -> list[Proc]:
 
 @pytest.mark.e2e
 def test_orphans_are_reaped_and_exit_code_passes_through(
-        container: ContainerFactory, data_dir: Path) -> None:
+    container: ContainerFactory, data_dir: Path
+) -> None:
     """Orphans are re-parented to pyinit and reaped; the target's exit code 7 comes out."""
     ctr = container("redis", cmd=["/bin/sh", "-c", ORPHAN_SCRIPT])
-    wait_for((data_dir / "started").exists, 30, "the script to start its orphans",
-             details=ctr.logs)
+    wait_for((data_dir / "started").exists, 30, "the script to start its orphans", details=ctr.logs)
 
     early = processes(ctr)
     orphans = sleepers(early, "2")
@@ -63,11 +63,9 @@ def test_orphans_are_reaped_and_exit_code_passes_through(
 
 
 @pytest.mark.e2e
-def test_non_root_container_skips_root_setup(
-        container: ContainerFactory, data_dir: Path) -> None:
+def test_non_root_container_skips_root_setup(container: ContainerFactory, data_dir: Path) -> None:
     """process.user 1000 (docker --user / k8s runAsUser): notice, no chown, command runs."""
-    ctr = container("redis", cmd=["/bin/sh", "-c", "id -u; id -g; echo ran"], uid=1000,
-                    gid=1000)
+    ctr = container("redis", cmd=["/bin/sh", "-c", "id -u; id -g; echo ran"], uid=1000, gid=1000)
     assert ctr.wait(30) == 0, ctr.logs()
     assert ctr.stdout.split() == ["1000", "1000", "ran"], ctr.logs()
     notices = [line for line in ctr.stderr.splitlines() if line.startswith("pyinit: ")]
@@ -78,8 +76,8 @@ def test_non_root_container_skips_root_setup(
 
 @pytest.mark.e2e
 def test_runs_as_the_target_user_already(
-        container: ContainerFactory, data_dir: Path,
-        image_ids: Callable[[str], tuple[int, int]]) -> None:
+    container: ContainerFactory, data_dir: Path, image_ids: Callable[[str], tuple[int, int]]
+) -> None:
     """process.user already is redis (k8s runAsUser=redis's uid): pyinit carries on."""
     uid, gid = image_ids("redis")
     ctr = container("redis", cmd=["/bin/sh", "-c", "id -u; id -g"], uid=uid, gid=gid)
@@ -88,8 +86,7 @@ def test_runs_as_the_target_user_already(
 
 
 @pytest.mark.e2e
-def test_missing_cap_setuid_fails_with_125(
-        container: ContainerFactory, data_dir: Path) -> None:
+def test_missing_cap_setuid_fails_with_125(container: ContainerFactory, data_dir: Path) -> None:
     """Root without CAP_SETUID (securityContext drop): one error line naming it, exit 125."""
     ctr = container("redis", cmd=["/bin/true"], drop_caps=("CAP_SETUID",))
     assert ctr.wait(30) == 125, ctr.logs()

@@ -22,8 +22,13 @@ def http_status(ctr: Container) -> str:
 def test_nginx_serves_port_80_as_www_data(container: ContainerFactory) -> None:
     """Master and workers run as www-data, port 80 answers, SIGQUIT stops it cleanly."""
     ctr = container("nginx")
-    wait_for(lambda: http_status(ctr) == "200", 30, "nginx to answer on port 80",
-             interval=0.3, details=ctr.logs)
+    wait_for(
+        lambda: http_status(ctr) == "200",
+        30,
+        "nginx to answer on port 80",
+        interval=0.3,
+        details=ctr.logs,
+    )
     procs = processes(ctr)
     nginx = [p for p in procs if p.args.startswith("nginx")]
     assert nginx and all(p.user == "www-data" for p in nginx), procs

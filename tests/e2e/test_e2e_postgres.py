@@ -27,17 +27,29 @@ def secrets_mount(tmp_path: Path) -> Mount:
 
 def login_over_tcp(ctr: Container, password: str) -> int:
     """Exit status of a password login over TCP (scram-sha-256 in pg_hba.conf)."""
-    return ctr.exec("psql", "-h", "127.0.0.1", "-U", "postgres", "-XAtc", "SELECT 1",
-                    env={"PGPASSWORD": password}, check=False).returncode
+    return ctr.exec(
+        "psql",
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-XAtc",
+        "SELECT 1",
+        env={"PGPASSWORD": password},
+        check=False,
+    ).returncode
 
 
 @pytest.mark.e2e
 def test_postgres_term_is_smart_and_stopsignal_is_fast(
-        container: ContainerFactory, data_dir: Path, tmp_path: Path,
-        images: Callable[[str], BuiltImage]) -> None:
+    container: ContainerFactory, data_dir: Path, tmp_path: Path, images: Callable[[str], BuiltImage]
+) -> None:
     """First start runs initdb as postgres; TERM = smart shutdown; STOPSIGNAL (INT) = fast."""
-    ctr = container("postgres", env={"POSTGRES_PASSWORD_FILE": "/run/secrets/pgpass"},
-                    mounts=(secrets_mount(tmp_path),))
+    ctr = container(
+        "postgres",
+        env={"POSTGRES_PASSWORD_FILE": "/run/secrets/pgpass"},
+        mounts=(secrets_mount(tmp_path),),
+    )
     wait_postgres(ctr)
     procs = processes(ctr)
     assert find(procs, "postgres").user == "postgres", procs
@@ -67,7 +79,8 @@ def wait_for_client(ctr: Container) -> None:
 
 @pytest.mark.e2e
 def test_postgres_stuck_client_hits_stop_timeout_then_recovers(
-        container: ContainerFactory, data_dir: Path) -> None:
+    container: ContainerFactory, data_dir: Path
+) -> None:
     """A connected client holds up the smart shutdown: --stop-timeout 3 SIGKILLs (137).
 
     The next start recovers from the WAL and no committed row is lost.

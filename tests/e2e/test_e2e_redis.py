@@ -17,9 +17,12 @@ KEYS = {"greeting": "hello", "answer": "forty-two"}
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("mode", ["supervise", "exec"])
-def test_redis_saves_on_term_and_reloads(container: ContainerFactory, data_dir: Path,
-                                         image_ids: Callable[[str], tuple[int, int]],
-                                         mode: str) -> None:
+def test_redis_saves_on_term_and_reloads(
+    container: ContainerFactory,
+    data_dir: Path,
+    image_ids: Callable[[str], tuple[int, int]],
+    mode: str,
+) -> None:
     """docker run -e PYINIT_MODE=MODE redis-pyinit; set keys; docker stop; run again."""
     redis_uid, _ = image_ids("redis")
     assert data_dir.stat().st_uid == 0, "the volume must start root-owned"
