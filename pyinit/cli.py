@@ -292,13 +292,20 @@ def execute(plan: Plan, original_mask: Iterable[int]) -> int:
     run_exec_mode(plan, original_mask)
 
 
-def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """Console-script entry point: run and exit with pyinit's documented status."""
-    # First thing: block every signal pyinit may forward.  As PID 1 a signal
-    # with no handler is discarded by the kernel; blocked, it stays pending
-    # until the supervisor's handlers exist (or exec hands the original mask
-    # back to the target).  Nothing sent during start-up is lost.
-    original_mask = signal.pthread_sigmask(signal.SIG_BLOCK, blockable_signals())
+def main(
+    argv: Sequence[str] | None = None, original_mask: Iterable[int] | None = None
+) -> NoReturn:
+    """Run pyinit and exit with its documented status.
+
+    ``original_mask`` is the signal mask pyinit was started with, when the
+    caller (:mod:`pyinit.__main__`) has already blocked every signal.
+    """
+    if original_mask is None:
+        # First thing: block every signal pyinit may forward.  As PID 1 a
+        # signal with no handler is discarded by the kernel; blocked, it stays
+        # pending until the supervisor's handlers exist (or exec hands the
+        # original mask back to the target).  Nothing sent is lost.
+        original_mask = signal.pthread_sigmask(signal.SIG_BLOCK, blockable_signals())
     try:
         code = run(sys.argv[1:] if argv is None else argv, os.environ, original_mask)
     except PyinitError as e:

@@ -10,8 +10,8 @@ The duties of a container init, each in one method:
   (TERM, then KILL after the stop timeout), run the --post hooks as root, and
   exit with the target's status.
 
-Start-up order matters.  Every forwardable signal is blocked from the first
-lines of :func:`pyinit.cli.main`, so anything sent while Python and trio load
+Start-up order matters.  Every signal is blocked by the first statement of
+:mod:`pyinit.__main__`, so anything sent while pyinit and trio load
 stays pending in the kernel (a PID 1 without a handler would otherwise have it
 discarded).  The target is forked *before* trio is imported, and the signals
 are unblocked only once the handlers are installed inside ``trio.run``:
