@@ -292,9 +292,7 @@ def execute(plan: Plan, original_mask: Iterable[int]) -> int:
     run_exec_mode(plan, original_mask)
 
 
-def main(
-    argv: Sequence[str] | None = None, original_mask: Iterable[int] | None = None
-) -> NoReturn:
+def main(argv: Sequence[str] | None = None, original_mask: Iterable[int] | None = None) -> NoReturn:
     """Run pyinit and exit with its documented status.
 
     ``original_mask`` is the signal mask pyinit was started with, when the
