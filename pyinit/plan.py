@@ -123,11 +123,6 @@ class Plan(Record):
     rewrites: tuple[tuple[int, int], ...]
     notices: tuple[str, ...]
 
-    @property
-    def has_setup_steps(self) -> bool:
-        """Whether any root-setup action was asked for."""
-        return bool(self.mkdirs or self.chowns or self.rlimits or self.pre_hooks)
-
 
 # --- small parsers, each naming its flag in errors ---------------------------------
 
@@ -193,6 +188,11 @@ def _parse_limit_value(value: str, flag: str, text: str) -> int:
     if not value.isdigit():
         raise UsageError(f"{flag} {text!r}: limit {value!r} is not a number or 'unlimited'")
     return int(value)
+
+
+def format_limit(value: int) -> str:
+    """A limit as users write it: the number, or ``unlimited``."""
+    return "unlimited" if value == resource.RLIM_INFINITY else str(value)
 
 
 def _limit_exceeds(a: int, b: int) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from pyinit.plan import format_limit
 from pyinit.signals import signal_name
 
 TYPE_CHECKING = False
@@ -63,7 +64,7 @@ def _lines(plan: Plan) -> list[str]:
         mounts = ", crossing mounts" if c.cross_mounts else ", staying on one file system"
         add(f"chown -R (no symlinks) {c.path} to {owner}, policy {c.policy}{mounts}")
     for r in plan.rlimits:
-        add(f"rlimit {r.name} soft={_limit(r.soft)} hard={_limit(r.hard)}")
+        add(f"rlimit {r.name} soft={format_limit(r.soft)} hard={format_limit(r.hard)}")
     for h in plan.pre_hooks:
         add(f"pre hook {h.label}")
     lines.append("step-down:")
@@ -105,9 +106,3 @@ def _owner(plan: Plan) -> str:
         return f"the current user ({os.geteuid()}:{os.getegid()})"
     who = plan.identity.name or f"uid {plan.identity.uid}"
     return f"{who} ({plan.identity.uid}:{plan.identity.gid})"
-
-
-def _limit(value: int) -> str:
-    import resource
-
-    return "unlimited" if value == resource.RLIM_INFINITY else str(value)

@@ -27,6 +27,7 @@ import stat
 
 from pyinit import log
 from pyinit.errors import SIGNAL_EXIT_BASE, PyinitError
+from pyinit.plan import format_limit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -191,6 +192,7 @@ def set_rlimit(step: RlimitStep) -> None:
     """setrlimit for one ``--rlimit``; PyinitError naming the limit on failure."""
     import resource
 
+    soft, hard = format_limit(step.soft), format_limit(step.hard)
     try:
         resource.setrlimit(step.resource, (step.soft, step.hard))
     except (OSError, ValueError) as e:
@@ -198,16 +200,8 @@ def set_rlimit(step: RlimitStep) -> None:
         hint = ""
         if step.name == "nofile":
             hint = f" (the kernel caps nofile at /proc/sys/fs/nr_open = {_nr_open()})"
-        raise PyinitError(
-            f"--rlimit {step.name}={_limit(step.soft)}:{_limit(step.hard)}: {reason}{hint}"
-        ) from None
-    log.info(f"--rlimit {step.name}: soft {_limit(step.soft)}, hard {_limit(step.hard)}")
-
-
-def _limit(value: int) -> str:
-    import resource
-
-    return "unlimited" if value == resource.RLIM_INFINITY else str(value)
+        raise PyinitError(f"--rlimit {step.name}={soft}:{hard}: {reason}{hint}") from None
+    log.info(f"--rlimit {step.name}: soft {soft}, hard {hard}")
 
 
 def _nr_open() -> str:

@@ -31,10 +31,9 @@ if TYPE_CHECKING:
 class Child:
     """A started target: its pid, and the pipe that reports an exec failure."""
 
-    def __init__(self, pid: int, error_fd: int, new_session: bool) -> None:
+    def __init__(self, pid: int, error_fd: int) -> None:
         self.pid = pid
         self.error_fd = error_fd
-        self.new_session = new_session
 
     def exec_error(self) -> PyinitError | None:
         """Block until the child has exec'd (None) or failed (the error it reported)."""
@@ -90,7 +89,7 @@ def start_target(plan: Plan, original_mask: Iterable[int]) -> Child:
         # exists before the parent might signal it.
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)
-    return Child(pid, read_fd, new_session)
+    return Child(pid, read_fd)
 
 
 def _child_main(

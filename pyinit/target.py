@@ -129,8 +129,10 @@ def exec_command(command: Sequence[str], env: Mapping[str, str]) -> NoReturn:
         # execve refuses an empty argv[0]; docker says "not found in $PATH" (127).
         raise PyinitError("'': command not found (empty command name)", EXIT_NOT_FOUND)
     if "/" in name:
-        _try_exec(name, argv, env)
-        raise _exec_error(name, _last_errno(name))
+        try:
+            os.execve(name, argv, env)
+        except OSError as e:
+            raise _exec_error(name, e) from None
     found_unexecutable: OSError | None = None
     for directory in env.get("PATH", DEFAULT_PATH).split(":"):
         path = os.path.join(directory or ".", name)
@@ -147,17 +149,6 @@ def exec_command(command: Sequence[str], env: Mapping[str, str]) -> NoReturn:
     raise PyinitError(
         f"{name}: command not found (looked in PATH as uid {os.getuid()})", EXIT_NOT_FOUND
     )
-
-
-def _try_exec(path: str, argv: list[str], env: Mapping[str, str]) -> None:
-    try:
-        os.execve(path, argv, env)
-    except OSError as e:
-        raise _exec_error(path, e) from None
-
-
-def _last_errno(path: str) -> OSError:
-    return OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
 
 
 def _is_file(path: str) -> bool:
