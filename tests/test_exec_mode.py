@@ -449,24 +449,16 @@ def _pid_pgrp_sid(out: str) -> tuple[str, str, str]:
     return pid, pgrp, sid
 
 
+def _session_probe_as_shell_child(sandbox: Sandbox, *flags: str) -> tuple[int, str, str]:
+    """Run pyinit as a plain child of a non-interactive shell (not a group leader)."""
+    pyinit = [*PYINIT, "--user", "redis", *flags, "--", "sh", "-c", SESSION_PROBE]
+    code, out, err = sandbox.run(["sh", "-c", '"$@"; exit $?', "sh", *pyinit])
+    return code, out, err
+
+
 def test_setsid_when_not_a_group_leader(sandbox: Sandbox) -> None:
     # pyinit as a plain child of a non-interactive shell: setsid() itself works.
-    code, out, err = sandbox.run(
-        [
-            "sh",
-            "-c",
-            '"$@"; exit $?',
-            "sh",
-            *PYINIT,
-            "--user",
-            "redis",
-            "--setsid",
-            "--",
-            "sh",
-            "-c",
-            SESSION_PROBE,
-        ]
-    )
+    code, out, err = _session_probe_as_shell_child(sandbox, "--setsid")
     assert code == 0, err
     pid, pgrp, sid = _pid_pgrp_sid(out)
     assert pid == pgrp == sid
@@ -481,21 +473,7 @@ def test_setsid_when_already_leading_a_session_without_terminal(sandbox: Sandbox
 
 
 def test_without_setsid_the_session_is_inherited(sandbox: Sandbox) -> None:
-    code, out, _ = sandbox.run(
-        [
-            "sh",
-            "-c",
-            '"$@"; exit $?',
-            "sh",
-            *PYINIT,
-            "--user",
-            "redis",
-            "--",
-            "sh",
-            "-c",
-            SESSION_PROBE,
-        ]
-    )
+    code, out, _ = _session_probe_as_shell_child(sandbox)
     assert code == 0
     pid, _, sid = _pid_pgrp_sid(out)
     assert pid != sid
