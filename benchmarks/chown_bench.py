@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pyinit.chown import chown_tree
+from pyinit.root.chown import chown_tree
 
 UID = 1000
 GID = 1000

@@ -22,7 +22,7 @@ from pyinit.plan import (
     Plan,
     build_plan,
 )
-from pyinit.signals import blockable_signals
+from pyinit.plan.signals import blockable_signals
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -272,7 +272,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str], original_mask: Iterable
     log.set_level(log.VERBOSE if options.verbose else log.QUIET if options.quiet else log.NORMAL)
     plan = build_plan(options, environ)
     if options.dry_run:
-        from pyinit.render import render_plan
+        from pyinit.plan.render import render_plan
 
         sys.stdout.write(render_plan(plan, environ, as_json=options.json))
         return 0
@@ -284,10 +284,10 @@ def run(argv: Sequence[str], environ: Mapping[str, str], original_mask: Iterable
 def execute(plan: Plan, original_mask: Iterable[int]) -> int:
     """Carry out a finished plan in its mode."""
     if plan.mode == "supervise":
-        from pyinit.supervisor import supervise
+        from pyinit.run.supervisor import supervise
 
         return supervise(plan, original_mask)
-    from pyinit.execmode import run_exec_mode
+    from pyinit.run.execmode import run_exec_mode
 
     run_exec_mode(plan, original_mask)
 

@@ -1,7 +1,7 @@
 """``--chown``: symlinks never followed, mounts not crossed, only what differs changed.
 
 Runs the real CLI as root (``python -m pyinit``) in temporary trees, plus a
-few in-process checks of :func:`pyinit.chown.chown_tree` for what the CLI
+few in-process checks of :func:`pyinit.root.chown.chown_tree` for what the CLI
 cannot show (stats, progress lines, a directory swapped mid-walk).
 """
 
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from pyinit import chown as chown_module
 from pyinit import log
-from pyinit.chown import _mount_points_below, _unescape_mount_path, chown_tree
 from pyinit.errors import PyinitError
+from pyinit.root import chown as chown_module
+from pyinit.root.chown import _mount_points_below, _unescape_mount_path, chown_tree
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 

@@ -13,11 +13,11 @@ import pytest
 from sandbox import PROJECT_ROOT, PYINIT, base_environment, run
 
 from pyinit import __version__
-from pyinit.capabilities import CAPABILITY_NUMBERS
 from pyinit.cli import build_parser, parse_options
 from pyinit.errors import UsageError
 from pyinit.plan import Plan, build_plan, required_capabilities
-from pyinit.render import render_plan
+from pyinit.plan.capabilities import CAPABILITY_NUMBERS
+from pyinit.plan.render import render_plan
 
 ALL_CAPS = (1 << (max(CAPABILITY_NUMBERS.values()) + 1)) - 1
 

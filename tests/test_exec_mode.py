@@ -630,7 +630,7 @@ def test_root_without_setuid_capability_fails_before_anything(sandbox: Sandbox) 
 
 
 def test_refuses_to_run_setuid(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pyinit import plan
+    from pyinit.plan import build as plan
 
     monkeypatch.setattr(plan.os, "getresuid", lambda: (1000, 0, 0))
     with pytest.raises(UsageError) as info:
@@ -640,7 +640,7 @@ def test_refuses_to_run_setuid(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_refuses_to_run_setgid(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pyinit import plan
+    from pyinit.plan import build as plan
 
     monkeypatch.setattr(plan.os, "getresuid", lambda: (0, 0, 0))
     monkeypatch.setattr(plan.os, "getresgid", lambda: (1000, 0, 0))
@@ -649,7 +649,7 @@ def test_refuses_to_run_setgid(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_same_real_and_effective_ids_are_fine(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pyinit import plan
+    from pyinit.plan import build as plan
 
     monkeypatch.setattr(plan.os, "getresuid", lambda: (1000, 1000, 1000))
     monkeypatch.setattr(plan.os, "getresgid", lambda: (1000, 1000, 1000))
@@ -752,7 +752,7 @@ def test_exec_path_imports_nothing_heavy(sandbox: Sandbox) -> None:
         for line in err.splitlines()
         if line.startswith("import time:") and "|" in line
     }
-    assert "pyinit.execmode" in modules
+    assert "pyinit.run.execmode" in modules
     for name in HEAVY:
         assert not any(m == name or m.startswith(name + ".") for m in modules), name
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from pyinit.errors import PyinitError
-from pyinit.hooks import SignalRelay, describe_returncode, run_hook
 from pyinit.plan import Hook, RlimitStep
-from pyinit.rootsetup import set_rlimit
+from pyinit.root.hooks import SignalRelay, describe_returncode, run_hook
+from pyinit.root.setup import set_rlimit
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 

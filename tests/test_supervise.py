@@ -357,7 +357,7 @@ def test_an_exception_in_the_supervisor_stops_the_target(tmp_path: Path) -> None
     ready, got = tmp_path / "ready", tmp_path / "got"
     driver = textwrap.dedent("""
         import sys
-        import pyinit.supervisor as s
+        import pyinit.run.supervisor as s
         def broken(self, signum):
             raise RuntimeError("injected fault")
         s.Supervisor._forward = broken

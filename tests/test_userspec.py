@@ -17,7 +17,7 @@ import pytest
 from sandbox import Sandbox, base_environment
 
 from pyinit.errors import UsageError
-from pyinit.userspec import (
+from pyinit.plan.userspec import (
     MAX_ID,
     GroupEntry,
     Identity,

@@ -4,8 +4,8 @@
 :class:`Plan`.  Every error a user can make (bad flag value, unknown user,
 missing secret file, missing capability) surfaces here, before anything on
 the system changes, so a bad start never leaves half-done setup behind.
-The apply layer (:mod:`pyinit.rootsetup`, :mod:`pyinit.target`,
-:mod:`pyinit.supervisor`) only carries a finished plan out, and
+The apply layer (:mod:`pyinit.root.setup`, :mod:`pyinit.run.target`,
+:mod:`pyinit.run.supervisor`) only carries a finished plan out, and
 ``--dry-run`` prints it.
 """
 
@@ -14,12 +14,12 @@ from __future__ import annotations
 import os
 import resource
 
-from pyinit.capabilities import missing_capabilities, parse_capability
 from pyinit.errors import UsageError
+from pyinit.plan.capabilities import missing_capabilities, parse_capability
+from pyinit.plan.secrets import resolve_file_env
+from pyinit.plan.signals import parse_rewrite
+from pyinit.plan.userspec import Identity, read_group, resolve_group, resolve_user_spec
 from pyinit.record import Record
-from pyinit.secrets import resolve_file_env
-from pyinit.signals import parse_rewrite
-from pyinit.userspec import Identity, read_group, resolve_group, resolve_user_spec
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from pyinit.plan import format_limit
-from pyinit.signals import signal_name
+from pyinit.plan.build import format_limit
+from pyinit.plan.signals import signal_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

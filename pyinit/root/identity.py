@@ -15,7 +15,7 @@ from pyinit.errors import PyinitError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pyinit.userspec import Identity
+    from pyinit.plan.userspec import Identity
 
 
 def target_groups(identity: Identity, extra_groups: tuple[int, ...] = ()) -> list[int]:

@@ -98,7 +98,7 @@ def run_hook(
 def describe_returncode(code: int) -> str:
     """``exited with 3`` or ``was killed by SIGTERM``, for a run_hook result."""
     if code < 0:
-        from pyinit.signals import signal_name
+        from pyinit.plan.signals import signal_name
 
         return f"was killed by {signal_name(-code)}"
     return f"exited with {code}"
@@ -127,7 +127,7 @@ def kill_group(pgid: int, sig: int) -> None:
 
 def escalation_notice(hook: Hook, sig: int) -> None:
     """Tell the user a hook outlived its time and what it is being sent."""
-    from pyinit.signals import signal_name
+    from pyinit.plan.signals import signal_name
 
     log.warning(f"{hook.label} still running: sending {signal_name(sig)}")
 

@@ -5,7 +5,7 @@ before the step-down, in this order:
 
 1. ``--mkdir``: create each directory (and missing parents), owned by the
    target, with the exact mode asked;
-2. ``--chown``: give each tree to the target (see :mod:`pyinit.chown`);
+2. ``--chown``: give each tree to the target (see :mod:`pyinit.root.chown`);
 3. ``--rlimit``: set resource limits (inherited by hooks and the target);
 4. ``--pre`` then ``--pre-dir`` hooks, in order, as root, with the plan's
    environment; the first failure stops start-up (exit 125).
@@ -58,7 +58,7 @@ def apply_root_setup(plan: Plan) -> None:
     for step in plan.mkdirs:
         make_directory(step, uid, gid)
     if plan.chowns:
-        from pyinit.chown import chown_tree
+        from pyinit.root.chown import chown_tree
 
         for c in plan.chowns:
             chown_tree(c.path, uid, gid, policy=c.policy, cross_mounts=c.cross_mounts)
@@ -224,8 +224,8 @@ def run_pre_hooks(plan: Plan) -> None:
     """
     import signal
 
-    from pyinit.hooks import SignalRelay, describe_returncode, run_hook
-    from pyinit.signals import STOP_SIGNALS
+    from pyinit.plan.signals import STOP_SIGNALS
+    from pyinit.root.hooks import SignalRelay, describe_returncode, run_hook
 
     with SignalRelay(sorted(STOP_SIGNALS | {signal.SIGHUP})) as relay:
         for hook in plan.pre_hooks:
@@ -239,7 +239,7 @@ def run_pre_hooks(plan: Plan) -> None:
 
 def _stop_if_asked(received: list[int], when: str) -> None:
     """Raise (exit 128+N) if a stop signal N arrived: a stopped container must not start."""
-    from pyinit.signals import STOP_SIGNALS, signal_name
+    from pyinit.plan.signals import STOP_SIGNALS, signal_name
 
     stops = [s for s in received if s in STOP_SIGNALS]
     if stops:

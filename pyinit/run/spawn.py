@@ -18,7 +18,7 @@ import os
 import sys
 
 from pyinit.errors import EXIT_SETUP_FAILED, PyinitError
-from pyinit.target import become_target, exec_command
+from pyinit.run.target import become_target, exec_command
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

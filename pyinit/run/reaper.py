@@ -20,7 +20,7 @@ from pyinit.errors import exit_code_for_wait_status
 
 def describe_status(status: int) -> str:
     """``exit 3`` or ``killed by SIGTERM`` for logs."""
-    from pyinit.signals import signal_name
+    from pyinit.plan.signals import signal_name
 
     if os.WIFSIGNALED(status):
         core = " (core dumped)" if os.WCOREDUMP(status) else ""

@@ -9,10 +9,10 @@ from __future__ import annotations
 import errno
 import os
 
-from pyinit.capabilities import CAPABILITY_NUMBERS
 from pyinit.errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, PyinitError
-from pyinit.signals import reset_child_signal_state
-from pyinit.stepdown import step_down, switch_ids, verify_step_down
+from pyinit.plan.capabilities import CAPABILITY_NUMBERS
+from pyinit.plan.signals import reset_child_signal_state
+from pyinit.root.identity import step_down, switch_ids, verify_step_down
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def become_target(plan: Plan, signal_mask: Iterable[int] | None = None) -> None:
     if plan.no_new_privs or plan.keep_caps:
         # Import before the step-down: the target may not be able to read
         # pyinit's Python installation (a venv or pyenv under /root).
-        from pyinit import prctl
+        from pyinit.root import prctl
     if plan.umask is not None:
         os.umask(plan.umask)
     if plan.switch_identity and plan.identity is not None:
@@ -81,7 +81,7 @@ def _step_down_keeping_caps(plan: Plan) -> None:
     # PR_SET_KEEPCAPS keeps the permitted set across setresuid; then the sets
     # are cut down to the kept capabilities and those are raised as ambient,
     # the only kind that survives execve of an ordinary binary as non-root.
-    from pyinit import prctl  # already imported by become_target
+    from pyinit.root import prctl  # already imported by become_target
 
     assert plan.identity is not None
     mask = sum(1 << CAPABILITY_NUMBERS[name] for name in plan.keep_caps)

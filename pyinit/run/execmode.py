@@ -7,8 +7,8 @@ signals straight from the kernel.  Nothing here imports trio.
 from __future__ import annotations
 
 from pyinit import log
-from pyinit.rootsetup import apply_root_setup
-from pyinit.target import become_target, exec_command
+from pyinit.root.setup import apply_root_setup
+from pyinit.run.target import become_target, exec_command
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

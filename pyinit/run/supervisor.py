@@ -4,7 +4,7 @@ The duties of a container init, each in one method:
 
 * forward every catchable signal to the target (or its process group),
   rewriting some if asked;
-* reap every zombie with one ``waitpid(-1)`` loop (:mod:`pyinit.reaper`);
+* reap every zombie with one ``waitpid(-1)`` loop (:mod:`pyinit.run.reaper`);
 * after a stop signal, SIGKILL the target's group once --stop-timeout runs out;
 * when the target exits, stop the processes it left behind gracefully
   (TERM, then KILL after the stop timeout), run the --post hooks as root, and
@@ -26,11 +26,11 @@ import time
 
 from pyinit import log
 from pyinit.errors import EXIT_SETUP_FAILED, PyinitError, exit_code_for_wait_status
-from pyinit.hooks import escalation_notice, kill_group, spawn_hook, stop_schedule
-from pyinit.reaper import Reaper, describe_status
-from pyinit.rootsetup import apply_root_setup
-from pyinit.signals import STOP_SIGNALS, blockable_signals, signal_name
-from pyinit.spawn import Child, start_target
+from pyinit.plan.signals import STOP_SIGNALS, blockable_signals, signal_name
+from pyinit.root.hooks import escalation_notice, kill_group, spawn_hook, stop_schedule
+from pyinit.root.setup import apply_root_setup
+from pyinit.run.reaper import Reaper, describe_status
+from pyinit.run.spawn import Child, start_target
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -51,10 +51,10 @@ KILL_GRACE_SECONDS = 2.0
 def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
     """Run the plan in supervise mode; returns the exit code pyinit should exit with.
 
-    Expects every signal in :func:`pyinit.signals.blockable_signals` to be blocked already.
+    Expects every signal in :func:`pyinit.plan.signals.blockable_signals` to be blocked already.
     """
     if not plan.is_pid1:
-        from pyinit.prctl import set_child_subreaper
+        from pyinit.root.prctl import set_child_subreaper
 
         set_child_subreaper()
     original_mask = tuple(original_mask)

@@ -1,0 +1,36 @@
+"""Pure planning: parse, resolve and decide, with no side effects.
+
+Everything pyinit will do is decided here and held in one immutable
+:class:`Plan`; the layers below (:mod:`pyinit.root`, :mod:`pyinit.run`)
+only carry it out, and ``--dry-run`` prints it.
+"""
+
+from pyinit.plan.build import (
+    CHOWN_POLICIES,
+    DEFAULT_STOP_TIMEOUT,
+    MODES,
+    NON_ROOT_POLICIES,
+    ChownStep,
+    Hook,
+    MkdirStep,
+    Plan,
+    RlimitStep,
+    build_plan,
+    format_limit,
+    required_capabilities,
+)
+
+__all__ = [
+    "CHOWN_POLICIES",
+    "DEFAULT_STOP_TIMEOUT",
+    "MODES",
+    "NON_ROOT_POLICIES",
+    "ChownStep",
+    "Hook",
+    "MkdirStep",
+    "Plan",
+    "RlimitStep",
+    "build_plan",
+    "format_limit",
+    "required_capabilities",
+]
