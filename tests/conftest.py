@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 from sandbox import PROJECT_ROOT, Sandbox, python_for_any_user, sandbox_available
+
+# Every ``python -m pyinit`` a test starts runs this checkout's code, never
+# another installed copy (an editable install may point at another tree).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p
+)
 
 
 @pytest.fixture(scope="session")

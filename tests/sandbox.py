@@ -119,8 +119,17 @@ class Result(NamedTuple):
 
 
 def base_environment(**extra: str) -> dict[str, str]:
-    """A small, predictable environment: PATH, HOME=/root, LANG, plus ``extra``."""
-    env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8"}
+    """A small, predictable environment: PATH, HOME=/root, LANG, plus ``extra``.
+
+    PYTHONPATH names this checkout, so ``python -m pyinit`` runs the code under
+    test, never another installed copy.
+    """
+    env = {
+        "PATH": DEFAULT_PATH,
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": str(PROJECT_ROOT),
+    }
     env.update(extra)
     return env
 
