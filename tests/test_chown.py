@@ -19,7 +19,7 @@ import pytest
 from pyinit import log
 from pyinit.errors import PyinitError
 from pyinit.root import chown as chown_module
-from pyinit.root.chown import _mount_points_below, _unescape_mount_path, chown_tree
+from pyinit.root.chown import _mount_id, chown_tree
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -362,18 +362,15 @@ def test_error_names_the_entry(tmp_path: Path) -> None:
         subprocess.run(["chattr", "-i", str(top / "locked")], timeout=TIMEOUT)
 
 
-def test_mountinfo_parsing(tmp_path: Path) -> None:
-    info = tmp_path / "mountinfo"
-    info.write_text(
-        "22 1 0:21 / / rw - ext4 /dev/vda rw\n"
-        "30 22 0:40 / /data/sub rw - tmpfs none rw\n"
-        "31 22 0:41 / /data/with\\040space rw - tmpfs none rw\n"
-        "32 22 0:42 / /database rw - tmpfs none rw\n"
-        "33 22 0:43 / /data rw - tmpfs none rw\n"
-    )
-    found = _mount_points_below("/data", str(info))
-    assert found == {"/data": frozenset({"sub", "with space"})}
-    assert _unescape_mount_path("a\\134b\\011c") == "a\\b\tc"
+def test_mount_id_of_an_open_descriptor(tmp_path: Path) -> None:
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with open("/proc/self/mountinfo") as f:
+            ids = {int(line.split()[0]) for line in f}
+        assert _mount_id(fd) in ids
+    finally:
+        os.close(fd)
+    assert _mount_id(fd) is None  # closed: no fdinfo, no guess
 
 
 def test_unknown_policy_is_a_programming_error(tmp_path: Path) -> None:

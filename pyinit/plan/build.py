@@ -140,22 +140,29 @@ def parse_octal(text: str, flag: str, maximum: int) -> int:
 
 
 def parse_mkdir(text: str) -> MkdirStep:
-    """Parse ``PATH[:MODE]``; PATH must be absolute."""
+    """Parse ``PATH[:MODE]``; PATH must be absolute and is normalised (see _absolute)."""
     path, sep, mode_text = text.rpartition(":")
     if not sep or "/" in mode_text:
         path, mode_text = text, ""
-    _require_absolute(path, "--mkdir")
     mode = parse_octal(mode_text, "--mkdir", 0o7777) if mode_text else None
-    return MkdirStep(path=os.path.normpath(path), mode=mode)
+    return MkdirStep(path=_absolute(path, "--mkdir"), mode=mode)
 
 
 def _require_absolute(path: str, flag: str) -> None:
+    """Refuse a relative path, and one that is (or normalises to) the root directory."""
     if not path.startswith("/"):
         raise UsageError(f"{flag} {path!r}: path must be absolute")
-    if not path.strip("/"):
+    if _normalise(path) == "/":
         # Handing / (and every file system mounted under it) to a service user
-        # is never what was meant.
+        # is never what was meant; /tmp/.. and /./. are / too.
         raise UsageError(f"{flag} {path!r}: refusing to act on the root directory")
+
+
+def _normalise(path: str) -> str:
+    """``path`` with ``.``, ``..`` and repeated slashes resolved as text (``//x`` is ``/x``)."""
+    normal = os.path.normpath(path)
+    # POSIX normpath keeps a leading "//"; the kernel treats it as "/".
+    return "/" + normal.lstrip("/") if normal.startswith("/") else normal
 
 
 RLIMIT_ALIASES = {"nofile": "NOFILE", "openfiles": "NOFILE", "procs": "NPROC"}
@@ -348,7 +355,7 @@ def build_plan(
         chowns=chowns if root_setup else (),
         umask=parse_octal(options.umask, "--umask", 0o777) if options.umask is not None else None,
         rlimits=rlimits if root_setup else (),
-        workdir=options.workdir,
+        workdir=parse_workdir(options.workdir),
         file_env=file_env_names,
         env=env,
         pre_hooks=tuple(pre_hooks) if root_setup else (),
@@ -392,8 +399,28 @@ def _split_list(text: str | list[str] | None) -> list[str]:
 
 
 def _absolute(path: str, flag: str) -> str:
+    """The normalised absolute path a root-setup flag acts on, validated as normalised.
+
+    The check and the action use the same text: what is refused is what
+    would have been used (``/tmp/..`` is ``/``), and ``..`` never survives
+    into a path that root setup opens.
+    """
     _require_absolute(path, flag)
-    return os.path.normpath(path)
+    return _normalise(path)
+
+
+def parse_workdir(text: str | None) -> str | None:
+    """``--workdir``: an absolute directory or ``~``/``~/SUB`` (the target's home), normalised."""
+    if text is None:
+        return None
+    if text == "~" or text.startswith("~/"):
+        rest = _normalise("/" + text[2:]) if text != "~" else "/"
+        return "~" if rest == "/" else "~" + rest
+    if not text.startswith("/"):
+        raise UsageError(
+            f"--workdir {text!r}: path must be absolute (or ~ / ~/SUB for the target's home)"
+        )
+    return _normalise(text)
 
 
 def _refuse_setuid_install() -> None:

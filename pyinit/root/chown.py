@@ -11,14 +11,28 @@ without a subprocess and without its traps:
   descending makes the open fail instead of leading the walk out of the tree;
   directories are changed through their own descriptor (``fchown``) and other
   entries with ``fchownat(..., AT_SYMLINK_NOFOLLOW)``.
-* **Other mounts are left alone** (unless ``cross_mounts``): an entry on
-  another device, or listed as a mount point in /proc/self/mountinfo (which
-  also catches bind mounts from the same file system), is skipped with all
-  it holds.
+* **The path is opened component by component** from ``/`` with
+  ``O_NOFOLLOW``: a symlink anywhere in ``PATH`` (``vol/app`` swapped for a
+  link by the volume's owner) is refused, naming the link, instead of
+  leading the walk into a tree the service user does not own.
+* **Other mounts are left alone** (unless ``cross_mounts``), decided from
+  the opened directory itself: its mount id (``mnt_id`` in
+  /proc/self/fdinfo) must be the top's.  A path or a mountinfo snapshot
+  could be raced (the service user swaps two directories with
+  ``renameat2(RENAME_EXCHANGE)`` while the walk runs, so a bind mount from
+  the same file system, which ``st_dev`` cannot see, turns up under a name
+  that was not a mount point); a descriptor cannot.  A non-directory is a
+  mount point (a file bind-mounted into the tree) only when its ``st_ino``
+  differs from the ``d_ino`` its directory lists (the mount hides the
+  entry's own inode) or its device differs; only such entries, and only
+  when they need changing, pay for an exact mount-id check.  A mount point
+  cannot be renamed or replaced from inside the mount namespace (EBUSY), so
+  a name checked in a held directory stays what it was.
 * **Only what differs is changed**: an entry already owned by uid:gid costs
   one ``fstatat`` and nothing else, so a second start is cheap and a
   read-only volume that is already right is not an error.
-* One pass, in-process, O(depth) descriptors.
+* One pass, in-process, O(depth) descriptors; one small /proc read per
+  directory.
 
 Hard links are not special-cased: a hard link to a file outside the tree can
 only exist on the same file system, and the kernel's ``fs.protected_hardlinks``
@@ -83,32 +97,37 @@ def chown_tree(
 ) -> ChownStats:
     """Give ``path`` and everything below it to ``uid:gid``; never follows symlinks.
 
-    ``policy`` is ``always`` (walk the whole tree) or ``on-root-mismatch``
-    (walk only when ``path`` itself is not owned by uid:gid, like
-    Kubernetes' fsGroupChangePolicy: OnRootMismatch).  ``path`` itself must
-    not be a symlink; it may be a single file.  Raises PyinitError (exit
-    125) naming ``flag``, ``path`` and the entry that could not be changed.
+    ``path`` is absolute and normalised (the plan does that).  ``policy`` is
+    ``always`` (walk the whole tree) or ``on-root-mismatch`` (walk only when
+    ``path`` itself is not owned by uid:gid, like Kubernetes'
+    fsGroupChangePolicy: OnRootMismatch).  No component of ``path`` may be
+    a symlink; ``path`` may be a single file.  Raises PyinitError (exit 125)
+    naming ``flag``, ``path`` and the entry that could not be changed.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown chown policy {policy!r}")
     walk = _Walk(path, uid, gid, cross_mounts, flag)
+    parent_fd, leaf = open_parent_nofollow(path, flag)
     try:
-        top = os.lstat(path)
-    except OSError as e:
-        raise walk.error(path, e) from None
-    if stat.S_ISLNK(top.st_mode):
-        raise PyinitError(
-            f"{flag} {path}: is a symbolic link; pyinit never follows symlinks "
-            "(name the directory it points to)"
-        )
-    if policy == "on-root-mismatch" and top.st_uid == uid and top.st_gid == gid:
-        log.info(f"{flag} {path}: already owned by {uid}:{gid}, not walking (on-root-mismatch)")
-        return walk.stats(walked=False)
-    if stat.S_ISDIR(top.st_mode):
-        walk.run_directory()
-    else:
-        walk.seen = 1
-        walk.change_entry(None, path, path)
+        try:
+            top = os.stat(leaf, dir_fd=parent_fd, follow_symlinks=False)
+        except OSError as e:
+            raise walk.error(path, e) from None
+        if stat.S_ISLNK(top.st_mode):
+            raise PyinitError(
+                f"{flag} {path}: is a symbolic link; pyinit never follows symlinks "
+                "(name the directory it points to)"
+            )
+        if policy == "on-root-mismatch" and top.st_uid == uid and top.st_gid == gid:
+            log.info(f"{flag} {path}: already owned by {uid}:{gid}, not walking (on-root-mismatch)")
+            return walk.stats(walked=False)
+        if stat.S_ISDIR(top.st_mode):
+            walk.run_directory(walk.open_top(parent_fd, leaf))
+        else:
+            walk.seen = 1
+            walk.change_entry(parent_fd, leaf, path, top=True)
+    finally:
+        os.close(parent_fd)
     stats = walk.stats(walked=True)
     log.info(
         f"{flag} {path}: {stats.seen} entries, {stats.changed} changed, in {stats.elapsed:.2f}s"
@@ -116,8 +135,53 @@ def chown_tree(
     return stats
 
 
+def open_parent_nofollow(path: str, flag: str) -> tuple[int, str]:
+    """Open the directory holding ``path``'s last component, refusing any symlink on the way.
+
+    Returns (descriptor, last component).  Each component is opened relative
+    to the previous one with ``O_NOFOLLOW``: nothing between ``/`` and the
+    leaf can redirect the walk.  PyinitError names the link (exit 125).
+    """
+    names = path.split("/")[1:]
+    if not path.startswith("/") or not names or any(n in ("", ".", "..") for n in names):
+        raise ValueError(f"{flag}: {path!r} is not a normalised absolute path")
+    fd = os.open("/", _DIR_FLAGS)
+    done = ""
+    try:
+        for name in names[:-1]:
+            done += "/" + name
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as e:
+                raise _component_error(fd, name, done, path, flag, e) from None
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, names[-1]
+
+
+def _component_error(
+    dir_fd: int, name: str, done: str, path: str, flag: str, e: OSError
+) -> PyinitError:
+    if e.errno in _NOT_A_DIRECTORY:
+        try:
+            is_link = stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+        except OSError:
+            is_link = False
+        if is_link:
+            return PyinitError(
+                f"{flag} {path}: {done} is a symbolic link; pyinit never follows symlinks "
+                "in a --chown path (name the real path)"
+            )
+        return PyinitError(f"{flag} {path}: {done} is not a directory")
+    reason = _REASONS.get(e.errno or 0, e.strerror or str(e))
+    return PyinitError(f"{flag} {path}: {reason}")
+
+
 class _Walk:
-    """The state of one tree walk: target ids, counters, mount points, progress clock."""
+    """The state of one tree walk: target ids, counters, the top's mount, progress clock."""
 
     def __init__(self, top: str, uid: int, gid: int, cross_mounts: bool, flag: str) -> None:
         self.top = top
@@ -128,12 +192,11 @@ class _Walk:
         self.seen = 0
         self.changed = 0
         self.skipped_mounts = 0
-        #: The top's device: entries on another one are other mounts.
+        #: The top's device and mount id: entries elsewhere are other mounts.
         self.dev = -1
+        self.mnt_id: int | None = None
         self.started = time.monotonic()
         self.next_progress = self.started + PROGRESS_INTERVAL
-        #: Directory path -> names in it that are mount points (not descended).
-        self.mount_points: dict[str, frozenset[str]] = {}
 
     def stats(self, walked: bool) -> ChownStats:
         """The counters so far as a ChownStats."""
@@ -152,24 +215,57 @@ class _Walk:
         where = "" if path == self.top else f" cannot change {path}:"
         return PyinitError(f"{self.flag} {self.top}:{where} {reason}")
 
+    # --- mounts -----------------------------------------------------------------------
+
+    def _other_mount(self, fd: int, st: os.stat_result) -> bool:
+        """Whether the open directory ``fd`` (stat ``st``) lies on another mount than the top."""
+        if st.st_dev != self.dev:
+            return True
+        mnt_id = _mount_id(fd)
+        # Without /proc only st_dev can tell; the top's mount id is unknown then too.
+        return mnt_id is not None and self.mnt_id is not None and mnt_id != self.mnt_id
+
+    def _mount_point_at(self, dir_fd: int, name: str, st: os.stat_result) -> bool:
+        """Whether entry ``name`` of ``dir_fd`` is a mount point (a file bind-mounted there)."""
+        if st.st_dev != self.dev:
+            return True
+        try:
+            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError:
+            return True  # gone or unreadable: not ours to change
+        try:
+            mnt_id = _mount_id(fd)
+        finally:
+            os.close(fd)
+        if mnt_id is None or self.mnt_id is None:
+            return True  # the inodes disagree and nothing can prove it is ours
+        return mnt_id != self.mnt_id
+
     # --- the walk ---------------------------------------------------------------------
 
-    def run_directory(self) -> None:
-        """Walk the top directory depth-first, holding one descriptor per level."""
+    def open_top(self, parent_fd: int, leaf: str) -> int:
+        """Open the top directory (never following it) and note its device and mount."""
         try:
-            top_fd = os.open(self.top, _DIR_FLAGS)
+            fd = os.open(leaf, _DIR_FLAGS, dir_fd=parent_fd)
         except OSError as e:
             raise self.error(self.top, e) from None
+        self.mnt_id = _mount_id(fd)
+        return fd
+
+    def run_directory(self, top_fd: int) -> None:
+        """Walk the open top directory depth-first, holding one descriptor per level."""
         stack: list[tuple[int, str, list[str]]] = []
         try:
             st = os.fstat(top_fd)
             self.dev = st.st_dev
-            real_top = _real_path(top_fd, self.top)
-            if not self.cross_mounts:
-                self.mount_points = _mount_points_below(real_top)
             self.seen += 1
             self._fix_directory(top_fd, st, self.top)
-            stack.append((top_fd, real_top, self._scan(top_fd, real_top)))
+            subdirs = self._scan(top_fd, self.top)
+        except BaseException:
+            os.close(top_fd)
+            raise
+        stack.append((top_fd, self.top, subdirs))
+        try:
             while stack:
                 fd, dir_path, subdirs = stack[-1]
                 if not subdirs:
@@ -189,11 +285,6 @@ class _Walk:
     ) -> tuple[int, str, list[str]] | None:
         """Open subdirectory ``name`` safely, fix it, list it; None when it is not to be walked."""
         path = parent_path + "/" + name
-        mounted = self.mount_points.get(parent_path)
-        if mounted is not None and name in mounted:
-            self.skipped_mounts += 1
-            log.info(f"{self.flag} {self.top}: not descending into mount point {path}")
-            return None
         try:
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
         except OSError as e:
@@ -207,7 +298,9 @@ class _Walk:
             raise self.error(path, e) from None
         try:
             st = os.fstat(fd)
-            if st.st_dev != self.dev and not self.cross_mounts:
+            # Decided on the descriptor the walk goes on with: whatever name
+            # the directory was reached by, its mount is what it is.
+            if not self.cross_mounts and self._other_mount(fd, st):
                 self.skipped_mounts += 1
                 log.info(f"{self.flag} {self.top}: not descending into mount point {path}")
                 os.close(fd)
@@ -234,8 +327,9 @@ class _Walk:
         """
         uid = self.uid
         gid = self.gid
+        dev = self.dev
+        check_mounts = not self.cross_mounts
         subdirs: list[str] = []
-        mounted = self.mount_points.get(dir_path)
         seen = 0
         try:
             with os.scandir(fd) as entries:
@@ -249,22 +343,23 @@ class _Walk:
                     except FileNotFoundError:
                         continue
                     if st.st_uid != uid or st.st_gid != gid:
-                        if mounted is not None and entry.name in mounted:
+                        # A mount hides the entry's own inode (d_ino): only
+                        # then can it be a file bind-mounted into the tree.
+                        if (
+                            check_mounts
+                            and (st.st_ino != entry.inode() or st.st_dev != dev)
+                            and self._mount_point_at(fd, entry.name, st)
+                        ):
                             self.skipped_mounts += 1
                             continue
-                        self._change_at(fd, entry.name, dir_path, st)
+                        self._change_at(fd, entry.name, dir_path)
         except OSError as e:
             raise self.error(dir_path, e) from None
         finally:
             self.seen += seen
         return subdirs
 
-    def _change_at(self, dir_fd: int, name: str, dir_path: str, st: os.stat_result) -> None:
-        # A file bind-mounted into the tree (docker does this for
-        # /etc/hosts-style files) shows up with another device.
-        if st.st_dev != self.dev and not self.cross_mounts:
-            self.skipped_mounts += 1
-            return
+    def _change_at(self, dir_fd: int, name: str, dir_path: str) -> None:
         try:
             os.chown(name, self.uid, self.gid, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
@@ -273,17 +368,23 @@ class _Walk:
             raise self.error(dir_path + "/" + name, e) from None
         self.changed += 1
 
-    def change_entry(self, dir_fd: int | None, name: str, path: str) -> None:
-        """lstat and lchown one entry (never following it), if its owner differs."""
+    def change_entry(self, dir_fd: int, name: str, path: str, top: bool = False) -> None:
+        """lstat and lchown one entry (never following it), if its owner differs.
+
+        Below the top, an entry on another mount is left alone.
+        """
         try:
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
-            if dir_fd is None:
+            if top:
                 raise self.error(path, OSError(errno.ENOENT, "")) from None
             return
         except OSError as e:
             raise self.error(path, e) from None
         if st.st_uid == self.uid and st.st_gid == self.gid:
+            return
+        if not top and not self.cross_mounts and self._mount_point_at(dir_fd, name, st):
+            self.skipped_mounts += 1
             return
         try:
             os.chown(name, self.uid, self.gid, dir_fd=dir_fd, follow_symlinks=False)
@@ -302,51 +403,25 @@ class _Walk:
             )
 
 
-def _real_path(fd: int, fallback: str) -> str:
-    """The canonical path of the open directory ``fd`` (as /proc/self/mountinfo names it)."""
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return os.path.realpath(fallback)
+def _mount_id(fd: int) -> int | None:
+    """The id of the mount the open file ``fd`` is on (``mnt_id`` in /proc/self/fdinfo).
 
-
-def _mount_points_below(
-    top: str, mountinfo: str = "/proc/self/mountinfo"
-) -> dict[str, frozenset[str]]:
-    """Mount points strictly below ``top``, grouped by their parent directory.
-
-    st_dev alone misses bind mounts from the same file system (a Kubernetes
-    subPath of a volume on the node's disk, say); mountinfo lists them all.
+    None when /proc is not there (or is another PID namespace's without us).
     """
-    prefix = top.rstrip("/") + "/"
-    found: dict[str, set[str]] = {}
     try:
-        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
-            for line in f:
-                fields = line.split(" ", 5)
-                if len(fields) < 5:
-                    continue
-                point = _unescape_mount_path(fields[4])
-                if point.startswith(prefix):
-                    parent, _, name = point.rpartition("/")
-                    found.setdefault(parent, set()).add(name)
+        info = os.open(f"/proc/self/fdinfo/{fd}", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return {}  # no /proc: the st_dev check still stops at other file systems
-    return {parent: frozenset(names) for parent, names in found.items()}
-
-
-def _unescape_mount_path(text: str) -> str:
-    r"""Undo mountinfo's octal escapes (``\040`` for a space, ``\134`` for a backslash)."""
-    if "\\" not in text:
-        return text
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        chunk = text[i + 1 : i + 4]
-        if text[i] == "\\" and len(chunk) == 3 and all(c in "01234567" for c in chunk):
-            out.append(chr(int(chunk, 8)))
-            i += 4
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
+        return None
+    try:
+        text = os.read(info, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(info)
+    _, found, rest = text.partition(b"\nmnt_id:")
+    if not found:
+        return None
+    try:
+        return int(rest.split(b"\n", 1)[0])
+    except ValueError:
+        return None
