@@ -16,7 +16,7 @@ import resource
 
 from pyinit.errors import UsageError
 from pyinit.plan.capabilities import missing_capabilities, parse_capability
-from pyinit.plan.secrets import resolve_file_env
+from pyinit.plan.secrets import Target, check_exec_budget, resolve_file_env
 from pyinit.plan.signals import parse_rewrite
 from pyinit.plan.userspec import Identity, read_group, resolve_group, resolve_user_spec
 from pyinit.record import Record
@@ -324,7 +324,8 @@ def build_plan(
         dict.fromkeys(_split_list(environ.get("PYINIT_FILE_ENV", "")) + list(options.file_env))
     )
     env = dict(environ)
-    env.update(resolve_file_env(file_env_names, environ))
+    secret_target = _secret_target(identity, extra_groups, switch_identity, euid)
+    env.update(resolve_file_env(file_env_names, environ, target=secret_target))
     for name in file_env_names:
         env.pop(name + "_FILE", None)
     if identity is not None and not skip_non_root:
@@ -332,6 +333,8 @@ def build_plan(
         env.pop("USER", None)
         env.pop("LOGNAME", None)
         env.update(_identity_environment(identity))
+    stack = [r.soft for r in rlimits if r.resource == resource.RLIMIT_STACK]
+    check_exec_budget(options.command, env, file_env_names, stack[-1] if stack else None)
 
     wants_setup = bool(mkdirs or chowns or rlimits or pre_hooks)
     root_setup = wants_setup
@@ -371,6 +374,16 @@ def build_plan(
     )
     check_capabilities(plan, euid, capability_mask)
     return plan
+
+
+def _secret_target(
+    identity: Identity | None, extra_groups: tuple[int, ...], switch_identity: bool, euid: int
+) -> Target | None:
+    """Whom ``--file-env`` paths must be safe from: the step-down's user, if it is another."""
+    if identity is None or not switch_identity or identity.uid in (0, euid):
+        return None
+    gids = (identity.gid, *identity.groups, *extra_groups)
+    return Target(identity.uid, gids, trusted=(0, euid))
 
 
 def _cannot_switch_as_non_root(euid: int, policy: str, capability_mask: int | None) -> bool:

@@ -5,18 +5,76 @@ contents, one trailing newline stripped, and the target does not see
 FOO_FILE.  Only the names asked for are touched: SSL_CERT_FILE, KUBECONFIG and
 other tools' ``*_FILE`` variables are not secrets, and expanding a CA bundle
 into the environment can overflow exec's argument size limit.
+
+pyinit reads the file as root, for a target that is not.  A path the target
+user can redirect (a directory it can write to, a symlink it owns) would let
+it point ``FOO_FILE`` at /etc/shadow and find the file in its environment on
+the next start.  So the path is resolved here, one component at a time with
+``O_NOFOLLOW`` and ``openat``, every symlink read and its target resolved
+the same way, and each step is checked:
+
+* every directory passed through, and every symlink followed, is owned by
+  root or by the user pyinit runs as;
+* no directory is writable by the target (its owner, group or other write
+  bit, whichever class the target falls in), unless the mount is read-only;
+  in a sticky directory (``/tmp``, a Kubernetes tmpfs) only entries the
+  target owns can be replaced, so those are refused there;
+* the file itself is a regular file (never a FIFO that would hang pyinit),
+  opened ``O_NONBLOCK``, read with a bound.  Its owner does not matter: its
+  contents are what they are, and it cannot be swapped for another file
+  without write access to its directory (Docker ``/run/secrets`` files may
+  belong to the service user, by design).
+
+Kubernetes secret volumes pass (root-owned ``..data`` symlink to a
+root-owned ``..2024_...`` directory), and so does Docker's ``/run/secrets``.
 """
 
 from __future__ import annotations
 
+import os
+import stat
+
 from pyinit.errors import UsageError
+from pyinit.plan.files import FileTooLarge, describe_kind, read_open_regular
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
 
-#: A secret larger than this is almost certainly the wrong file.
-MAX_SECRET_BYTES = 1 << 20
+#: The kernel's limit for one argv or environment string, NUL included (32 pages).
+MAX_ARG_STRLEN = 32 * 4096
+#: The kernel caps the argv+environment budget at 3/4 of _STK_LIM (8 MiB) ...
+KERNEL_ARG_CAP = 6 << 20
+#: ... and never lowers it below ARG_MAX (32 pages), whatever the stack limit.
+KERNEL_ARG_FLOOR = 32 * 4096
+#: Bytes counted for the executable's path, which the kernel copies too.
+FILENAME_ALLOWANCE = 4096
+POINTER_SIZE = 8
+#: Symlinks followed while resolving one path (the kernel's MAXSYMLINKS).
+MAX_SYMLINKS = 40
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class Target:
+    """The user a secret must not be redirectable by: uid and every gid it will hold."""
+
+    __slots__ = ("gids", "trusted", "uid")
+
+    def __init__(self, uid: int, gids: Iterable[int], trusted: Iterable[int]) -> None:
+        self.uid = uid
+        self.gids = frozenset(gids)
+        #: Owners a directory or symlink may have: root and pyinit's own uid.
+        self.trusted = frozenset(trusted)
+
+    def can_write(self, st: os.stat_result) -> bool:
+        """Whether the target passes the write-permission check on ``st`` (owner, group, other)."""
+        if st.st_uid == self.uid:
+            return bool(st.st_mode & stat.S_IWUSR)
+        if st.st_gid in self.gids:
+            return bool(st.st_mode & stat.S_IWGRP)
+        return bool(st.st_mode & stat.S_IWOTH)
 
 
 def _valid_name(name: str) -> bool:
@@ -25,11 +83,16 @@ def _valid_name(name: str) -> bool:
     )
 
 
-def resolve_file_env(names: Iterable[str], environ: Mapping[str, str]) -> dict[str, str]:
+def resolve_file_env(
+    names: Iterable[str], environ: Mapping[str, str], *, target: Target | None = None
+) -> dict[str, str]:
     """Read each ``NAME_FILE`` for the names asked; return ``{NAME: contents}``.
 
-    Raises UsageError naming NAME when both NAME and NAME_FILE are set or
-    when the file cannot be read.  Reads only.
+    With ``target`` (the step-down's user, when it is not pyinit's own), a
+    path that user could redirect is refused.  Raises UsageError naming
+    NAME when both NAME and NAME_FILE are set, when the file cannot be read
+    or is unsafe, or when its contents cannot be one environment string.
+    Reads only.
     """
     values: dict[str, str] = {}
     for name in names:
@@ -45,21 +108,250 @@ def resolve_file_env(names: Iterable[str], environ: Mapping[str, str]) -> dict[s
             raise UsageError(
                 f"--file-env {name}: both {name} and {file_var} are set (they are exclusive)"
             )
-        values[name] = _read_secret(name, file_var, path)
+        values[name] = _SecretPath(name, file_var, path, target).read()
     return values
 
 
-def _read_secret(name: str, file_var: str, path: str) -> str:
+class _SecretPath:
+    """One ``NAME_FILE`` path, resolved component by component and read."""
+
+    def __init__(self, name: str, file_var: str, path: str, target: Target | None) -> None:
+        self.name = name
+        self.file_var = file_var
+        self.path = path
+        self.target = target
+
+    def fail(self, detail: str) -> UsageError:
+        """An error naming the flag, the variable and the path."""
+        return UsageError(f"--file-env {self.name}: {self.file_var}={self.path}: {detail}")
+
+    def unsafe(self, detail: str) -> UsageError:
+        """The refusal of a path the target could redirect."""
+        assert self.target is not None
+        return self.fail(
+            f"{detail}; refusing to read a secret as root through a path uid "
+            f"{self.target.uid} can redirect (see docs/security.md)"
+        )
+
+    def read(self) -> str:
+        """The secret's value: the file's contents, one trailing newline stripped."""
+        if not self.path:
+            raise self.fail("empty path")
+        fd = self._open()
+        try:
+            data = read_open_regular(fd, MAX_ARG_STRLEN)
+        except FileTooLarge:
+            raise self._too_large() from None
+        except OSError as e:
+            raise self.fail(f"cannot read: {e.strerror}") from None
+        finally:
+            os.close(fd)
+        if data.endswith(b"\n"):
+            data = data[:-1]
+        if b"\0" in data:
+            raise self.fail("contains a NUL byte")
+        if len(self.name) + 1 + len(data) + 1 > MAX_ARG_STRLEN:
+            raise self._too_large()
+        return data.decode("utf-8", errors="surrogateescape")
+
+    def _too_large(self) -> UsageError:
+        return self.fail(
+            f"{self.name}=value would be larger than {MAX_ARG_STRLEN // 1024} KiB, the kernel's "
+            "limit for one environment string (MAX_ARG_STRLEN); exec would fail with E2BIG"
+        )
+
+    # --- resolution -------------------------------------------------------------------
+
+    def _open(self) -> int:
+        """Open the file, walking from / by hand; checks every step against the target."""
+        path = self.path if self.path.startswith("/") else os.getcwd() + "/" + self.path
+        pending = path.split("/")[::-1]
+        root = self._open_root()
+        stack = [root]
+        links = 0
+        try:
+            while pending:
+                name = pending.pop()
+                if name in ("", "."):
+                    continue
+                if name == "..":
+                    if len(stack) > 1:
+                        os.close(stack.pop().fd)
+                    continue
+                parent = stack[-1]
+                shown = parent.join(name)
+                try:
+                    st = os.stat(name, dir_fd=parent.fd, follow_symlinks=False)
+                except OSError as e:
+                    raise self.fail(e.strerror or str(e)) from None
+                self._check_replaceable(parent, shown, st)
+                if stat.S_ISLNK(st.st_mode):
+                    links += 1
+                    if links > MAX_SYMLINKS:
+                        raise self.fail("too many levels of symbolic links")
+                    self._check_owner(shown, st, "a symbolic link")
+                    link = os.readlink(name, dir_fd=parent.fd)
+                    pending.extend(link.split("/")[::-1])
+                    if link.startswith("/"):
+                        while len(stack) > 1:
+                            os.close(stack.pop().fd)
+                    continue
+                if any(p not in ("", ".") for p in pending) or stat.S_ISDIR(st.st_mode):
+                    stack.append(self._enter(parent, name, shown, st))
+                    continue
+                return self._open_leaf(parent, name, shown, st)
+            raise self.fail("is a directory")
+        finally:
+            for d in stack:
+                os.close(d.fd)
+
+    def _open_root(self) -> _Dir:
+        fd = os.open("/", _DIR_FLAGS)
+        try:
+            d = _Dir(fd, "", os.fstat(fd))
+            self._check_directory(d, "/")
+        except BaseException:
+            os.close(fd)
+            raise
+        return d
+
+    def _enter(self, parent: _Dir, name: str, shown: str, st: os.stat_result) -> _Dir:
+        if not stat.S_ISDIR(st.st_mode):
+            raise self.fail(f"{shown} is not a directory")
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent.fd)
+        except OSError as e:
+            raise self.fail(f"cannot open {shown}: {e.strerror}") from None
+        try:
+            d = _Dir(fd, shown, os.fstat(fd))
+            if (d.st.st_dev, d.st.st_ino) != (st.st_dev, st.st_ino):
+                raise self.fail(f"{shown} changed while it was being opened")
+            self._check_directory(d, shown)
+        except BaseException:
+            os.close(fd)
+            raise
+        return d
+
+    def _open_leaf(self, parent: _Dir, name: str, shown: str, st: os.stat_result) -> int:
+        if not stat.S_ISREG(st.st_mode):
+            # Never opened: a FIFO would block, a device could act on open.
+            raise self.fail(f"is {describe_kind(st.st_mode)}, not a regular file")
+        try:
+            fd = os.open(name, _FILE_FLAGS, dir_fd=parent.fd)
+        except OSError as e:
+            raise self.fail(f"cannot read: {e.strerror}") from None
+        opened = os.fstat(fd)
+        if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+            os.close(fd)
+            raise self.fail(f"{shown} changed while it was being opened")
+        return fd
+
+    # --- the checks (only with a target) ----------------------------------------------
+
+    def _check_owner(self, shown: str, st: os.stat_result, what: str) -> None:
+        if self.target is not None and st.st_uid not in self.target.trusted:
+            raise self.unsafe(f"{shown} is {what} owned by uid {st.st_uid}, not root")
+
+    def _check_directory(self, d: _Dir, shown: str) -> None:
+        self._check_owner(shown, d.st, "a directory")
+        if self.target is not None and d.target_can_write(self.target) and not d.sticky:
+            raise self.unsafe(f"{shown or '/'} is a directory uid {self.target.uid} can write to")
+
+    def _check_replaceable(self, parent: _Dir, shown: str, st: os.stat_result) -> None:
+        """Refuse an entry the target could rename, delete or replace in its directory."""
+        target = self.target
+        if target is None or not parent.target_can_write(target):
+            return
+        # Only a sticky directory gets here (others are refused on entry): in
+        # it, the target can replace only what it owns.
+        if st.st_uid == target.uid:
+            raise self.unsafe(
+                f"{shown} belongs to uid {st.st_uid} in the sticky directory "
+                f"{parent.shown or '/'}, so its owner can replace it"
+            )
+
+
+class _Dir:
+    """A directory on the resolution path: its descriptor, shown path and stat."""
+
+    __slots__ = ("_writable", "fd", "shown", "st")
+
+    def __init__(self, fd: int, shown: str, st: os.stat_result) -> None:
+        self.fd = fd
+        self.shown = shown
+        self.st = st
+        self._writable: bool | None = None
+
+    @property
+    def sticky(self) -> bool:
+        """Whether only an entry's owner (and the directory's) may remove or rename it."""
+        return bool(self.st.st_mode & stat.S_ISVTX)
+
+    def join(self, name: str) -> str:
+        """The path of entry ``name`` of this directory, for messages."""
+        return self.shown + "/" + name
+
+    def target_can_write(self, target: Target) -> bool:
+        """Whether the target may add, remove or rename entries here (a read-only mount: no)."""
+        if self._writable is None:
+            self._writable = target.can_write(self.st) and not _read_only_mount(self.fd)
+        return self._writable
+
+
+def _read_only_mount(fd: int) -> bool:
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_SECRET_BYTES + 1)
-    except OSError as e:
+        return bool(os.fstatvfs(fd).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def exec_budget(stack_soft_limit: int | None = None) -> int:
+    """Bytes the kernel allows for argv + environment (strings, NULs and pointers) at exec.
+
+    A quarter of the stack soft limit (``os.sysconf('SC_ARG_MAX')`` reports
+    that for pyinit's own limit), at most 6 MiB and at least 128 KiB.
+    ``stack_soft_limit`` is the limit the target will have (``--rlimit
+    stack``), when the plan sets one.
+    """
+    import resource
+
+    if stack_soft_limit is None:
+        budget = os.sysconf("SC_ARG_MAX")
+    elif stack_soft_limit == resource.RLIM_INFINITY:
+        budget = KERNEL_ARG_CAP
+    else:
+        budget = stack_soft_limit // 4
+    return max(KERNEL_ARG_FLOOR, min(KERNEL_ARG_CAP, budget))
+
+
+def exec_size(command: Sequence[str], env: Mapping[str, str]) -> int:
+    """What execve will count for ``command`` and ``env``: strings, NULs, pointers, path."""
+    size = FILENAME_ALLOWANCE + POINTER_SIZE * (max(len(command), 1) + len(env))
+    size += sum(len(os.fsencode(arg)) + 1 for arg in command)
+    size += sum(len(os.fsencode(k)) + len(os.fsencode(v)) + 2 for k, v in env.items())
+    return size
+
+
+def check_exec_budget(
+    command: Sequence[str],
+    env: Mapping[str, str],
+    secrets: Iterable[str],
+    stack_soft_limit: int | None = None,
+) -> None:
+    """Refuse (naming ``--file-env NAME``) secrets that would push exec past its budget.
+
+    Without secrets read from files there is nothing to check: pyinit was
+    itself started with more than the target gets.
+    """
+    read = [name for name in secrets if name in env]
+    if not read:
+        return
+    size = exec_size(command, env)
+    budget = exec_budget(stack_soft_limit)
+    if size > budget:
+        biggest = max(read, key=lambda name: len(os.fsencode(env[name])))
         raise UsageError(
-            f"--file-env {name}: cannot read {file_var}={path}: {e.strerror}"
-        ) from None
-    if len(data) > MAX_SECRET_BYTES:
-        raise UsageError(f"--file-env {name}: {file_var}={path} is larger than 1 MiB")
-    if b"\0" in data:
-        raise UsageError(f"--file-env {name}: {file_var}={path} contains a NUL byte")
-    text = data.decode("utf-8", errors="surrogateescape")
-    return text[:-1] if text.endswith("\n") else text
+            f"--file-env {biggest}: the target's arguments and environment would take {size} "
+            f"bytes, over the {budget} bytes exec allows (ARG_MAX: a quarter of the stack "
+            "limit, at most 6 MiB); exec would fail with E2BIG"
+        )
