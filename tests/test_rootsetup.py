@@ -143,6 +143,32 @@ def test_mkdir_follows_a_root_owned_parent_symlink(tmp_path: Path) -> None:
     assert mode_owner(tmp_path / "run" / "redis") == (0o755, UID, GID)
 
 
+def test_mkdir_follows_a_relative_root_owned_parent_symlink(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "run").symlink_to("../run")
+    ok(run_pyinit("--user", f"{UID}:{GID}", "--mkdir", f"{tmp_path}/var/run/app", "--", "true"))
+    assert mode_owner(tmp_path / "run" / "app") == (0o755, UID, GID)
+
+
+def test_mkdir_checks_the_target_of_a_root_owned_link_too(tmp_path: Path) -> None:
+    # Root's own link into a volume (/var/lib/app -> /data/app); the volume's
+    # owner made data/app a link to a root directory.
+    victim = tmp_path / "etc"
+    victim.mkdir()
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chown(data, UID, GID)
+    (data / "app").symlink_to(victim)
+    os.lchown(data / "app", UID, GID)
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "app").symlink_to(data / "app")
+    proc = run_pyinit("--user", f"{UID}:{GID}", "--mkdir", f"{tmp_path}/lib/app/logs", "--", "true")
+    assert proc.returncode == 125
+    assert f"{data}/app is a symbolic link not controlled by root" in proc.stderr
+    assert not (victim / "logs").exists()
+
+
 def test_mkdir_without_user_is_roots(tmp_path: Path) -> None:
     ok(run_pyinit("--mkdir", f"{tmp_path}/d:0700", "--", "true"))
     assert mode_owner(tmp_path / "d") == (0o700, 0, 0)

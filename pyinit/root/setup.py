@@ -14,9 +14,10 @@ before the step-down, in this order:
 is the target's; parents that have to be created belong to root, mode 0755.
 The last component is never followed if it is a symlink, and a symlink on
 the way is followed only when root controls it (owned by root, in a
-directory only root can change): a volume's owner cannot redirect a
-``--mkdir`` into /etc.  Every step works on descriptors, never re-resolving
-a path it has checked.
+directory only root can change), and its target is opened by the same
+rules, component by component: a volume's owner cannot redirect a
+``--mkdir`` into /etc, not even through a root-made link into its volume.
+Every step works on descriptors, never re-resolving a path it has checked.
 """
 
 from __future__ import annotations
@@ -140,7 +141,13 @@ def _fix_created_parent(dir_fd: int, name: str, path: str) -> None:
         raise PyinitError(f"--mkdir {path}: {_reason(e)}") from None
 
 
-def _open_parent_component(dir_fd: int, name: str, done: str, path: str) -> int:
+#: Symlinks followed while opening one --mkdir path (the kernel's MAXSYMLINKS).
+MAX_SYMLINKS = 40
+
+
+def _open_parent_component(
+    dir_fd: int, name: str, done: str, path: str, hops: list[int] | None = None
+) -> int:
     try:
         return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
     except OSError as e:
@@ -155,10 +162,42 @@ def _open_parent_component(dir_fd: int, name: str, done: str, path: str) -> int:
             f"--mkdir {path}: {done} is a symbolic link not controlled by root "
             f"(owner uid {link.st_uid}); refusing to follow it"
         )
+    hops = [0] if hops is None else hops
+    hops[0] += 1
+    if hops[0] > MAX_SYMLINKS:
+        raise PyinitError(f"--mkdir {path}: too many levels of symbolic links at {done}")
+    return _open_link_target(dir_fd, os.readlink(name, dir_fd=dir_fd), done, path, hops)
+
+
+def _open_link_target(dir_fd: int, target: str, done: str, path: str, hops: list[int]) -> int:
+    """Open a root-controlled link's target with the same rules, one component at a time.
+
+    The kernel must not resolve it: a root-made link into a volume
+    (/var/lib/app -> /data/app) would otherwise follow whatever link the
+    volume's owner put there.
+    """
+    fd = os.open("/", _DIR_FLAGS) if target.startswith("/") else os.dup(dir_fd)
+    where = "" if target.startswith("/") else done.rpartition("/")[0]
     try:
-        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+        for name in target.split("/"):
+            if name in ("", "."):
+                continue
+            if name == "..":
+                # ".." is never a symlink: the kernel's parent of where we are.
+                where = where.rpartition("/")[0]
+                child = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            else:
+                where += "/" + name
+                child = _open_parent_component(fd, name, where, path, hops)
+            os.close(fd)
+            fd = child
     except OSError as e:
-        raise PyinitError(f"--mkdir {path}: cannot open {done}: {_reason(e)}") from None
+        os.close(fd)
+        raise PyinitError(f"--mkdir {path}: cannot open {done} -> {target}: {_reason(e)}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _root_controlled(dir_fd: int) -> bool:
