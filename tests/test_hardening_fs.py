@@ -20,6 +20,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -550,3 +551,25 @@ def test_rlimit_stack_in_the_plan_sets_the_budget(tmp_path: Path) -> None:
         plan_for([*args, "--rlimit", "stack=262144", "--", "true"], base_environment(**env))
     plan = plan_for([*args, "--", "true"], base_environment(**env))
     assert len(plan.env["S2"]) == 100_000
+
+
+def test_search_only_directories_are_enough_as_non_root(pyinit_any_user: tuple[str, ...]) -> None:
+    # The walk needs what the kernel's lookup needs: search (x), not read, permission.
+    with tempfile.TemporaryDirectory(prefix="pyinit-search-") as top:
+        _search_only_as_nobody(Path(top), pyinit_any_user)
+
+
+def _search_only_as_nobody(tmp_path: Path, pyinit_any_user: tuple[str, ...]) -> None:
+    inner = tmp_path / "x" / "inner"
+    inner.mkdir(parents=True)
+    (inner / "s").write_text("searchable\n")
+    (inner / "s").chmod(0o644)
+    for d in (tmp_path, tmp_path / "x", inner):
+        d.chmod(0o711)
+    proc = subprocess.run(
+        ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", *pyinit_any_user,
+         "--file-env", "X", "--", "sh", "-c", 'printf %s "$X"'],
+        capture_output=True, text=True, timeout=TIMEOUT,
+        env=base_environment(X_FILE=str(inner / "s")), cwd="/",
+    )  # fmt: skip
+    assert (proc.returncode, proc.stdout) == (0, "searchable"), proc.stderr

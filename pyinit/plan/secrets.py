@@ -53,7 +53,8 @@ POINTER_SIZE = 8
 #: Symlinks followed while resolving one path (the kernel's MAXSYMLINKS).
 MAX_SYMLINKS = 40
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_PATH: walking needs only search permission, as the kernel's own lookup does.
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
