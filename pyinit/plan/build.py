@@ -325,7 +325,8 @@ def build_plan(
     )
     env = dict(environ)
     secret_target = _secret_target(identity, extra_groups, switch_identity, euid)
-    env.update(resolve_file_env(file_env_names, environ, target=secret_target))
+    secrets = resolve_file_env(file_env_names, environ, target=secret_target)
+    env.update(secrets)
     for name in file_env_names:
         env.pop(name + "_FILE", None)
     if identity is not None and not skip_non_root:
@@ -334,7 +335,7 @@ def build_plan(
         env.pop("LOGNAME", None)
         env.update(_identity_environment(identity))
     stack = [r.soft for r in rlimits if r.resource == resource.RLIMIT_STACK]
-    check_exec_budget(options.command, env, file_env_names, stack[-1] if stack else None)
+    check_exec_budget(options.command, env, secrets, stack[-1] if stack else None)
 
     wants_setup = bool(mkdirs or chowns or rlimits or pre_hooks)
     root_setup = wants_setup

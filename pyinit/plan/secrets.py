@@ -341,8 +341,9 @@ def check_exec_budget(
 ) -> None:
     """Refuse (naming ``--file-env NAME``) secrets that would push exec past its budget.
 
-    Without secrets read from files there is nothing to check: pyinit was
-    itself started with more than the target gets.
+    ``secrets`` are the names whose values were read from files.  Without
+    them there is nothing to check: pyinit was itself started with more
+    than the target gets.
     """
     read = [name for name in secrets if name in env]
     if not read:
