@@ -8,7 +8,10 @@ fixture mount namespace (a small Python loop inside it, so one namespace
 serves a whole batch); pyinit resolves the same specs in-process against the
 same fixture files.  Both must give the same uid, gid, supplementary groups
 (``Groups:`` of /proc/self/status, what setgroups set) and HOME, or both
-must refuse.
+must refuse.  (``Groups:`` rather than ``id -G``: it is the exact list set,
+without the primary gid ``id`` adds.)  A smaller batch then runs the real
+``python -m pyinit --user SPEC`` step-down and checks that the target sees
+what the resolution said, or that pyinit exits 125.
 
 The only differences allowed are the documented ones (docs/stepdown.md),
 where pyinit is stricter or fixes a gosu quirk:
@@ -44,14 +47,12 @@ pytestmark = pytest.mark.skipif(
 
 PROBE = "grep -E '^(Uid|Gid|Groups):' /proc/self/status; printf '%s\\n' \"$HOME\""
 
-#: Runs inside the fixture namespace: every spec through gosu, one JSON answer.
+#: Runs inside the fixture namespace: each command line in turn, one JSON answer.
 RUNNER = """\
 import json, os, subprocess, sys
-specs, probe = json.load(sys.stdin)
 out = []
-for spec in specs:
-    p = subprocess.run(["gosu", os.fsencode(spec), "sh", "-c", probe],
-                       capture_output=True, timeout=10)
+for argv in json.load(sys.stdin):
+    p = subprocess.run([os.fsencode(a) for a in argv], capture_output=True, timeout=20)
     out.append([p.returncode, p.stdout.decode("utf-8", "replace")])
 json.dump(out, sys.stdout)
 """
@@ -105,15 +106,19 @@ def box() -> Iterator[Sandbox]:
         sandbox.cleanup()
 
 
-def gosu_views(box: Sandbox, specs: list[str]) -> list[View | None]:
-    """What gosu gives for each spec in one namespace run (None: gosu refused)."""
+def run_batch(box: Sandbox, commands: list[list[str]]) -> list[tuple[int, str]]:
+    """Run each command line in one fixture namespace: (exit code, stdout) for each."""
     result = box.run(
-        [sys.executable, str(box.root / "runner.py")],
-        input=json.dumps([specs, PROBE]),
-        timeout=120,
+        [sys.executable, str(box.root / "runner.py")], input=json.dumps(commands), timeout=120
     )
     assert result.returncode == 0, result.stderr
-    return [parse_probe(out) if code == 0 else None for code, out in json.loads(result.stdout)]
+    return [(code, out) for code, out in json.loads(result.stdout)]
+
+
+def gosu_views(box: Sandbox, specs: list[str]) -> list[View | None]:
+    """What gosu gives for each spec in one namespace run (None: gosu refused)."""
+    answers = run_batch(box, [[GOSU, spec, "sh", "-c", PROBE] for spec in specs])
+    return [parse_probe(out) if code == 0 else None for code, out in answers]
 
 
 def parse_probe(stdout: str) -> View:
@@ -206,3 +211,29 @@ def test_garbled_lines_resolve_to_nobody_not_root(tmp_path: object) -> None:
         assert pyinit_view(box, name) is None
     ok = pyinit_view(box, "ok")
     assert ok is not None and ok.groups == (44,)
+
+
+@settings(
+    max_examples=2,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.lists(SPEC, min_size=12, max_size=12))
+def test_pyinit_steps_down_as_it_resolves(box: Sandbox, specs: list[str]) -> None:
+    """The real step-down (``python -m pyinit --user SPEC``) gives what resolution said."""
+    pyinit = [sys.executable, "-m", "pyinit"]
+    answers = run_batch(box, [[*pyinit, f"--user={s}", "--", "sh", "-c", PROBE] for s in specs])
+    for spec, (code, out) in zip(specs, answers, strict=True):
+        ident = pyinit_view(box, spec)
+        if ident is None:
+            assert code == 125, (spec, code, out)
+        else:
+            assert code == 0, (spec, code, out)
+            assert parse_probe(out) == (
+                ident.uid,
+                ident.gid,
+                frozenset(ident.groups),
+                ident.home,
+            ), spec
