@@ -190,7 +190,7 @@ def test_user_specs_resolve_as_gosu_does(box: Sandbox, specs: list[str]) -> None
     assert not mismatches, mismatches
 
 
-def test_garbled_lines_resolve_to_nobody_not_root(tmp_path: object) -> None:
+def test_garbled_lines_gosu_reads_as_root_are_skipped(tmp_path: object) -> None:
     """Lines gosu reads as root (bad ids become 0) are skipped by pyinit."""
     box = Sandbox(f"{tmp_path}/sb")
     box.write_passwd(
