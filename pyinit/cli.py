@@ -54,7 +54,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def _terminal_width() -> int:
     columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit():
+    if columns.isascii() and columns.isdigit() and int(columns) > 2:
         return int(columns) - 2
     try:
         return os.get_terminal_size(sys.stdout.fileno()).columns - 2

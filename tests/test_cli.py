@@ -299,3 +299,65 @@ def test_render_text_mentions_identity_and_command() -> None:
     assert "switch to nobody (uid 65534" in text
     assert "no_new_privs" in text
     assert "command: sh -c x" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--keep-fd=\u00b2"], "--keep-fd"),
+        (["--keep-fd=\u0661\u0662"], "--keep-fd"),
+        (["--keep-fd=2147483648"], "--keep-fd"),
+        (["--keep-fd=2"], "--keep-fd"),
+        (["--rlimit=nofile=\u00b2"], "--rlimit"),
+        (["--rlimit=core=18446744073709551616"], "--rlimit"),
+        (["--rlimit=core=9223372036854775808"], "--rlimit"),
+        (["--rlimit=core=-2"], "--rlimit"),
+        (["--rlimit=nofile=unlimited"], "--rlimit"),
+        (["--rlimit=\u017ftack=1"], "--rlimit"),
+        (["--mode=supervise", "--rewrite=TERM:\u00b2"], "--rewrite"),
+        (["--mode=supervise", "--rewrite=\u00b2:TERM"], "--rewrite"),
+        (["--mode=supervise", "--rewrite=\u017figterm:HUP"], "--rewrite"),
+        (["--stop-timeout=\u0661"], "--stop-timeout"),
+        (["--stop-timeout=1e3"], "--stop-timeout"),
+        (["--stop-timeout=1_0"], "--stop-timeout"),
+        (["--stop-timeout=99999999999"], "--stop-timeout"),
+        (["--umask=\u0660\u0662\u0667"], "--umask"),
+        (["--mkdir=/srv/x:\u0667\u0665\u0665"], "--mkdir"),
+        (["--keep-cap=\u017fetuid"], "--keep-cap"),
+        (["--user=\u00b2"], "--user"),
+        (["--user=0", "--groups=99999999999"], "--groups"),
+    ],
+)
+def test_bad_numbers_are_refused_in_the_plan(argv: list[str], flag: str) -> None:
+    # Issue 8, items 11 and 12: ASCII digits only, ranges checked before any setup.
+    with pytest.raises(UsageError) as info:
+        plan_for([*argv, "--", "true"])
+    assert info.value.exit_code == 125
+    assert flag in info.value.message
+    assert "\n" not in info.value.message
+
+
+def test_numbers_at_the_edges_of_their_range_are_planned() -> None:
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    plan = plan_for(
+        [
+            f"--keep-fd={hard - 1}",
+            "--rlimit=core=9223372036854775807",
+            "--stop-timeout=.5",
+            "--umask=0o077",
+            "--",
+            "true",
+        ]
+    )
+    assert plan.keep_fds == (hard - 1,)
+    assert plan.rlimits[0].soft == 9223372036854775807
+    assert plan.stop_timeout == 0.5
+    assert plan.umask == 0o077
+
+
+def test_columns_with_odd_digits_does_not_break_help() -> None:
+    env = base_environment(COLUMNS="\u00b2")
+    proc = run([*PYINIT, "--help"], env=env)
+    assert proc.returncode == 0, proc.stderr

@@ -431,3 +431,60 @@ def test_nis_group_lines_never_grant_groups(tmp_path: object) -> None:
 def test_missing_files_are_empty_databases(tmp_path: object) -> None:
     assert read_passwd(f"{tmp_path}/nope") == []
     assert read_group(f"{tmp_path}/nope") == []
+
+
+def test_read_passwd_skips_non_ascii_and_out_of_range_ids(tmp_path: object) -> None:
+    # Docker's parser (gosu) reads these as uid 0 or wraps them; pyinit skips the line.
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "passwd"
+    path.write_text(
+        "evil:x:\u0661\u0662:\u0660:e:/e:/bin/sh\n"
+        "sup:x:\u00b2:5::/s:/bin/sh\n"
+        "wide:x:\uff11:5::/w:/bin/sh\n"
+        "big:x:2147483648:0::/big:/bin/sh\n"
+        "spaced:x: 78 :79::/sp:/bin/sh\n"
+        "plus:x:+80:81::/p:/bin/sh\n"
+        f"max:x:{MAX_ID}:{MAX_ID}::/max:/bin/sh\n"
+    )
+    assert [(e.name, e.uid, e.gid) for e in read_passwd(str(path))] == [("max", MAX_ID, MAX_ID)]
+
+
+def test_read_passwd_lines_as_docker_splits_them(tmp_path: object) -> None:
+    # Only "\n" ends a line; whitespace around a line is trimmed (Docker: bytes.TrimSpace).
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "passwd"
+    path.write_bytes(
+        b"  lead:x:100:100::/lead:/bin/sh  \n"
+        b"cr:x:101:101::/cr:/bin/sh\r\n"
+        b"mac:x:102:102::/mac\rhidden:x:103:103::/h:/bin/sh\n"
+        b"bytes\xff:x:104:104::/b:/bin/sh\n"
+    )
+    entries = read_passwd(str(path))
+    assert [(e.name, e.uid, e.home) for e in entries] == [
+        ("lead", 100, "/lead"),
+        ("cr", 101, "/cr"),
+        ("mac", 102, "/mac\rhidden"),
+        ("bytes\udcff", 104, "/b"),
+    ]
+
+
+def test_group_with_an_out_of_range_gid_is_never_a_supplementary_group(tmp_path: object) -> None:
+    # gid 99999999999 would overflow setgroups (gosu wraps it to 1215752191).
+    from pathlib import Path
+
+    group = Path(str(tmp_path)) / "group"
+    group.write_text("huge:x:99999999999:alice\nuni:x:\u00b2:alice\nfine:x:44:alice\n")
+    ident = resolve_user_spec("alice", PASSWD, read_group(str(group)), 0, 0)
+    assert ident.groups == (44,)
+
+
+def test_a_fifo_as_passwd_is_refused_not_waited_on(tmp_path: object) -> None:
+    import os
+
+    fifo = f"{tmp_path}/passwd"
+    os.mkfifo(fifo)
+    with pytest.raises(UsageError) as info:
+        read_passwd(fifo)
+    assert "not a regular file" in info.value.message

@@ -176,7 +176,9 @@ def parse_rlimit(text: str) -> RlimitStep:
         raise UsageError(f"{flag} {text!r}: expected NAME=SOFT[:HARD], e.g. nofile=65536")
     name = name_text.strip().upper().removeprefix("RLIMIT_")
     name = RLIMIT_ALIASES.get(name.lower(), name)
-    number = getattr(resource, "RLIMIT_" + name, None)
+    # ASCII only: str.upper() maps e.g. "\u017f" to "S", which would make odd text a limit name.
+    valid = name_text.isascii() and name.replace("_", "").isalnum()
+    number = getattr(resource, "RLIMIT_" + name, None) if valid else None
     if not isinstance(number, int) or not name:
         known = ", ".join(sorted(n[7:].lower() for n in dir(resource) if n.startswith("RLIMIT_")))
         raise UsageError(f"{flag} {text!r}: unknown limit {name_text!r} (one of {known})")
@@ -185,16 +187,44 @@ def parse_rlimit(text: str) -> RlimitStep:
     hard = _parse_limit_value(hard_text, flag, text) if hard_text else soft
     if _limit_exceeds(soft, hard):
         raise UsageError(f"{flag} {text!r}: soft limit is above the hard limit")
+    if number == resource.RLIMIT_NOFILE:
+        _check_nofile(hard, text)
     return RlimitStep(name=name.lower(), resource=number, soft=soft, hard=hard)
+
+
+#: The largest finite limit: rlim_t is 64 bits and RLIM_INFINITY is its all-ones value.
+MAX_FINITE_LIMIT = 2**63 - 1
 
 
 def _parse_limit_value(value: str, flag: str, text: str) -> int:
     value = value.strip().lower()
     if value in ("unlimited", "infinity", "-1"):
         return resource.RLIM_INFINITY
-    if not value.isdigit():
+    if not _ascii_digits(value):
         raise UsageError(f"{flag} {text!r}: limit {value!r} is not a number or 'unlimited'")
-    return int(value)
+    number = int(value)
+    if number > MAX_FINITE_LIMIT:
+        raise UsageError(
+            f"{flag} {text!r}: limit {value} is out of range (0..{MAX_FINITE_LIMIT} or 'unlimited')"
+        )
+    return number
+
+
+NR_OPEN_PATH = "/proc/sys/fs/nr_open"
+
+
+def _check_nofile(hard: int, text: str) -> None:
+    # The kernel refuses (EPERM) any nofile limit above fs.nr_open, unlimited
+    # included: say so now rather than fail after the setup began.
+    try:
+        with open(NR_OPEN_PATH, "rb") as f:
+            nr_open = int(f.read(32).strip())
+    except (OSError, ValueError):
+        return
+    if _limit_exceeds(hard, nr_open):
+        raise UsageError(
+            f"--rlimit {text!r}: the kernel allows at most {nr_open} open files (fs.nr_open)"
+        )
 
 
 def format_limit(value: int) -> str:
@@ -210,22 +240,50 @@ def _limit_exceeds(a: int, b: int) -> bool:
     return a == inf or (b != inf and a > b)
 
 
+#: The longest --stop-timeout: a year is already "never" for a stop deadline.
+MAX_STOP_TIMEOUT = 365 * 24 * 3600.0
+
+
 def parse_stop_timeout(text: str) -> float:
-    """Parse a non-negative number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"--stop-timeout {text!r}: expected seconds, e.g. 10 or 2.5") from None
-    if not value >= 0 or value == float("inf"):
-        raise UsageError(f"--stop-timeout {text!r}: must be a finite number >= 0")
+    """Parse a non-negative number of seconds: ASCII digits with an optional fraction."""
+    digits = text.strip()
+    # float() alone would also take "1_0", "1e3", "nan" and non-ASCII digits.
+    whole, _, fraction = digits.partition(".")
+    if not (whole or fraction) or not _ascii_digits(whole or "0", fraction or "0"):
+        raise UsageError(f"--stop-timeout {text!r}: expected seconds, e.g. 10 or 2.5")
+    value = float(digits)
+    if value > MAX_STOP_TIMEOUT:
+        raise UsageError(f"--stop-timeout {text!r}: at most {MAX_STOP_TIMEOUT:g} seconds")
     return value
 
 
-def parse_fd(text: str) -> int:
-    """Parse a file descriptor number >= 3 for ``--keep-fd``."""
-    if not text.isdigit() or int(text) < 3:
+def parse_fd(text: str, limit: int | None = None) -> int:
+    """Parse a descriptor number >= 3 for ``--keep-fd``, below the fd table size.
+
+    ``limit`` (default: this process's RLIMIT_NOFILE hard limit) is the size
+    of the descriptor table: no inherited descriptor can be at or above it.
+    """
+    if not _ascii_digits(text) or int(text) < 3:
         raise UsageError(f"--keep-fd {text!r}: expected a descriptor number >= 3")
-    return int(text)
+    if limit is None:
+        limit = fd_table_size()
+    fd = int(text)
+    if fd >= limit:
+        raise UsageError(
+            f"--keep-fd {text!r}: no such descriptor can exist (the fd table has {limit} entries,"
+            " RLIMIT_NOFILE hard limit)"
+        )
+    return fd
+
+
+def _ascii_digits(*texts: str) -> bool:
+    return all(t.isascii() and t.isdigit() for t in texts)
+
+
+def fd_table_size() -> int:
+    """How many descriptors this process may have: the RLIMIT_NOFILE hard limit, at most 2**31."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 2**31 if hard == resource.RLIM_INFINITY or hard > 2**31 else hard
 
 
 def shell_hook(command: str, flag: str) -> Hook:

@@ -59,9 +59,9 @@ CAPABILITY_NUMBERS = {
 
 def parse_capability(text: str, flag: str) -> str:
     """Normalise ``net_bind_service`` / ``CAP_NET_BIND_SERVICE`` to ``NET_BIND_SERVICE``."""
-    name = text.strip().upper()
-    name = name.removeprefix("CAP_")
-    if name not in CAPABILITY_NUMBERS:
+    name = text.strip().upper().removeprefix("CAP_")
+    # ASCII only: str.upper() maps e.g. "\u017f" to "S", which is no capability name.
+    if not text.isascii() or name not in CAPABILITY_NUMBERS:
         raise UsageError(f"{flag} {text!r}: unknown capability (e.g. NET_BIND_SERVICE)")
     return name
 

@@ -50,6 +50,9 @@ def blockable_signals() -> list[int]:
 def parse_signal(text: str, flag: str) -> int:
     """Parse ``TERM``, ``SIGTERM``, ``sigterm``, ``15`` or ``RTMIN+3`` into a signal number."""
     name = text.strip().upper()
+    if not text.isascii():
+        # str.upper() maps "\u017f" to "S", str.isdigit() accepts "\u00b2": neither is a signal.
+        raise UsageError(f"{flag} {text!r}: unknown signal (e.g. TERM, INT, HUP, 15)")
     if name.isdigit():
         number = int(name)
         if number in signal.valid_signals():
@@ -59,10 +62,9 @@ def parse_signal(text: str, flag: str) -> int:
     rt = _parse_realtime(name)
     if rt is not None:
         return rt
-    try:
-        return int(signal.Signals["SIG" + name])
-    except KeyError:
-        raise UsageError(f"{flag} {text!r}: unknown signal (e.g. TERM, INT, HUP, 15)") from None
+    if not _is_signal_name(name):
+        raise UsageError(f"{flag} {text!r}: unknown signal (e.g. TERM, INT, HUP, 15)")
+    return int(signal.Signals["SIG" + name])
 
 
 def _parse_realtime(name: str) -> int | None:
@@ -77,6 +79,11 @@ def _parse_realtime(name: str) -> int | None:
                 if signal.SIGRTMIN <= number <= signal.SIGRTMAX and offset * sign >= 0:
                     return number
     return None
+
+
+def _is_signal_name(name: str) -> bool:
+    """Whether ``SIG`` + ``name`` is a member of :class:`signal.Signals` (not SIG_DFL etc.)."""
+    return name.isalnum() and ("SIG" + name) in signal.Signals.__members__
 
 
 def signal_name(number: int) -> str:
@@ -94,8 +101,9 @@ def parse_rewrite(text: str, flag: str = "--rewrite") -> tuple[int, int]:
     if text.count(":") != 1:
         raise UsageError(f"{flag} {text!r}: expected FROM:TO, e.g. TERM:QUIT")
     src_text, dst_text = text.split(":")
-    src = parse_signal(src_text, flag)
-    dst = 0 if dst_text.strip() == "0" else parse_signal(dst_text, flag)
+    where = f"{flag} {text!r}:"
+    src = parse_signal(src_text, where)
+    dst = 0 if dst_text.strip() == "0" else parse_signal(dst_text, where)
     if src in _UNCATCHABLE or src == signal.SIGCHLD:
         raise UsageError(f"{flag} {text!r}: {signal_name(src)} cannot be rewritten")
     return src, dst

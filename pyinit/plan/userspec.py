@@ -23,6 +23,7 @@ resolution pure, fast and identical to the runtime's own ``USER`` handling.
 from __future__ import annotations
 
 import os
+import stat
 
 from pyinit.errors import UsageError
 from pyinit.record import Record
@@ -72,22 +73,34 @@ class Identity(Record):
 
 
 def _split_fields(line: str) -> list[str]:
-    return line.rstrip("\n").split(":")
+    return line.split(":")
 
 
-def _parse_int(text: str) -> int | None:
-    text = text.strip()
-    return int(text) if text.isdigit() else None
+def _parse_db_id(text: str) -> int | None:
+    """An id field of /etc/passwd or /etc/group: ASCII digits, 0..MAX_ID, else None.
+
+    Docker's parser (and so gosu) reads an unparsable id as 0 and wraps large
+    ones modulo 2**32: ``evil:x:\u0661\u0662:\u0660`` would be root.  pyinit skips such
+    a line instead, so garbage never resolves to root or overflows setgroups.
+    """
+    if not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value <= MAX_ID else None
 
 
 def read_passwd(path: str = PASSWD_PATH) -> list[PasswdEntry]:
-    """Parse a passwd file; comments, blank, NIS (+/-) and malformed lines are skipped."""
+    """Parse a passwd file; comments, blank, NIS (+/-) and malformed lines are skipped.
+
+    Malformed: fewer than 4 fields, or a uid/gid that is not plain ASCII
+    digits in 0..2147483647.
+    """
     entries = []
     for line in _read_lines(path):
         fields = _split_fields(line)
         if len(fields) < 4 or fields[0][:1] in ("", "#", "+", "-"):
             continue
-        uid, gid = _parse_int(fields[2]), _parse_int(fields[3])
+        uid, gid = _parse_db_id(fields[2]), _parse_db_id(fields[3])
         if uid is None or gid is None:
             continue
         home = fields[5] if len(fields) > 5 else ""
@@ -97,13 +110,17 @@ def read_passwd(path: str = PASSWD_PATH) -> list[PasswdEntry]:
 
 
 def read_group(path: str = GROUP_PATH) -> list[GroupEntry]:
-    """Parse a group file; comments, blank, NIS (+/-) and malformed lines are skipped."""
+    """Parse a group file; comments, blank, NIS (+/-) and malformed lines are skipped.
+
+    Malformed: fewer than 3 fields, or a gid that is not plain ASCII digits
+    in 0..2147483647.
+    """
     entries = []
     for line in _read_lines(path):
         fields = _split_fields(line)
         if len(fields) < 3 or fields[0][:1] in ("", "#", "+", "-"):
             continue
-        gid = _parse_int(fields[2])
+        gid = _parse_db_id(fields[2])
         if gid is None:
             continue
         members_field = fields[3] if len(fields) > 3 else ""
@@ -112,15 +129,45 @@ def read_group(path: str = GROUP_PATH) -> list[GroupEntry]:
     return entries
 
 
+#: Whitespace trimmed around each line, as Docker's parser does (bytes.TrimSpace).
+_LINE_SPACE = " \t\n\v\f\r"
+
+#: A user database larger than this is refused rather than read into memory.
+MAX_DATABASE_BYTES = 64 * 1024 * 1024
+
+
 def _read_lines(path: str) -> list[str]:
     # A missing file is an empty database, as in Docker: numeric ids still work.
+    # Only "\n" ends a line (a stray "\r" inside a line does not split it, as
+    # in Docker); the file is opened O_NONBLOCK and must be a regular file, so
+    # a FIFO bind-mounted over /etc/passwd cannot hang PID 1.
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            return f.readlines()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except FileNotFoundError:
         return []
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"cannot read {path}: not a regular file")
+        data = _read_bounded(fd, path)
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    text = data.decode("utf-8", errors="surrogateescape")
+    return [line.strip(_LINE_SPACE) for line in text.split("\n")]
+
+
+def _read_bounded(fd: int, path: str) -> bytes:
+    chunks = []
+    size = 0
+    while chunk := os.read(fd, 1 << 20):
+        size += len(chunk)
+        if size > MAX_DATABASE_BYTES:
+            raise UsageError(f"cannot read {path}: larger than {MAX_DATABASE_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _parse_id_field(field: str, kind: str, where: str) -> int | None:
