@@ -18,7 +18,7 @@ from pyinit.errors import UsageError
 from pyinit.plan.capabilities import missing_capabilities, parse_capability
 from pyinit.plan.secrets import resolve_file_env
 from pyinit.plan.signals import parse_rewrite
-from pyinit.plan.stop import DEFAULT_STOP_TIMEOUT
+from pyinit.plan.stop import DEFAULT_STOP_TIMEOUT as DEFAULT_STOP_TIMEOUT
 from pyinit.plan.userspec import Identity, read_group, resolve_group, resolve_user_spec
 from pyinit.record import Record
 

@@ -21,6 +21,7 @@ still owns the target and runs the synchronous stop (:meth:`Intake.emergency_sto
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -108,10 +109,8 @@ class Intake:
         call_soon = self._call_soon
         if call_soon is None:
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # trio.RunFinishedError: the loop is ending
             call_soon(fn, *args)
-        except RuntimeError:  # trio.RunFinishedError: the loop is ending
-            pass
 
     # --- the main thread ------------------------------------------------------------
 

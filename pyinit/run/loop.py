@@ -21,6 +21,7 @@ Every process is awaited the same way: started inside
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 
@@ -67,10 +68,8 @@ def _trio_time(monotonic: float) -> float:
 
 
 def _call(token: trio.lowlevel.TrioToken, fn: object, *args: object) -> None:
-    try:
+    with contextlib.suppress(trio.RunFinishedError):
         token.run_sync_soon(fn, *args)  # type: ignore[arg-type]
-    except trio.RunFinishedError:
-        pass
 
 
 class Supervision:
@@ -183,7 +182,7 @@ class Supervision:
 
     async def _kill_leftovers(self) -> None:
         if self._alive:
-            log.notice(f"{len(self._alive)} leftover process(es) still running: sending SIGKILL")
+            log.notice(f"{len(self._alive)} leftover process(es) ignored SIGTERM: sending SIGKILL")
             signal_all(self._alive, signal.SIGKILL)
         with trio.move_on_at(_trio_time(self.deadline.exit_at)):
             while alive := (await self._scan() or []):
@@ -225,4 +224,3 @@ class Supervision:
                 status = await self.wait_exit(pid)
         kill_group(pid, signal.SIGKILL)  # what the hook left behind in its group
         return int(signal.SIGKILL) if status is None else status  # SIGKILL: a wait status
-

@@ -102,7 +102,7 @@ def _start_loop_thread(plan: Plan, intake: Intake) -> None:
     threading.Thread(target=loop_thread, name="pyinit-loop", daemon=True).start()
 
 
-class _no_ldconfig:  # noqa: N801 -- used like contextlib.contextmanager
+class _no_ldconfig:
     """Keep trio's import from forking ``/sbin/ldconfig -p`` from PID 1.
 
     trio's thread cache asks ``ctypes.util.find_library("pthread")`` to name
