@@ -19,6 +19,13 @@ from __future__ import annotations
 import os
 
 
+#: Said when :func:`descendants` cannot answer.
+FOREIGN_PROC = (
+    "/proc is not this PID namespace's (mount it, e.g. unshare --mount-proc): "
+    "leftover processes cannot be found and are not stopped"
+)
+
+
 def proc_is_ours() -> bool:
     """Whether /proc shows this PID namespace (``/proc/self`` is our own pid)."""
     try:

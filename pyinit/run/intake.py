@@ -38,7 +38,7 @@ from pyinit.plan.signals import (
 )
 from pyinit.plan.stop import StopDeadline
 from pyinit.root.hooks import kill_group
-from pyinit.run.descendants import descendants, signal_all
+from pyinit.run.descendants import FOREIGN_PROC, descendants, signal_all
 from pyinit.run.reaper import Reaper, describe_status
 
 TYPE_CHECKING = False
@@ -140,8 +140,13 @@ class Intake:
         with self._lock:
             if self._call_soon is not None or self._result is not None:
                 return  # the loop (or the emergency stop) takes it from here
-            if self.plan.post_hooks or descendants():
+            if self.plan.post_hooks:
                 return  # the loop is needed: wait for it
+            leftovers = descendants()
+            if leftovers:
+                return
+            if leftovers is None:
+                log.warning(FOREIGN_PROC)
             # Done before trio was even imported: no need to wait for it.
             log.info(f"target {self.target} exited ({describe_status(status)})")
             self._result = exit_code_for_wait_status(status)

@@ -31,7 +31,7 @@ from pyinit import log
 from pyinit.errors import PyinitError, exit_code_for_wait_status
 from pyinit.plan.stop import StopDeadline, stop_schedule
 from pyinit.root.hooks import escalation_notice, kill_group, spawn_hook
-from pyinit.run.descendants import descendants, signal_all
+from pyinit.run.descendants import FOREIGN_PROC, descendants, signal_all
 from pyinit.run.reaper import describe_status
 
 TYPE_CHECKING = False
@@ -161,10 +161,7 @@ class Supervision:
         """TERM what the main left behind and wait until it is gone (``_alive``: what is not)."""
         found = await self._scan()
         if found is None:
-            log.warning(
-                "/proc is not this PID namespace's (mount it, e.g. --mount-proc): "
-                "leftover processes cannot be found and are not stopped"
-            )
+            log.warning(FOREIGN_PROC)
             return
         if not found:
             return
