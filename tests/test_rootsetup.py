@@ -544,7 +544,9 @@ def test_relay_bounds_a_hook_by_the_stop_deadline(tmp_path: Path) -> None:
     # A stop signal during a pre hook starts the one deadline: TERM, then
     # KILL for a hook (and its group) that ignores them.
     pid_file = tmp_path / "child"
-    hook = sh_hook(f"trap '' TERM INT; sleep 60 & echo $! > {pid_file}; kill -INT $PPID; wait; wait")
+    hook = sh_hook(
+        f"trap '' TERM INT; sleep 60 & echo $! > {pid_file}; kill -INT $PPID; wait; wait"
+    )
     t0 = time.monotonic()
     with SignalRelay([signal.SIGINT, signal.SIGTERM], stop_timeout=1.0) as relay:
         code = run_hook(hook, {"PATH": os.environ["PATH"]}, relay=relay)

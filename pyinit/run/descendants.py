@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 
-
 #: Said when :func:`descendants` cannot answer.
 FOREIGN_PROC = (
     "/proc is not this PID namespace's (mount it, e.g. unshare --mount-proc): "
