@@ -117,7 +117,16 @@ def test_dry_run_into_a_closed_pipe_is_no_traceback() -> None:
 def test_pid1_does_not_pin_its_start_up_directory(tmp_path: Path) -> None:
     out = tmp_path / "cwd"
     proc = subprocess.run(
-        [*UNSHARE, *PYINIT, "--", "sh", "-c", f"readlink /proc/1/cwd > {out}"],
+        # The forwarded USR2 proves pyinit is past start-up before we look.
+        [
+            *UNSHARE,
+            *PYINIT,
+            "--",
+            "sh",
+            "-c",
+            f"trap 'readlink /proc/1/cwd > {out}; exit 0' USR2; kill -USR2 1; "
+            "while :; do sleep 0.01; done",
+        ],
         env=ENV,
         cwd=tmp_path,
         capture_output=True,
