@@ -150,3 +150,55 @@ def test_without_its_own_proc_pyinit_touches_no_foreign_process(tmp_path: Path) 
     )
     assert proc.returncode == 0, proc.stderr
     assert "/proc is not this PID namespace's" in proc.stderr
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+
+def _only_child(pid: int) -> int:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    wait_for(lambda: path.read_text().split(), what=f"a child of {pid}")
+    return int(path.read_text().split()[0])
+
+
+def test_ctrl_z_with_signal_group_stops_the_target_too() -> None:
+    """Not PID 1, --signal-group: the target's group is orphaned, so it gets SIGSTOP."""
+    import fcntl
+    import pty
+    import termios
+
+    master, slave = pty.openpty()
+
+    def controlling_tty() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    # A shell (the session leader, ignoring TSTP itself) runs pyinit in its
+    # foreground group, as an interactive shell's job would be.
+    command = " ".join([*PYINIT, "--mode", "supervise", "--signal-group", "--", "sleep", "30"])
+    shell = subprocess.Popen(
+        ["sh", "-c", f"trap '' TSTP; {command}; :"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        preexec_fn=controlling_tty,
+        env=ENV,
+    )
+    os.close(slave)
+    try:
+        pyinit = _only_child(shell.pid)
+        target = _only_child(pyinit)
+        wait_for(lambda: Path(f"/proc/{target}/exe").resolve().name == "sleep", what="exec")
+        os.write(master, b"\x1a")  # Ctrl-Z
+        wait_for(lambda: _state(target) == "T", what="the target to stop")
+        wait_for(lambda: _state(pyinit) == "T", what="pyinit to stop")
+        os.kill(pyinit, signal.SIGCONT)
+        wait_for(lambda: _state(target) != "T", what="the target to resume")
+        os.kill(pyinit, signal.SIGTERM)
+        assert shell.wait(timeout=20) == 0
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+            shell.wait(timeout=5)
+        os.close(master)
