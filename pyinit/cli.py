@@ -199,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--stop-timeout",
         default=str(DEFAULT_STOP_TIMEOUT),
         metavar="SECS",
-        help="supervise: SIGKILL what is left SECS after a stop signal (default 10)",
+        help="supervise: one deadline from the stop signal (or the target's exit) to pyinit's "
+        "exit, covering the target, leftovers and --post hooks (default 8)",
     )
     run.add_argument(
         "--signal-group",
@@ -274,11 +275,44 @@ def run(argv: Sequence[str], environ: Mapping[str, str], original_mask: Iterable
     if options.dry_run:
         from pyinit.plan.render import render_plan
 
-        sys.stdout.write(render_plan(plan, environ, as_json=options.json))
+        _write_stdout(render_plan(plan, environ, as_json=options.json))
         return 0
     for notice in plan.notices:
         log.notice(notice)
     return execute(plan, original_mask)
+
+
+def _write_stdout(text: str) -> None:
+    """Write to fd 1; a closed or dead stdout (``--dry-run | head -0``) is not an error."""
+    data = text.encode()
+    try:
+        while data:
+            data = data[os.write(1, data) :]
+    except OSError:
+        pass
+
+
+def hold_closed_stdio() -> None:
+    """Put a close-on-exec /dev/null on each of fds 0-2 that pyinit was started without.
+
+    Otherwise pyinit's own next descriptor (the exec-error pipe, a /proc
+    read) would become the target's stdin/stdout/stderr.  Close-on-exec: the
+    target gets the closed descriptors it was given, as with tini and gosu.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                held = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+            except OSError:
+                held = os.pipe2(os.O_CLOEXEC)[0]
+            if held != fd:
+                os.dup2(held, fd, inheritable=False)
+                os.close(held)
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is None:  # Python found the descriptor closed at start-up
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115
 
 
 def execute(plan: Plan, original_mask: Iterable[int]) -> int:
@@ -304,6 +338,7 @@ def main(argv: Sequence[str] | None = None, original_mask: Iterable[int] | None 
         # pending until the supervisor's handlers exist (or exec hands the
         # original mask back to the target).  Nothing sent is lost.
         original_mask = signal.pthread_sigmask(signal.SIG_BLOCK, blockable_signals())
+    hold_closed_stdio()
     try:
         code = run(sys.argv[1:] if argv is None else argv, os.environ, original_mask)
     except PyinitError as e:
@@ -314,10 +349,24 @@ def main(argv: Sequence[str] | None = None, original_mask: Iterable[int] | None 
     except Exception as e:  # a bug in pyinit: still one line and a documented code
         log.error(f"internal error: {type(e).__name__}: {e}")
         code = EXIT_SETUP_FAILED
-    sys.stdout.flush()
-    if "trio" in sys.modules:
-        # Supervise mode is done and everything is reaped: skip the interpreter's
-        # teardown of trio's modules (~30-50 ms of a container's stop time).
-        sys.stderr.flush()
+    if "pyinit.run.supervisor" in sys.modules:
+        # Supervise mode is done and everything is reaped.  The loop thread
+        # may still be importing trio (an early exit), and the interpreter's
+        # teardown of trio's modules costs 30-50 ms of a container's stop.
         os._exit(code)
+    _flush_quietly()
     raise SystemExit(code)
+
+
+def _flush_quietly() -> None:
+    """Flush Python's stdio; a dead stdout must not turn into a traceback at exit."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None:
+            continue
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            # Keep the interpreter from flushing (and failing) again at exit.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)

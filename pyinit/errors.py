@@ -34,8 +34,5 @@ def exit_code_for_wait_status(status: int) -> int:
     """Map a ``waitpid`` status to the exit code pyinit reports (128+N for signal N)."""
     import os
 
-    if os.WIFSIGNALED(status):
-        return SIGNAL_EXIT_BASE + os.WTERMSIG(status)
-    if os.WIFEXITED(status):
-        return os.WEXITSTATUS(status)
-    return EXIT_SETUP_FAILED
+    code = os.waitstatus_to_exitcode(status)
+    return SIGNAL_EXIT_BASE - code if code < 0 else code

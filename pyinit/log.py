@@ -8,7 +8,9 @@ are always shown; notices unless ``--quiet``; details only with ``--verbose``.
 from __future__ import annotations
 
 import os
-import sys
+import signal
+
+_PIPE = (signal.SIGPIPE,)
 
 QUIET = 0
 NORMAL = 1
@@ -31,11 +33,23 @@ def level() -> int:
 def _emit(text: str) -> None:
     # One write per line: the supervisor and its children share stderr, and
     # a single write(2) keeps lines from interleaving mid-line.
+    # fd 2 itself, not sys.stderr: that is None when pyinit was started with
+    # stderr closed.  A dead reader (EPIPE, and a SIGPIPE that the signal
+    # intake recognises as our own) or a full disk must never stop pyinit.
     line = f"pyinit: {text}\n".encode(errors="replace")
-    try:  # noqa: SIM105 -- contextlib would cost exec-path start-up time
-        os.write(sys.stderr.fileno(), line)
-    except (OSError, ValueError):
+    # Blocked SIGPIPE while writing: once exec mode has restored the
+    # target's signal state, a dead stderr would otherwise kill pyinit.
+    was_blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _PIPE)
+    try:
+        os.write(2, line)
+    except BrokenPipeError:
+        if signal.SIGPIPE not in was_blocked:
+            signal.sigtimedwait(_PIPE, 0)  # ours: discard it before unblocking
+    except OSError:
         pass
+    finally:
+        if signal.SIGPIPE not in was_blocked:
+            signal.pthread_sigmask(signal.SIG_SETMASK, was_blocked)
 
 
 def error(text: str) -> None:

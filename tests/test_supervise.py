@@ -357,10 +357,13 @@ def test_an_exception_in_the_supervisor_stops_the_target(tmp_path: Path) -> None
     ready, got = tmp_path / "ready", tmp_path / "got"
     driver = textwrap.dedent("""
         import sys
-        import pyinit.run.supervisor as s
-        def broken(self, signum):
+        import pyinit.run.loop as loop
+        async def broken(self):
+            import os, trio
+            while not os.path.exists(os.environ["READY"]):  # the target's trap is set
+                await trio.sleep(0.01)
             raise RuntimeError("injected fault")
-        s.Supervisor._forward = broken
+        loop.Supervision.run = broken
         from pyinit.cli import main
         main(sys.argv[1:])
     """)
@@ -370,12 +373,10 @@ def test_an_exception_in_the_supervisor_stops_the_target(tmp_path: Path) -> None
         argv,
         stderr=subprocess.PIPE,
         text=True,
-        env=dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent)),
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent), READY=str(ready)),
     )
     try:
         wait_for(ready.exists, what="the target")
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-        os.kill(int(children[0]), signal.SIGUSR1)
         _, err = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:

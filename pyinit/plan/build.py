@@ -18,6 +18,7 @@ from pyinit.errors import UsageError
 from pyinit.plan.capabilities import missing_capabilities, parse_capability
 from pyinit.plan.secrets import Target, check_exec_budget, resolve_file_env
 from pyinit.plan.signals import parse_rewrite
+from pyinit.plan.stop import DEFAULT_STOP_TIMEOUT as DEFAULT_STOP_TIMEOUT
 from pyinit.plan.userspec import Identity, read_group, resolve_group, resolve_user_spec
 from pyinit.record import Record
 
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 MODES = ("exec", "supervise", "auto")
 CHOWN_POLICIES = ("always", "on-root-mismatch")
 NON_ROOT_POLICIES = ("skip", "fail")
-DEFAULT_STOP_TIMEOUT = 10.0
 
 
 class MkdirStep(Record):

@@ -9,14 +9,9 @@ leaves its two internal real-time signals, 32 and 33, ignored; no ordinary
 program uses them.)  stdin, stdout and stderr are pyinit's own.
 
 **Waiting and reapers.**  :func:`run_hook` reaps its hook with
-``waitpid(pid)``.  It must not be called while another part of the process
-runs a ``waitpid(-1)`` reaper (the supervisor's): the reaper could collect
-the hook's status first and this function would then fail with
-ChildProcessError.  A supervisor that reaps with ``waitpid(-1)`` should
-either pause its reaper around the call, or use :func:`spawn_hook` and take
-the hook's status from its reaper (``os.waitstatus_to_exitcode`` turns a raw
-wait status into what :func:`describe_returncode` expects).
-Pre hooks run before the supervisor starts, so plain waiting is fine there.
+``waitpid(pid)``: it is for pre hooks, which run before the supervisor's
+``waitpid(-1)`` reaper exists.  The supervisor starts its post hooks with
+:func:`spawn_hook` and takes their status from its reaper.
 """
 
 from __future__ import annotations
@@ -28,15 +23,13 @@ import time
 
 from pyinit import log
 from pyinit.errors import PyinitError
+from pyinit.plan.stop import DEFAULT_STOP_TIMEOUT, StopDeadline, stop_schedule
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from pyinit.plan import Hook
-
-#: Seconds between SIGTERM and SIGKILL for a hook that outlived its timeout.
-DEFAULT_KILL_AFTER = 2.0
 
 _DEFAULT_SIGNALS = frozenset(signal.Signals) - {signal.SIGKILL, signal.SIGSTOP}
 
@@ -59,40 +52,19 @@ def spawn_hook(hook: Hook, env: Mapping[str, str], *, own_group: bool = False) -
         raise PyinitError(f"{hook.label}: cannot run {hook.argv[0]}: {e.strerror}") from None
 
 
-def run_hook(
-    hook: Hook,
-    env: Mapping[str, str],
-    timeout: float | None = None,
-    *,
-    kill_after: float = DEFAULT_KILL_AFTER,
-    relay: SignalRelay | None = None,
-) -> int:
+def run_hook(hook: Hook, env: Mapping[str, str], *, relay: SignalRelay | None = None) -> int:
     """Run ``hook`` to completion; return its status like ``Popen.returncode``.
 
     The result is the exit code (>= 0), or ``-N`` when signal N killed the
-    hook.  With ``timeout``, a hook still running after ``timeout`` seconds
-    gets SIGTERM (its whole process group: the hook runs in its own), and
-    SIGKILL ``kill_after`` seconds later.  An active ``relay`` forwards the
-    signals pyinit receives to the hook while it runs.  Do not call this
-    while a ``waitpid(-1)`` reaper runs (see the module docstring).
+    hook.  An active ``relay`` hands the signals pyinit receives meanwhile to
+    the hook, and after a stop signal bounds it by the stop deadline.  Do
+    not call this while a ``waitpid(-1)`` reaper runs (see the module
+    docstring).
     """
     if relay is None:
-        pid = spawn_hook(hook, env, own_group=timeout is not None)
-    else:
-        # Hold the relayed signals until the relay knows the pid: one the hook
-        # causes at once (or a `docker stop` right then) must reach the hook.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, relay.signals)
-        try:
-            pid = spawn_hook(hook, env, own_group=timeout is not None)
-            relay.pid = pid
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-    try:
-        status = _waitpid(pid) if timeout is None else _wait_bounded(hook, pid, timeout, kill_after)
-    finally:
-        if relay is not None:
-            relay.pid = None
-    return os.waitstatus_to_exitcode(status)
+        return os.waitstatus_to_exitcode(os.waitpid(spawn_hook(hook, env), 0)[1])
+    pid = spawn_hook(hook, env, own_group=True)
+    return os.waitstatus_to_exitcode(relay.wait(hook, pid))
 
 
 def describe_returncode(code: int) -> str:
@@ -104,115 +76,90 @@ def describe_returncode(code: int) -> str:
     return f"exited with {code}"
 
 
-def _waitpid(pid: int) -> int:
-    return os.waitpid(pid, 0)[1]
-
-
-def stop_schedule(kill_after: float = DEFAULT_KILL_AFTER) -> tuple[tuple[int, float], ...]:
-    """How a hook that outlived its timeout is stopped: (signal to its group, then wait) steps.
-
-    Shared by pre hooks (:func:`run_hook`) and the supervisor's post hooks.
-    """
-    return ((signal.SIGTERM, kill_after), (signal.SIGKILL, kill_after))
-
-
 def kill_group(pgid: int, sig: int) -> None:
     """Signal process group ``pgid`` (or just the process, if it leads no group); never raises."""
-    for send in (os.killpg, os.kill):
-        try:
-            send(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            continue
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pgid, sig)
+    except PermissionError:
+        pass
 
 
-def escalation_notice(hook: Hook, sig: int) -> None:
-    """Tell the user a hook outlived its time and what it is being sent."""
+def escalation_notice(label: str, sig: int) -> None:
+    """Tell the user a process outlived its time and what it is being sent."""
     from pyinit.plan.signals import signal_name
 
-    log.warning(f"{hook.label} still running: sending {signal_name(sig)}")
-
-
-def _wait_bounded(hook: Hook, pid: int, timeout: float, kill_after: float) -> int:
-    status = _wait_for(pid, timeout)
-    for sig, wait in stop_schedule(kill_after):
-        if status is not None:
-            break
-        escalation_notice(hook, sig)
-        kill_group(pid, sig)
-        status = _wait_for(pid, wait)
-    if status is None:
-        status = _waitpid(pid)  # SIGKILLed: it cannot take long now
-    # Whatever the hook started and left behind in its group goes too.
-    kill_group(pid, signal.SIGKILL)
-    return status
-
-
-def _wait_for(pid: int, seconds: float) -> int | None:
-    """Wait up to ``seconds`` for ``pid``; its wait status, or None if still running."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except (OSError, AttributeError):
-        return _poll_for(pid, seconds)
-    try:
-        import select
-
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        if not poller.poll(max(0, int(seconds * 1000))):
-            return None
-    finally:
-        os.close(pidfd)
-    return _waitpid(pid)
-
-
-def _poll_for(pid: int, seconds: float) -> int | None:
-    # Kernels before 5.3 have no pidfd: poll with a short sleep.
-    deadline = time.monotonic() + seconds
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(0.02)
+    log.warning(f"{label} still running: sending {signal_name(sig)}")
 
 
 class SignalRelay:
-    """Relay ``signals`` to the running hook while active (a context manager).
+    """Relay ``signals`` to the running pre hook while active (a context manager).
 
-    Installed around the pre hooks: pyinit may be PID 1, and a ``docker stop``
-    during a long hook must reach the hook rather than be dropped.  Signals
-    that arrive are recorded in ``received`` so the caller can decide not to
-    start the target afterwards.  Main thread only.
+    pyinit may be PID 1, and a ``docker stop`` during a long hook must reach
+    the hook rather than be dropped.  The signals stay blocked (as they are
+    from pyinit's first statement) and are taken with ``sigtimedwait`` while
+    a hook runs, so nothing is lost between hooks and no handler is needed.
+    The first stop signal starts the ``--stop-timeout`` deadline: the hook
+    then gets SIGTERM and SIGKILL on the one stop schedule
+    (:func:`pyinit.plan.stop.stop_schedule`).  Signals not in ``signals``
+    stay pending for the target.  Main thread only.
     """
 
-    def __init__(self, signals: Iterable[int]) -> None:
+    def __init__(self, signals: Iterable[int], stop_timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
         self.signals = tuple(signals)
-        #: The hook currently running, or None between hooks.
-        self.pid: int | None = None
-        #: Signals that arrived while active, in order.
-        self.received: list[int] = []
-        self._previous: dict[int, object] = {}
+        self.stop_timeout = stop_timeout
+        #: The stop, once a stop signal arrived.
+        self.deadline: StopDeadline | None = None
+        self._received: list[int] = []
         self._was_blocked: set[int] = set()
 
-    def _relay(self, signum: int, frame: object) -> None:
-        self.received.append(signum)
-        if self.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signum)
+    @property
+    def received(self) -> list[int]:
+        """Signals that arrived while active, in order (including ones pending right now)."""
+        while (info := signal.sigtimedwait(self.signals, 0)) is not None:
+            self._note(info.si_signo)
+        return list(self._received)
+
+    def _note(self, signum: int) -> None:
+        from pyinit.plan.signals import STOP_SIGNALS
+
+        self._received.append(signum)
+        if signum in STOP_SIGNALS and self.deadline is None:
+            self.deadline = StopDeadline(start=time.monotonic(), timeout=self.stop_timeout)
+
+    def wait(self, hook: Hook, pid: int) -> int:
+        """Relay signals to ``pid`` until it exits (bounded once a stop began); its wait status."""
+        steps: list[tuple[float, int]] | None = None
+        waited = (*self.signals, signal.SIGCHLD)
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                kill_group(pid, signal.SIGKILL)  # what the hook left behind in its group
+                return status
+            if steps is None and self.deadline is not None:
+                steps = list(stop_schedule(self.deadline, time.monotonic()))
+            while steps and time.monotonic() >= steps[0][0]:
+                _, sig = steps.pop(0)
+                escalation_notice(hook.label, sig)
+                kill_group(pid, sig)
+            if steps:
+                info = signal.sigtimedwait(waited, max(0.0, steps[0][0] - time.monotonic()))
+            else:
+                info = signal.sigwaitinfo(waited)
+            if info is not None and info.si_signo != signal.SIGCHLD:
+                self._note(info.si_signo)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, info.si_signo)
 
     def __enter__(self) -> SignalRelay:
-        for sig in self.signals:
-            self._previous[sig] = signal.signal(sig, self._relay)
-        # pyinit blocks signals from its first line (so none is lost before the
-        # supervisor runs): unblock ours, or the handlers would never run.
-        # Ones already pending are delivered now and land in ``received``.
-        self._was_blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, self.signals)
+        # Blocked already when pyinit runs (its first statement blocks every
+        # signal); block them here too for callers that did not.
+        self._was_blocked = signal.pthread_sigmask(
+            signal.SIG_BLOCK, (*self.signals, signal.SIGCHLD)
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
-        again = [s for s in self.signals if s in self._was_blocked]
-        signal.pthread_sigmask(signal.SIG_BLOCK, again)
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
-        self._previous.clear()
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._was_blocked)

@@ -266,7 +266,7 @@ def run_pre_hooks(plan: Plan) -> None:
     from pyinit.plan.signals import STOP_SIGNALS
     from pyinit.root.hooks import SignalRelay, describe_returncode, run_hook
 
-    with SignalRelay(sorted(STOP_SIGNALS | {signal.SIGHUP})) as relay:
+    with SignalRelay(sorted(STOP_SIGNALS | {signal.SIGHUP}), plan.stop_timeout) as relay:
         for hook in plan.pre_hooks:
             _stop_if_asked(relay.received, f"before pre hook {hook.label}")
             log.info(f"running pre hook {hook.label}")

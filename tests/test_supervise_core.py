@@ -1,0 +1,204 @@
+"""Supervise mode's core: the start-up window, pyinit's own signals, queued signals, stdio."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+from pidns import PYINIT, UNSHARE, Namespace, python_target, run_pyinit, wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for PID namespaces")
+
+ENV = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+
+
+def test_signal_sent_by_a_pre_hook_reaches_the_target() -> None:
+    # Deterministic start-up window: the USR1 is pending before the target
+    # exists and must be forwarded to it (sleep dies of it: 128+10).
+    code, _, err = run_pyinit(["--pre", "kill -USR1 1", "--", "sleep", "3"])
+    assert code == 138, err
+
+
+def test_pending_signal_that_kills_the_target_is_logged_as_forwarded() -> None:
+    code, _, err = run_pyinit(["-v", "--pre", "kill -USR1 1", "--", "sleep", "3"])
+    assert code == 138, err
+    assert "forwarded SIGUSR1" in err
+    assert "not forwarded" not in err
+
+
+def test_queued_realtime_signals_are_each_delivered(tmp_path: Path) -> None:
+    counter = textwrap.dedent("""
+        import signal, sys, time
+        rt = signal.SIGRTMIN + 1
+        signal.pthread_sigmask(signal.SIG_BLOCK, [rt, signal.SIGTERM])
+        open(sys.argv[1], "w").close()
+        n = 0
+        while True:
+            info = signal.sigwaitinfo([rt, signal.SIGTERM])
+            if info.si_signo == signal.SIGTERM:
+                break
+            n += 1
+        print(n)
+    """)
+    ready = tmp_path / "ready"
+    with Namespace(["--", *python_target(counter), str(ready)]) as ns:
+        wait_for(ready.exists, what="the target")
+        # Queue 50 while pyinit is stopped, so they are all pending at once.
+        os.kill(ns.init_pid, signal.SIGSTOP)
+        for _ in range(50):
+            os.kill(ns.init_pid, signal.SIGRTMIN + 1)
+        os.kill(ns.init_pid, signal.SIGCONT)
+        wait_for(lambda: _sig_pending_empty(ns.init_pid), what="pyinit to take the signals")
+        ns.signal(signal.SIGTERM)
+        code, out, err = ns.wait()
+    assert code == 0, err
+    assert out.strip() == "50"
+
+
+def _sig_pending_empty(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    shdpnd = next(line for line in status.splitlines() if line.startswith("ShdPnd:"))
+    return int(shdpnd.split()[1], 16) == 0
+
+
+def test_dead_stderr_does_not_kill_a_healthy_target(tmp_path: Path) -> None:
+    # pyinit -v ... 2>&1 | head -0: every log line raises SIGPIPE in pyinit,
+    # which must not be forwarded; the target keeps running and exits 3.
+    ready = tmp_path / "ready"
+    script = f"touch {ready}; sleep 0.5; exit 3"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone
+    with Namespace(["-v", "--", "sh", "-c", script], stderr=write_end) as ns:
+        os.close(write_end)
+        wait_for(ready.exists, what="the target")
+        ns.signal(signal.SIGWINCH)  # forwarded and logged: another SIGPIPE in pyinit
+        code, _, _ = ns.wait()
+    assert code == 3
+
+
+@pytest.mark.parametrize("mode", ["exec", "supervise"])
+@pytest.mark.parametrize("redirect", [">&-", "2>&-", "<&-"])
+def test_closed_stdio_runs_the_target_with_it(mode: str, redirect: str) -> None:
+    probe = "ls /proc/self/fd > /dev/null 2>&1; exit 3"
+    command = " ".join([*PYINIT, "--mode", mode, "--", "sh", "-c", repr(probe)])
+    proc = subprocess.run(
+        ["sh", "-c", f"{command} {redirect}"], env=ENV, capture_output=True, text=True, timeout=20
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_closed_stdout_stays_closed_for_the_target() -> None:
+    probe = "if [ -e /proc/self/fd/1 ]; then exit 4; fi; exit 3"
+    command = " ".join([*PYINIT, "--mode", "supervise", "--", "sh", "-c", repr(probe)])
+    proc = subprocess.run(
+        ["sh", "-c", f"{command} >&-"], env=ENV, capture_output=True, text=True, timeout=20
+    )
+    assert proc.returncode == 3, proc.stderr
+
+
+def test_dry_run_into_a_closed_pipe_is_no_traceback() -> None:
+    command = " ".join([*PYINIT, "--dry-run", "--", "true"])
+    proc = subprocess.run(
+        ["bash", "-c", f"{command} | head -c0; exit ${{PIPESTATUS[0]}}"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_pid1_does_not_pin_its_start_up_directory(tmp_path: Path) -> None:
+    out = tmp_path / "cwd"
+    proc = subprocess.run(
+        # The forwarded USR2 proves pyinit is past start-up before we look.
+        [
+            *UNSHARE,
+            *PYINIT,
+            "--",
+            "sh",
+            "-c",
+            f"trap 'readlink /proc/1/cwd > {out}; exit 0' USR2; kill -USR2 1; "
+            "while :; do sleep 0.01; done",
+        ],
+        env=ENV,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text().strip() == "/"
+
+
+def test_without_its_own_proc_pyinit_touches_no_foreign_process(tmp_path: Path) -> None:
+    # unshare --pid --fork without --mount-proc: /proc shows the host's pids.
+    # pyinit must notice and not signal (or wait for) anything by those pids.
+    script = "sleep 30 & exit 0"
+    proc = subprocess.run(
+        ["unshare", "--pid", "--fork", *PYINIT, "--stop-timeout", "1", "--", "sh", "-c", script],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "/proc is not this PID namespace's" in proc.stderr
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+
+def _only_child(pid: int) -> int:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    wait_for(lambda: path.read_text().split(), what=f"a child of {pid}")
+    return int(path.read_text().split()[0])
+
+
+def test_ctrl_z_with_signal_group_stops_the_target_too() -> None:
+    """Not PID 1, --signal-group: the target's group is orphaned, so it gets SIGSTOP."""
+    import fcntl
+    import pty
+    import termios
+
+    master, slave = pty.openpty()
+
+    def controlling_tty() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    # A shell (the session leader, ignoring TSTP itself) runs pyinit in its
+    # foreground group, as an interactive shell's job would be.
+    command = " ".join([*PYINIT, "--mode", "supervise", "--signal-group", "--", "sleep", "30"])
+    shell = subprocess.Popen(
+        ["sh", "-c", f"trap '' TSTP; {command}; :"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        preexec_fn=controlling_tty,
+        env=ENV,
+    )
+    os.close(slave)
+    try:
+        pyinit = _only_child(shell.pid)
+        target = _only_child(pyinit)
+        wait_for(lambda: Path(f"/proc/{target}/exe").resolve().name == "sleep", what="exec")
+        os.write(master, b"\x1a")  # Ctrl-Z
+        wait_for(lambda: _state(target) == "T", what="the target to stop")
+        wait_for(lambda: _state(pyinit) == "T", what="pyinit to stop")
+        os.kill(pyinit, signal.SIGCONT)
+        wait_for(lambda: _state(target) != "T", what="the target to resume")
+        os.kill(pyinit, signal.SIGTERM)
+        assert shell.wait(timeout=20) == 0
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+            shell.wait(timeout=5)
+        os.close(master)
