@@ -129,6 +129,13 @@ class Image:
         return [str(v) for v in value]
 
     @property
+    def cmd(self) -> list[str]:
+        """The image's CMD."""
+        value = self.config.get("Cmd") or []
+        assert isinstance(value, list)
+        return [str(v) for v in value]
+
+    @property
     def stopsignal(self) -> str:
         """The image's STOPSIGNAL (podman reports it as a name or a number)."""
         return str(self.config.get("StopSignal", ""))
@@ -199,6 +206,8 @@ def container(
         options = ["--name", cname, "--network", "none", "--hostname", "e2e"]
         if pyinit_flags:
             options += ["--entrypoint", image.entrypoint_with(pyinit_flags)]
+            # Like docker, podman drops the image's CMD when --entrypoint is given.
+            cmd = image.cmd if cmd is None else cmd
         options += [f"--env={k}={v}" for k, v in (env or {}).items()]
         if data is not None:
             options += ["-v", f"{data}:/data"]
