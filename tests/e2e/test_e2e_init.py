@@ -16,7 +16,8 @@ from .conftest import ContainerFactory
 from .helpers import Proc, processes, zombies
 from .podman import wait_for
 
-pytestmark = pytest.mark.timeout(120)
+# Generous: the first test of a session also waits for the images to be built.
+pytestmark = pytest.mark.timeout(600)
 
 # Leaves orphans behind: short sleepers (backgrounded subshells, a double fork)
 # that exit while the target still runs, and one long sleeper still alive when

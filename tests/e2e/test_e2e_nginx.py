@@ -8,7 +8,8 @@ from .conftest import ContainerFactory
 from .helpers import processes
 from .podman import Container, wait_for
 
-pytestmark = pytest.mark.timeout(180)
+# Generous: the first test of a session also waits for the images to be built.
+pytestmark = pytest.mark.timeout(600)
 
 FETCH = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:80/').status)"
 

@@ -12,7 +12,8 @@ from .conftest import ContainerFactory, Image
 from .helpers import find, processes, psql, wait_postgres
 from .podman import Container, wait_for
 
-pytestmark = pytest.mark.timeout(300)
+# Generous: the first test of a session also waits for the images to be built.
+pytestmark = pytest.mark.timeout(600)
 
 PASSWORD = "s3cret-from-a-file"
 

@@ -10,7 +10,8 @@ import pytest
 from .conftest import ContainerFactory
 from .helpers import find, pid1_cmdline, processes, wait_redis
 
-pytestmark = pytest.mark.timeout(300)
+# Generous: the first test of a session also waits for the images to be built.
+pytestmark = pytest.mark.timeout(600)
 
 KEYS = {"greeting": "hello", "answer": "forty-two"}
 
