@@ -73,6 +73,8 @@ def podman(scratch: Path) -> Iterator[Podman]:
         pm.remove_all_containers()
         if rootfs.fresh():
             pm("system", "reset", "--force", check=False, timeout=120)
+        else:  # keep the cache at one build per example: drop the superseded layers
+            pm("image", "prune", "--force", check=False, timeout=120)
 
 
 def copy_sources(names: tuple[str, ...], into: Path) -> None:
