@@ -9,8 +9,8 @@ What this machine needs, and why (docs/containers.md says the same):
 * ``default_ulimits = nofile=1024:1024, nproc=4096:4096``: podman's defaults
   (nofile 1048576, nproc = the host's) are above the hard limits here, and
   without CAP_SYS_RESOURCE in the host's namespace runc cannot set them;
-* ``cgroup_manager = "cgroupfs"``: no systemd to ask;
-* ``events_logger = "file"``: no journald;
+* ``cgroup_manager = "cgroupfs"``, ``events_logger = "file"``: what podman falls
+  back to without systemd anyway, set so the host's setup does not matter;
 * containers run with ``--network none``; builds use the host's network, the
   only way the Dockerfiles' apt-get and pip reach their mirrors here.
 
