@@ -6,7 +6,13 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from sandbox import PROJECT_ROOT, Sandbox, python_for_any_user, sandbox_available
+from sandbox import (
+    PROJECT_ROOT,
+    Sandbox,
+    python_for_any_user,
+    sandbox_available,
+    why_no_python_for_any_user,
+)
 
 # Every ``python -m pyinit`` a test starts runs this checkout's code, never
 # another installed copy (an editable install may point at another tree).
@@ -37,7 +43,7 @@ def pyinit_any_user() -> tuple[str, ...]:
     """argv that starts pyinit from any uid (for tests that start as non-root)."""
     python = python_for_any_user()
     if python is None:
-        pytest.skip("no Python >= 3.11 that non-root users can execute")
+        pytest.skip(why_no_python_for_any_user())
     return ("/usr/bin/env", f"PYTHONPATH={PROJECT_ROOT}", python, "-m", "pyinit")
 
 
@@ -46,5 +52,5 @@ def python_any_user() -> str:
     """A Python interpreter any target uid can execute (for targets written in Python)."""
     python = python_for_any_user()
     if python is None:
-        pytest.skip("no Python >= 3.11 that non-root users can execute")
+        pytest.skip(why_no_python_for_any_user())
     return python

@@ -219,6 +219,33 @@ def python_for_any_user() -> str | None:
     return None
 
 
+def why_no_python_for_any_user() -> str:
+    """The reason :func:`python_for_any_user` found nothing, naming the real cause."""
+    probe = run(
+        [
+            "setpriv",
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "test",
+            "-r",
+            str(PROJECT_ROOT / "pyinit" / "__init__.py"),
+        ],
+        timeout=10,
+    )
+    if probe.returncode != 0:
+        return (
+            f"nobody cannot read the checkout at {PROJECT_ROOT}: clone elsewhere"
+            " (e.g. /opt/src/pyinit, not under a 0700 home such as /root)"
+        )
+    return (
+        f"no Python >= 3.11 that nobody can execute (tried /usr/bin/python3 and"
+        f" {sys.executable}): apt-get install python3"
+    )
+
+
 class Sandbox:
     """Fixture /etc/passwd, /etc/group, /etc/nsswitch.conf and /home, bind-mounted per run."""
 

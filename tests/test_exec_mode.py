@@ -303,8 +303,11 @@ STATUS = "cat /proc/self/status"
 
 def test_signal_state_is_fresh(sandbox: Sandbox) -> None:
     # Python ignores SIGPIPE/SIGXFSZ and pyinit blocks signals while starting:
-    # none of that may reach the target.
-    code, out, _ = sandbox.pyinit("--user", "redis", "--", "sh", "-c", STATUS)
+    # none of that may reach the target.  pyinit starts with default
+    # dispositions (env --default-signal), so what the test runner inherited
+    # (nohup's SIGHUP, a background job's SIGINT) does not count.
+    argv = ["env", "--default-signal", *PYINIT, "--user", "redis", "--", "sh", "-c", STATUS]
+    code, out, _ = sandbox.run(argv)
     assert code == 0
     assert int(status_field(out, "SigIgn"), 16) == 0
     assert int(status_field(out, "SigBlk"), 16) == 0

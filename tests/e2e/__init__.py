@@ -1,7 +1,9 @@
-"""End-to-end tests: pyinit as the real entrypoint of real runc containers.
+"""End-to-end tests: the README on a pristine Debian, and the examples built with podman.
 
-The tier builds a Debian bookworm root filesystem with mmdebstrap (cached),
-turns each example under ``examples/`` into an "image" by applying its
-Dockerfile (see :mod:`dockerfile`), and runs containers from it with runc.
-Run with ``python3 -m pytest tests/e2e -m e2e -x -v`` as root.
+* ``test_e2e_readme``: the README's install command, taken from README.md, run
+  in a pristine mmdebstrap bookworm (python3, python3-pip, git) as its root.
+* the podman tier: ``examples/*/Dockerfile`` built with ``podman build`` and
+  run, stopped, killed and inspected with podman (see :mod:`podman`).
+
+Run with ``python3 -m pytest -q tests/e2e`` as root.
 """

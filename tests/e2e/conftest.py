@@ -1,37 +1,44 @@
-"""Session fixtures for the e2e tier: base rootfs, example images, container factory.
+"""Session fixtures of the e2e tier: podman, the example images, the container factory.
 
-Needs root, runc and mmdebstrap (skips otherwise).  The base rootfs is cached
-(see :mod:`rootfs`); pyinit is installed from the working tree into every
-image at every session, so the tests always exercise the current code.
+Needs root, podman, runc and mmdebstrap (skips otherwise).  Once per session:
+a wheel of this checkout is built; the base image (an mmdebstrap tarball,
+cached outside CI) is imported as ``localhost/debian:bookworm``; each example
+is built with ``podman build`` from its own Dockerfile, the build context
+being a copy of the repository's files plus ``dist/`` holding that wheel.
+Outside CI podman's image storage is kept in the cache folder, so the
+Dockerfiles' apt-get layers are reused; with ``CI=true`` it is temporary.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import time
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from . import rootfs
-from .dockerfile import Builder, Image
-from .runc import BundleSpec, Container, Mount, write_bundle
+from .podman import Container, Podman
 
 EXAMPLES = rootfs.REPO_ROOT / "examples"
-_SOURCE_FILES = ("pyproject.toml", "README.md", "LICENSE", "pyinit")
+BASE_IMAGE = "localhost/debian:bookworm"
+# What the Dockerfiles COPY from the build context (the repository root).
+CONTEXT_FILES = ("constraints.txt", "pyproject.toml", "README.md", "pyinit", "examples")
+TOOLS = ("podman", "runc", "mmdebstrap", "unshare")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Skip the tier when this machine cannot run it (not root, no runc/mmdebstrap)."""
-    missing = [tool for tool in ("runc", "mmdebstrap", "chroot") if shutil.which(tool) is None]
+    """Skip the tier when this machine cannot run it (not root, tools missing)."""
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     reason = (
         "e2e tier needs root"
         if os.geteuid() != 0
-        else (f"e2e tier needs {', '.join(missing)}" if missing else "")
+        else (f"e2e tier needs {', '.join(missing)} (apt-get install them)" if missing else "")
     )
     if reason:
         for item in items:
@@ -40,74 +47,129 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def base_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The bookworm rootfs with every example's packages and pyinit's dependencies."""
-    scratch = tmp_path_factory.mktemp("base")
-    yield rootfs.build_base(scratch)
-    shutil.rmtree(scratch, ignore_errors=True)  # a fresh (CI) build is not kept
-
-
-def install_pyinit(target: Path) -> None:
-    """pip-install the working tree into TARGET, as ``COPY . /src; RUN pip install /src``."""
-    started = time.monotonic()
-    src = target / "tmp/pyinit-src"
-    shutil.rmtree(src, ignore_errors=True)
-    src.mkdir(parents=True)
-    for name in _SOURCE_FILES:
-        path = rootfs.REPO_ROOT / name
-        if path.is_dir():
-            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif path.exists():
-            shutil.copy2(path, src / name)
-    (src / "README.md").touch()  # pyproject names it; the package may not have one yet
-    try:
-        rootfs.pip_install(target, "--no-build-isolation /tmp/pyinit-src")
-    finally:
-        shutil.rmtree(src, ignore_errors=True)
-    version = rootfs.chroot(target, "pyinit --version").stdout.strip()
-    rootfs.log(f"installed pyinit {version} into {target} in {time.monotonic() - started:.1f}s")
-
-
-@dataclass
-class BuiltImage:
-    """An example built on the base rootfs: its Image metadata and its layers."""
-
-    image: Image
-    layer: rootfs.Layer
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's temporary folder for fresh (CI) trees and podman's run state."""
+    return tmp_path_factory.mktemp("e2e")
 
 
 @pytest.fixture(scope="session")
-def images(
-    base_rootfs: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Callable[[str], BuiltImage]]:
-    """``images(name)`` builds ``examples/NAME/Dockerfile`` once per session."""
-    built: dict[str, BuiltImage] = {}
-    root = tmp_path_factory.mktemp("images")
+def podman(scratch: Path) -> Iterator[Podman]:
+    """A private podman with the base image imported."""
+    if rootfs.fresh():
+        pm = Podman(scratch / "podman", scratch / "storage")
+    else:
+        # podman's database remembers its run folder: a cached storage needs a
+        # stable one, on a tmpfs (cleared at boot, as podman expects).
+        pm = Podman(Path("/run/pyinit-e2e-podman"), rootfs.cache_dir() / "podman-storage")
+    tarball = rootfs.build("base", (), scratch, tarball=True)
+    # Imported again whenever the tarball is another one (rebuilt, other key).
+    marker = f"localhost/debian:{tarball.stem}-{tarball.stat().st_mtime_ns}"
+    if not (pm.has_image(marker) and pm.has_image(BASE_IMAGE)):
+        pm("import", str(tarball), BASE_IMAGE, timeout=300)
+        pm("tag", BASE_IMAGE, marker)
+    try:
+        yield pm
+    finally:
+        pm.remove_all_containers()
+        if rootfs.fresh():
+            pm("system", "reset", "--force", check=False, timeout=120)
+        else:  # keep the cache at one build per example: drop the superseded layers
+            pm("image", "prune", "--force", check=False, timeout=120)
 
-    def get(name: str) -> BuiltImage:
+
+def copy_sources(names: tuple[str, ...], into: Path) -> None:
+    """Copy NAMES (files or folders) from the checkout into INTO, caches left out."""
+    into.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        source = rootfs.REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, into / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, into / name)
+
+
+@pytest.fixture(scope="session")
+def wheel(scratch: Path) -> Path:
+    """A wheel of this checkout, built once per session (from a copy: no build/ litter)."""
+    source, out = scratch / "wheel-src", scratch / "wheel"
+    copy_sources(("pyproject.toml", "README.md", "pyinit"), source)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(source)],
+        timeout=300,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, f"pip wheel failed:\n{proc.stdout}\n{proc.stderr}"
+    (found,) = out.glob("pyinit-*.whl")
+    return found
+
+
+@pytest.fixture(scope="session")
+def build_context(scratch: Path, wheel: Path) -> Path:
+    """The repository's files the Dockerfiles copy, with ``dist/`` holding the wheel."""
+    context = scratch / "context"
+    copy_sources(CONTEXT_FILES, context)
+    (context / "dist").mkdir()
+    shutil.copy2(wheel, context / "dist" / wheel.name)
+    return context
+
+
+class Image:
+    """An example built with podman: its tag and its config (from ``podman image inspect``)."""
+
+    def __init__(self, podman: Podman, tag: str) -> None:
+        self.tag = tag
+        raw = podman("image", "inspect", tag).stdout
+        self.config: dict[str, object] = json.loads(raw)[0]["Config"]
+
+    @property
+    def entrypoint(self) -> list[str]:
+        """The image's ENTRYPOINT."""
+        value = self.config.get("Entrypoint") or []
+        assert isinstance(value, list)
+        return [str(v) for v in value]
+
+    @property
+    def cmd(self) -> list[str]:
+        """The image's CMD."""
+        value = self.config.get("Cmd") or []
+        assert isinstance(value, list)
+        return [str(v) for v in value]
+
+    @property
+    def stopsignal(self) -> str:
+        """The image's STOPSIGNAL (podman reports it as a name or a number)."""
+        return str(self.config.get("StopSignal", ""))
+
+    def entrypoint_with(self, flags: list[str]) -> str:
+        """The ENTRYPOINT as JSON with FLAGS inserted before its ``--`` (they win)."""
+        entry = self.entrypoint
+        at = entry.index("--") if "--" in entry else len(entry)
+        entry[at:at] = flags
+        return json.dumps(entry)
+
+
+@pytest.fixture(scope="session")
+def images(podman: Podman, build_context: Path) -> Callable[[str], Image]:
+    """``images(name)`` builds ``examples/NAME/Dockerfile`` once per session."""
+    built: dict[str, Image] = {}
+
+    def get(name: str) -> Image:
         if name not in built:
-            layer = rootfs.Layer(lowers=[base_rootfs], workdir=root / name)
-            try:
-                image = Builder(
-                    EXAMPLES / name / "Dockerfile", EXAMPLES.parent, layer.mount(), install_pyinit
-                ).build()
-            finally:
-                layer.unmount()
-            built[name] = BuiltImage(image, layer)
+            tag = f"localhost/{name}-pyinit:e2e"
+            podman.build(
+                build_context / "examples" / name / "Dockerfile", build_context, tag, BASE_IMAGE
+            )
+            built[name] = Image(podman, tag)
         return built[name]
 
-    yield get
-
-
-@pytest.fixture(scope="session")
-def runc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private runc state directory, so these containers never mix with others."""
-    return tmp_path_factory.mktemp("runc-state")
+    return get
 
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
-    """The host side of /data: a fresh root-owned directory, like a new docker volume."""
+    """The host side of /data: a fresh root-owned directory, like a new volume."""
     path = tmp_path / "data"
     path.mkdir(mode=0o755)
     return path
@@ -118,17 +180,17 @@ ContainerFactory = Callable[..., Container]
 
 @pytest.fixture
 def container(
-    images: Callable[[str], BuiltImage], runc_root: Path, tmp_path: Path, data_dir: Path
+    podman: Podman, images: Callable[[str], Image], data_dir: Path
 ) -> Iterator[ContainerFactory]:
-    """Factory: ``container("redis", cmd=..., env=..., ...)`` starts a container.
+    """Factory: ``container("redis", cmd=[...], env={...}, ...)`` is ``podman run -d``.
 
-    Keyword arguments: ``cmd`` (replaces CMD, like ``docker run IMAGE CMD``),
-    ``pyinit_flags`` (extra flags for the ENTRYPOINT), ``env`` (``docker run -e``),
-    ``data`` (host dir for /data, default ``data_dir``), ``uid``/``gid``,
-    ``drop_caps``, ``mounts``, ``start`` (default True).  Every container is
-    force-deleted and its rootfs unmounted at teardown.
+    Keyword arguments: ``cmd`` (replaces CMD), ``pyinit_flags`` (inserted into the
+    ENTRYPOINT before its ``--``: ``--entrypoint``), ``env`` (``-e``), ``data`` (host
+    folder for /data, default ``data_dir``; None for the image's anonymous volume),
+    ``user`` (``--user``), ``cap_drop``, ``volumes`` (``-v`` values).  Each container
+    is removed at teardown.
     """
-    created: list[tuple[Container, rootfs.Layer]] = []
+    made: list[Container] = []
 
     def make(
         name: str,
@@ -136,47 +198,47 @@ def container(
         cmd: list[str] | None = None,
         pyinit_flags: list[str] | None = None,
         env: dict[str, str] | None = None,
-        data: Path | None = None,
-        uid: int = 0,
-        gid: int = 0,
-        drop_caps: tuple[str, ...] = (),
-        mounts: tuple[Mount, ...] = (),
-        start: bool = True,
+        data: Path | None = data_dir,
+        user: str | None = None,
+        cap_drop: tuple[str, ...] = (),
+        volumes: tuple[str, ...] = (),
     ) -> Container:
-        built = images(name)
-        cid = f"pyinit-e2e-{name}-{uuid.uuid4().hex[:8]}"
-        workdir = tmp_path / cid
-        layer = rootfs.Layer(lowers=built.layer.lowers_for_next(), workdir=workdir / "layer")
-        spec = BundleSpec(
-            rootfs=layer.mount(),
-            args=built.image.argv(cmd, pyinit_flags),
-            env=built.image.env_list(env),
-            cwd=built.image.workdir,
-            uid=uid,
-            gid=gid,
-            mounts=[Mount(data or data_dir, "/data"), *mounts],
-            drop_caps=list(drop_caps),
-        )
-        ctr = Container(runc_root, write_bundle(workdir / "bundle", spec), cid)
-        created.append((ctr, layer))
-        return ctr.start() if start else ctr
+        image = images(name)
+        cname = f"pyinit-e2e-{name}-{uuid.uuid4().hex[:8]}"
+        options = ["--name", cname, "--network", "none", "--hostname", "e2e"]
+        if pyinit_flags:
+            options += ["--entrypoint", image.entrypoint_with(pyinit_flags)]
+            # Like docker, podman drops the image's CMD when --entrypoint is given.
+            cmd = image.cmd if cmd is None else cmd
+        options += [f"--env={k}={v}" for k, v in (env or {}).items()]
+        if data is not None:
+            options += ["-v", f"{data}:/data"]
+        options += [f"-v={v}" for v in volumes]
+        options += [f"--cap-drop={c}" for c in cap_drop]
+        if user is not None:
+            options += ["--user", user]
+        podman("run", "-d", *options, image.tag, *(cmd or []), timeout=60)
+        ctr = Container(podman, cname)
+        made.append(ctr)
+        return ctr
 
     yield make
-    for ctr, layer in reversed(created):
-        ctr.delete()
-        layer.unmount()
+    for ctr in made:
+        podman("rm", "--force", "--time=0", ctr.name, check=False, timeout=60)
 
 
-def passwd_ids(root: Path, user: str) -> tuple[int, int]:
-    """(uid, gid) of USER in ROOT/etc/passwd (the image's, not the host's)."""
-    for line in (root / "etc/passwd").read_text().splitlines():
-        fields = line.split(":")
-        if fields[0] == user:
-            return int(fields[2]), int(fields[3])
-    raise KeyError(f"{user} not in {root}/etc/passwd")
+def passwd_ids(podman: Podman, image: str, user: str) -> tuple[int, int]:
+    """(uid, gid) of USER in the image's /etc/passwd."""
+    out = podman(
+        "run", "--rm", "--network", "none", "--entrypoint", "getent", image, "passwd", user
+    ).stdout
+    fields = out.strip().split(":")
+    return int(fields[2]), int(fields[3])
 
 
 @pytest.fixture(scope="session")
-def image_ids(base_rootfs: Path) -> Callable[[str], tuple[int, int]]:
-    """``image_ids("redis")`` -> (uid, gid) of that user inside the rootfs."""
-    return lambda user: passwd_ids(base_rootfs, user)
+def image_ids(
+    podman: Podman, images: Callable[[str], Image]
+) -> Callable[[str, str], tuple[int, int]]:
+    """``image_ids("redis", "redis")`` -> (uid, gid) of that user inside that image."""
+    return lambda name, user: passwd_ids(podman, images(name).tag, user)

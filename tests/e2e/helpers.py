@@ -1,15 +1,21 @@
-"""Small checks shared by the e2e scenarios: process tables and service readiness."""
+"""Small checks shared by the e2e scenarios: process tables and service readiness.
+
+The images have no ``ps``: the process table is read from /proc by the
+image's own python3 through ``podman exec`` (``podman top`` would do for a
+person, but its column output is awkward to parse).
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
-from .runc import Container, wait_for
+from .podman import Container, wait_for
 
 
 @dataclass
 class Proc:
-    """One row of ``ps -eo user,pid,ppid,stat,args`` inside a container."""
+    """One process: owner, pid, parent, state letter (R, S, Z...), command line."""
 
     user: str
     pid: int
@@ -18,14 +24,32 @@ class Proc:
     args: str
 
 
+PS = r"""
+import json, os, pwd
+rows = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    if int(pid) == os.getpid():
+        continue
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+        args = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").strip()
+        uid = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        continue
+    fields = stat.rsplit(")", 1)[1].split()
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    rows.append([user, int(pid), int(fields[1]), fields[0], args.decode(errors="replace")])
+print(json.dumps(rows))
+"""
+
+
 def processes(ctr: Container) -> list[Proc]:
-    """The container's process table, as ``runc exec ID ps`` shows it (ps itself left out)."""
-    out = ctr.exec("ps", "-eo", "user:32,pid,ppid,stat,args").stdout
-    rows = []
-    for line in out.splitlines()[1:]:
-        user, pid, ppid, stat, args = line.split(None, 4)
-        rows.append(Proc(user, int(pid), int(ppid), stat, args))
-    return [p for p in rows if not p.args.startswith("ps -eo")]
+    """The container's process table, pids as the container sees them (this probe left out)."""
+    out = ctr.exec("python3", "-c", PS).stdout
+    return [Proc(*row) for row in json.loads(out)]
 
 
 def find(procs: list[Proc], program: str) -> Proc:
@@ -40,14 +64,20 @@ def zombies(procs: list[Proc]) -> list[Proc]:
     return [p for p in procs if p.stat.startswith("Z")]
 
 
+def pid1_cmdline(ctr: Container) -> list[str]:
+    """PID 1's argv, read from /proc/1/cmdline inside the container (no ps needed)."""
+    raw = ctr.exec("cat", "/proc/1/cmdline").stdout
+    return raw.rstrip("\0").split("\0")
+
+
 def wait_redis(ctr: Container, timeout: float = 30) -> None:
-    """Wait until redis answers PING through ``runc exec ID redis-cli``."""
+    """Wait until redis answers PING through ``podman exec CTR redis-cli``."""
 
     def ready() -> bool:
         ctr.wait_running(timeout)
         return ctr.exec("redis-cli", "ping", check=False).stdout.strip() == "PONG"
 
-    wait_for(ready, timeout, f"redis in {ctr.id}", interval=0.2, details=ctr.logs)
+    wait_for(ready, timeout, f"redis in {ctr.name}", interval=0.2, details=ctr.logs)
 
 
 def psql(ctr: Container, sql: str, check: bool = True) -> str:
@@ -64,4 +94,4 @@ def wait_postgres(ctr: Container, timeout: float = 60) -> None:
         ctr.wait_running(timeout)
         return ctr.exec("pg_isready", "-U", "postgres", check=False).returncode == 0
 
-    wait_for(ready, timeout, f"postgres in {ctr.id}", interval=0.3, details=ctr.logs)
+    wait_for(ready, timeout, f"postgres in {ctr.name}", interval=0.3, details=ctr.logs)

@@ -1,14 +1,12 @@
-"""The Debian root filesystem the e2e containers run on, and cheap copies of it.
+"""Pristine Debian bookworm trees built with mmdebstrap, cached between runs.
 
-``build_base`` makes a bookworm rootfs with mmdebstrap (the "FROM debian:bookworm"
-plus every ``apt-get install`` of the examples) and installs pyinit's PyPI
-dependencies into it.  It is cached under ``/var/cache/pyinit-e2e`` keyed by a
-hash of everything that goes into it; with ``CI=true`` it is always built fresh.
-
-Images and containers are overlay mounts on top of it (``Layer``), so every
-container starts from a clean image and the base is never written to.  Where
-overlayfs is not available the layer is a plain copy instead (slower, same
-result).
+Two are used: the base image of the podman tier (``minbase``, as a tarball for
+``podman import``: what ``FROM debian:bookworm-slim`` gives) and the newcomer's
+machine of the README test (``minbase`` plus python3, python3-pip and git, as a
+directory).  Both are cached under ``/var/cache/pyinit-e2e`` (``PYINIT_E2E_CACHE``)
+keyed by a hash of what goes into them; with ``CI=true`` they are built fresh in
+the session's temporary directory.  apt inside them uses this machine's own
+source (``/etc/apt/sources.list.d/debian.sources``), as mmdebstrap was given it.
 """
 
 from __future__ import annotations
@@ -20,57 +18,25 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 
 SUITE = "bookworm"
 SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 FALLBACK_MIRROR = "http://deb.debian.org/debian"
-
-# Keep this list minimal: the whole CI run must stay under 10 minutes.  Every
-# package an example's Dockerfile installs with apt-get must be listed here
-# (dockerfile.py checks that).
-BASE_PACKAGES = (
-    "python3",
-    "python3-pip",
-    "procps",
-    "redis-server",
-    "redis-tools",
-    "postgresql-15",
-    "nginx-light",
-)
-
-# Bump when the way the base is built changes, to invalidate old caches.
-_FORMAT = "1"
-CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_PASSTHROUGH_ENV = (
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-)
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Bump when the way the trees are built changes, to invalidate old caches.
+_FORMAT = "2"
 
 
 def cache_dir() -> Path:
-    """Where built root filesystems are kept (env PYINIT_E2E_CACHE overrides)."""
+    """Where built trees are kept (env PYINIT_E2E_CACHE overrides)."""
     return Path(os.environ.get("PYINIT_E2E_CACHE", "/var/cache/pyinit-e2e"))
 
 
-def pip_dependencies() -> list[str]:
-    """pyinit's runtime dependencies, read from pyproject.toml."""
-    with open(REPO_ROOT / "pyproject.toml", "rb") as f:
-        return list(tomllib.load(f)["project"]["dependencies"])
-
-
-def base_key() -> str:
-    """A short hash of everything that goes into the base rootfs."""
-    sources = SOURCES.read_text() if SOURCES.exists() else FALLBACK_MIRROR
-    blob = json.dumps([_FORMAT, SUITE, sorted(BASE_PACKAGES), pip_dependencies(), sources])
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def fresh() -> bool:
+    """True in CI (``CI=true``): build everything from scratch, keep nothing."""
+    return os.environ.get("CI") == "true"
 
 
 def log(message: str) -> None:
@@ -78,30 +44,8 @@ def log(message: str) -> None:
     print(f"[e2e] {message}", file=sys.stderr, flush=True)
 
 
-def chroot_env() -> dict[str, str]:
-    """A clean environment for commands run in the chroot (no host pip/CA variables)."""
-    env = {"PATH": CHROOT_PATH, "HOME": "/root", "LANG": "C.UTF-8"}
-    env.update({k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ})
-    return env
-
-
-def chroot(
-    rootfs: Path, command: str, env: dict[str, str] | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    """Run ``/bin/sh -c COMMAND`` as root inside ROOTFS; raise with its output on failure."""
-    argv = ["chroot", str(rootfs), "/bin/sh", "-c", command]
-    proc = subprocess.run(
-        argv, env=env or chroot_env(), capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"chroot {rootfs} {command!r} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-        )
-    return proc
-
-
 def host_ca_bundle() -> Path | None:
-    """The CA bundle the host's pip trusts (it may hold a proxy's CA the rootfs lacks)."""
+    """The CA bundle this machine trusts (it may hold a proxy's CA a fresh tree lacks)."""
     for candidate in (
         os.environ.get("PIP_CERT"),
         os.environ.get("SSL_CERT_FILE"),
@@ -112,33 +56,22 @@ def host_ca_bundle() -> Path | None:
     return None
 
 
-def pip_install(rootfs: Path, args: str, timeout: float = 300) -> None:
-    """``pip install --break-system-packages ARGS`` inside ROOTFS, trusting the host's CAs."""
-    cert = ""
-    bundle = host_ca_bundle()
-    if bundle is not None:
-        shutil.copyfile(bundle, rootfs / "tmp/host-ca.crt")
-        cert = "--cert /tmp/host-ca.crt"
-    try:
-        chroot(
-            rootfs,
-            f"pip install --break-system-packages --no-cache-dir "
-            f"--root-user-action=ignore --disable-pip-version-check {cert} {args}",
-            timeout=timeout,
-        )
-    finally:
-        (rootfs / "tmp/host-ca.crt").unlink(missing_ok=True)
+def _key(packages: tuple[str, ...], kind: str) -> str:
+    sources = SOURCES.read_text() if SOURCES.exists() else FALLBACK_MIRROR
+    blob = json.dumps([_FORMAT, SUITE, kind, sorted(packages), sources])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def mmdebstrap(target: Path) -> float:
-    """Build a minbase bookworm rootfs with BASE_PACKAGES into TARGET; return seconds taken."""
+def mmdebstrap(target: Path, packages: tuple[str, ...]) -> None:
+    """minbase bookworm (+ PACKAGES) into TARGET: a directory, or a tarball if it ends .tar."""
     mirror = str(SOURCES) if SOURCES.exists() else FALLBACK_MIRROR
+    include = ["--include=" + ",".join(packages)] if packages else []
     argv = [
         "mmdebstrap",
         "--variant=minbase",
         "--mode=root",
         "--quiet",
-        "--include=" + ",".join(BASE_PACKAGES),
+        *include,
         SUITE,
         str(target),
         mirror,
@@ -147,86 +80,31 @@ def mmdebstrap(target: Path) -> float:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"mmdebstrap failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return time.monotonic() - started
+    log(f"mmdebstrap {SUITE} {','.join(packages)} -> {target} in {time.monotonic() - started:.1f}s")
 
 
-def _build(target: Path) -> None:
-    started = time.monotonic()
-    seconds = mmdebstrap(target)
-    log(f"mmdebstrap {SUITE} took {seconds:.1f}s")
-    pip_install(target, " ".join(f"'{dep}'" for dep in pip_dependencies()))
-    (target / ".pyinit-e2e-complete").write_text(f"{time.monotonic() - started:.1f}\n")
-    log(f"base rootfs built in {time.monotonic() - started:.1f}s at {target}")
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
-def build_base(scratch: Path) -> Path:
-    """Return a base rootfs: cached unless CI=true (then built fresh under SCRATCH)."""
-    if os.environ.get("CI") == "true":
-        target = scratch / "base-rootfs"
-        _build(target)
+def build(name: str, packages: tuple[str, ...], scratch: Path, tarball: bool) -> Path:
+    """A pristine tree (directory, or tarball when TARBALL): cached unless CI=true."""
+    suffix = ".tar" if tarball else ""
+    if fresh():
+        target = scratch / f"{name}{suffix}"
+        mmdebstrap(target, packages)
         return target
-    target = cache_dir() / f"rootfs-{base_key()}"
-    if (target / ".pyinit-e2e-complete").exists():
-        log(f"using cached base rootfs {target}")
+    target = cache_dir() / f"{name}-{_key(packages, suffix)}{suffix}"
+    if target.exists():
+        log(f"using cached {target}")
         return target
-    partial = target.with_name(target.name + f".partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
+    partial = target.with_name(f"{name}.partial-{os.getpid()}{suffix}")
+    _remove(partial)
     partial.parent.mkdir(parents=True, exist_ok=True)
-    _build(partial)
-    shutil.rmtree(target, ignore_errors=True)
+    mmdebstrap(partial, packages)
+    _remove(target)
     partial.rename(target)
     return target
-
-
-@dataclass
-class Layer:
-    """A writable root filesystem: LOWER directories under a fresh upper layer.
-
-    ``lowers`` are listed top first, like overlayfs' ``lowerdir``.  ``upper`` holds
-    only what changed, so an image can be stacked under its containers.
-    """
-
-    lowers: list[Path]
-    workdir: Path
-    overlay: bool = True
-
-    @property
-    def upper(self) -> Path:
-        """The directory that receives every change made through ``merged``."""
-        return self.workdir / "upper"
-
-    @property
-    def merged(self) -> Path:
-        """The root filesystem to hand to chroot or runc."""
-        return self.workdir / "rootfs"
-
-    def mount(self) -> Path:
-        """Make ``merged`` available (overlay mount, else a full copy) and return it."""
-        for name in ("upper", "work", "rootfs"):
-            (self.workdir / name).mkdir(parents=True, exist_ok=True)
-        if self.overlay:
-            lower = ":".join(str(p) for p in self.lowers)
-            options = f"lowerdir={lower},upperdir={self.upper},workdir={self.workdir / 'work'}"
-            proc = subprocess.run(
-                ["mount", "-t", "overlay", "overlay", "-o", options, str(self.merged)],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-            if proc.returncode == 0:
-                return self.merged
-            log(f"overlay mount failed ({proc.stderr.strip()}); copying instead")
-            self.overlay = False
-        for lower in reversed(self.lowers):
-            subprocess.run(["cp", "-a", f"{lower}/.", str(self.merged)], check=True, timeout=300)
-        return self.merged
-
-    def unmount(self) -> None:
-        """Undo ``mount`` (the upper layer stays, to be stacked or inspected)."""
-        if self.overlay and os.path.ismount(self.merged):
-            subprocess.run(["umount", str(self.merged)], check=False, timeout=30)
-
-    def lowers_for_next(self) -> list[Path]:
-        """After ``unmount``: the lower layers for a Layer stacked on top of this one."""
-        return [self.upper, *self.lowers] if self.overlay else [self.merged]

@@ -1,6 +1,6 @@
-"""PID 1 duties and identity edge cases, run with the redis image and a replaced CMD.
+"""PID 1 duties and identity edge cases, run with podman from the redis image, CMD replaced.
 
-``container("redis", cmd=[...])`` is ``docker run redis-pyinit CMD...``: the
+``container("redis", cmd=[...])`` is ``podman run redis-pyinit CMD...``: the
 ENTRYPOINT (``pyinit --user redis --chown /data --``) stays, the command changes.
 """
 
@@ -14,9 +14,10 @@ import pytest
 
 from .conftest import ContainerFactory
 from .helpers import Proc, processes, zombies
-from .runc import wait_for
+from .podman import wait_for
 
-pytestmark = pytest.mark.timeout(120)
+# Generous: the first test of a session also waits for the images to be built.
+pytestmark = pytest.mark.timeout(600)
 
 # Leaves orphans behind: short sleepers (backgrounded subshells, a double fork)
 # that exit while the target still runs, and one long sleeper still alive when
@@ -64,8 +65,8 @@ def test_orphans_are_reaped_and_exit_code_passes_through(
 
 @pytest.mark.e2e
 def test_non_root_container_skips_root_setup(container: ContainerFactory, data_dir: Path) -> None:
-    """process.user 1000 (docker --user / k8s runAsUser): notice, no chown, command runs."""
-    ctr = container("redis", cmd=["/bin/sh", "-c", "id -u; id -g; echo ran"], uid=1000, gid=1000)
+    """podman run --user 1000:1000 (k8s runAsUser): notice, no chown, command runs."""
+    ctr = container("redis", cmd=["/bin/sh", "-c", "id -u; id -g; echo ran"], user="1000:1000")
     assert ctr.wait(30) == 0, ctr.logs()
     assert ctr.stdout.split() == ["1000", "1000", "ran"], ctr.logs()
     notices = [line for line in ctr.stderr.splitlines() if line.startswith("pyinit: ")]
@@ -76,19 +77,19 @@ def test_non_root_container_skips_root_setup(container: ContainerFactory, data_d
 
 @pytest.mark.e2e
 def test_runs_as_the_target_user_already(
-    container: ContainerFactory, data_dir: Path, image_ids: Callable[[str], tuple[int, int]]
+    container: ContainerFactory, data_dir: Path, image_ids: Callable[[str, str], tuple[int, int]]
 ) -> None:
-    """process.user already is redis (k8s runAsUser=redis's uid): pyinit carries on."""
-    uid, gid = image_ids("redis")
-    ctr = container("redis", cmd=["/bin/sh", "-c", "id -u; id -g"], uid=uid, gid=gid)
+    """podman run --user redis's uid (k8s runAsUser): pyinit carries on."""
+    uid, gid = image_ids("redis", "redis")
+    ctr = container("redis", cmd=["/bin/sh", "-c", "id -u; id -g"], user=f"{uid}:{gid}")
     assert ctr.wait(30) == 0, ctr.logs()
     assert ctr.stdout.split() == [str(uid), str(gid)], ctr.logs()
 
 
 @pytest.mark.e2e
 def test_missing_cap_setuid_fails_with_125(container: ContainerFactory, data_dir: Path) -> None:
-    """Root without CAP_SETUID (securityContext drop): one error line naming it, exit 125."""
-    ctr = container("redis", cmd=["/bin/true"], drop_caps=("CAP_SETUID",))
+    """podman run --cap-drop SETUID: one error line naming it, exit 125."""
+    ctr = container("redis", cmd=["/bin/true"], cap_drop=("SETUID",))
     assert ctr.wait(30) == 125, ctr.logs()
     errors = [line for line in ctr.stderr.splitlines() if "CAP_SETUID" in line]
     assert len(errors) == 1 and errors[0].startswith("pyinit: "), ctr.logs()
@@ -97,7 +98,7 @@ def test_missing_cap_setuid_fails_with_125(container: ContainerFactory, data_dir
 
 @pytest.mark.e2e
 def test_exec_failures_give_126_and_127(container: ContainerFactory) -> None:
-    """Command not found: 127; found but not executable: 126 (docker's convention)."""
+    """Command not found: 127; found but not executable: 126 (podman inspect's ExitCode)."""
     missing = container("redis", cmd=["no-such-command"])
     assert missing.wait(30) == 127, missing.logs()
     not_exec = container("redis", cmd=["/etc/passwd"])
