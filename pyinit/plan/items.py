@@ -128,7 +128,7 @@ def parse_probe(text: str, where: str) -> Probe:
             raise UsageError(f"{where}: fd:N needs a descriptor number N >= 3, not {rest!r}")
         fields = {"fd": int(rest)}
     elif kind == "tcp":
-        fields = _parse_host_port(rest, where, f"tcp:{rest}", default_host="127.0.0.1")
+        fields = _parse_host_port(rest, where, default_host="127.0.0.1")
     elif kind in ("unix", "file"):
         if not rest or "\0" in rest:
             raise UsageError(f"{where}: {kind}:PATH needs a path")
@@ -137,7 +137,7 @@ def parse_probe(text: str, where: str) -> Probe:
         try:
             argv = shlex.split(rest)
         except ValueError as e:
-            raise UsageError(f"{where}: exec:{rest}: cannot split it ({e})") from None
+            raise UsageError(f"{where}: cannot split the command ({e})") from None
         if not argv:
             raise UsageError(f"{where}: exec:CMD needs a command")
         fields = {"argv": tuple(argv)}
@@ -157,10 +157,10 @@ def parse_probe(text: str, where: str) -> Probe:
 
 def _parse_http(text: str, where: str) -> dict[str, object]:
     netloc, slash, path = text[len("http://") :].partition("/")
-    fields = _parse_host_port(netloc, where, text, default_port=80)
+    fields = _parse_host_port(netloc, where, default_port=80)
     full_path = slash + path if slash else "/"
     if any(c.isspace() or c == "\0" for c in full_path):
-        raise UsageError(f"{where}: {text!r}: the path has spaces (encode them as %20)")
+        raise UsageError(f"{where}: the path has spaces (encode them as %20)")
     fields["path"] = full_path
     fields["url"] = text
     return fields
@@ -169,7 +169,6 @@ def _parse_http(text: str, where: str) -> dict[str, object]:
 def _parse_host_port(
     text: str,
     where: str,
-    shown: str,
     default_host: str | None = None,
     default_port: int | None = None,
 ) -> dict[str, object]:
@@ -177,7 +176,7 @@ def _parse_host_port(
     if text.startswith("["):
         host, bracket, after = text[1:].partition("]")
         if not bracket or not host or (after and not after.startswith(":")):
-            raise UsageError(f"{where}: {shown!r}: expected [IPV6]:PORT")
+            raise UsageError(f"{where}: expected [IPV6]:PORT")
         port_text = after[1:] if after else ""
     elif ":" in text:
         host, _, port_text = text.rpartition(":")
@@ -188,23 +187,27 @@ def _parse_host_port(
     if not port_text and default_port is not None:
         port_text = str(default_port)
     if not host or any(c.isspace() or c in "/@\0" for c in host):
-        raise UsageError(f"{where}: {shown!r}: missing or bad host")
+        raise UsageError(f"{where}: missing or bad host {host!r}")
     if not (port_text.isdigit() and port_text.isascii()) or not 1 <= int(port_text) <= 65535:
-        raise UsageError(f"{where}: {shown!r}: port {port_text!r} is not a number 1..65535")
+        raise UsageError(f"{where}: port {port_text!r} is not a number 1..65535")
     return {"host": host, "port": int(port_text)}
 
 
 # --- keys -------------------------------------------------------------------------------
 
 
-def _seconds(value: str, where: str, key: str, *, zero: bool) -> float:
+def _seconds(value: str, where: str, key: str, *, zero: bool, whole: str | None = None) -> float:
+    """Seconds for ``key``; ``whole`` is the full value shown in errors (MIN of MIN:MAX...)."""
+    shown = value if whole is None else whole
     try:
         seconds = float(value)
     except ValueError:
-        raise UsageError(f"{where}: {key}={value!r}: expected seconds, e.g. 10 or 2.5") from None
+        raise UsageError(
+            f"{where}: {key}={shown!r}: {value!r} is not seconds, e.g. 10 or 2.5"
+        ) from None
     if not (seconds >= 0 if zero else seconds > 0) or seconds == float("inf"):
         bound = ">= 0" if zero else "> 0"
-        raise UsageError(f"{where}: {key}={value!r}: must be a finite number {bound}")
+        raise UsageError(f"{where}: {key}={shown!r}: {value!r} must be a finite number {bound}")
     return seconds
 
 
@@ -218,8 +221,8 @@ def _backoff(value: str, where: str) -> tuple[float, float]:
     low, sep, high = value.partition(":")
     if not sep:
         raise UsageError(f"{where}: backoff={value!r}: expected MIN:MAX seconds, e.g. 0.5:30")
-    minimum = _seconds(low, where, "backoff", zero=True)
-    maximum = _seconds(high, where, "backoff", zero=False)
+    minimum = _seconds(low, where, "backoff", zero=True, whole=value)
+    maximum = _seconds(high, where, "backoff", zero=False, whole=value)
     if minimum > maximum:
         raise UsageError(f"{where}: backoff={value!r}: MIN is above MAX")
     return minimum, maximum
@@ -230,7 +233,9 @@ def _max_restarts(value: str, where: str) -> tuple[int, float]:
     if not (count.isdigit() and count.isascii()):
         raise UsageError(f"{where}: max-restarts={value!r}: expected N[/WINDOW], e.g. 5/60")
     seconds = (
-        _seconds(window, where, "max-restarts", zero=False) if sep else DEFAULT_MAX_RESTARTS[1]
+        _seconds(window, where, "max-restarts", zero=False, whole=value)
+        if sep
+        else DEFAULT_MAX_RESTARTS[1]
     )
     return int(count), seconds
 
@@ -306,7 +311,7 @@ class _Keys:
         elif key == "on-giveup":
             self.on_giveup = _choice(value, where, key, GIVEUP_POLICIES)
         elif key == "stop-signal":
-            self.stop_signal = parse_signal(value, f"{where}: stop-signal=")
+            self.stop_signal = parse_signal(value, f"{where}: stop-signal")
         else:
             self.log = _choice(value, where, key, LOG_MODES)
 
