@@ -388,7 +388,7 @@ def _plan_services(
     """Sidecars, tasks and --ready (pyinit.plan.items, imported only when they are used)."""
     from pyinit.plan.services import Services
 
-    if not (getattr(options, "items", None) or getattr(options, "ready", None)):
+    if not getattr(options, "items", None) and getattr(options, "ready", None) is None:
         return Services(items=(), ready=None, notices=())
     from pyinit.plan.items import plan_services
 

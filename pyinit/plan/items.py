@@ -444,7 +444,9 @@ def plan_services(
             )
         seen[item.name] = spec.where
         items.append(item)
-    ready = parse_probe(options.ready, f"--ready {options.ready!r}") if options.ready else None
+    ready = None
+    if options.ready is not None:
+        ready = parse_probe(options.ready, f"--ready {options.ready!r}")
     return Services(items=tuple(items), ready=ready, notices=tuple(notices))
 
 
