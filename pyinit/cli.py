@@ -69,6 +69,21 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see pyinit --help)")
 
 
+class _ItemAction(argparse.Action):
+    """``--sidecar``/``--task``: one shared list of ``(kind, text)``, in the order given."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        items = list(getattr(namespace, self.dest, None) or [])
+        items.append((self.const, values))
+        setattr(namespace, self.dest, items)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every pyinit option."""
     p = _Parser(
@@ -230,6 +245,26 @@ def build_parser() -> argparse.ArgumentParser:
         "(others >= 3 are closed; LISTEN_FDS ones are kept)",
     )
 
+    services = p.add_argument_group("sidecars and tasks (see docs/services.md)")
+    for kind, what in (("sidecar", "a long-running helper"), ("task", "a one-shot job")):
+        services.add_argument(
+            f"--{kind}",
+            action=_ItemAction,
+            dest="items",
+            const=kind,
+            default=[],
+            metavar="'NAME [KEY=VALUE ...] -- CMD [ARG...]'",
+            help=f"start {what} before the main (repeatable, in start order)",
+        )
+    services.add_argument(
+        "--ready", metavar="PROBE", help="readiness of the main, e.g. tcp:8080 or notify"
+    )
+    services.add_argument(
+        "--config",
+        metavar="FILE",
+        help="read options and [[start]] items from TOML FILE (env PYINIT_CONFIG)",
+    )
+
     out = p.add_argument_group("output")
     out.add_argument(
         "--dry-run", action="store_true", help="print the plan and exit 0, changing nothing"
@@ -247,10 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_options(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Namespace:
     """Parse argv, fill defaults from PYINIT_* variables, strip the ``--`` separator."""
     options = build_parser().parse_args(argv)
+    config = options.config or environ.get("PYINIT_CONFIG")
+    file_command: list[str] = []
+    if config:
+        from pyinit.plan.config import parse_with_config
+
+        options, file_command = parse_with_config(config, build_parser, argv)
     command = list(options.command)
     if command and command[0] == "--":
         command = command[1:]
-    options.command = command
+    options.command = command or file_command
     if options.user is None and environ.get("PYINIT_USER"):
         options.user = environ["PYINIT_USER"]
     if options.mode is None:

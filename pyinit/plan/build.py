@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from argparse import Namespace
     from collections.abc import Mapping
 
+    from pyinit.plan.services import Item, Probe, Services
+
 MODES = ("exec", "supervise", "auto")
 CHOWN_POLICIES = ("always", "on-root-mismatch")
 NON_ROOT_POLICIES = ("skip", "fail")
@@ -79,6 +81,7 @@ class Plan(Record):
         "forward_to_group",
         "identity",
         "is_pid1",
+        "items",
         "keep_caps",
         "keep_fds",
         "mkdirs",
@@ -88,6 +91,7 @@ class Plan(Record):
         "notices",
         "post_hooks",
         "pre_hooks",
+        "ready",
         "rewrites",
         "rlimits",
         "root_setup",
@@ -122,6 +126,9 @@ class Plan(Record):
     forward_to_group: bool
     rewrites: tuple[tuple[int, int], ...]
     notices: tuple[str, ...]
+    # Sidecars and tasks (GUIDE section 8), in start order; the main's --ready probe.
+    items: tuple[Item, ...]
+    ready: Probe | None
 
 
 # --- small parsers, each naming its flag in errors ---------------------------------
@@ -395,6 +402,9 @@ def build_plan(
     stack = [r.soft for r in rlimits if r.resource == resource.RLIMIT_STACK]
     check_exec_budget(options.command, env, secrets, stack[-1] if stack else None)
 
+    services = _plan_services(options, identity, skip_non_root, euid, capability_mask)
+    notices.extend(services.notices)
+
     wants_setup = bool(mkdirs or chowns or rlimits or pre_hooks)
     root_setup = wants_setup
     if wants_setup and euid != 0 and not switch_identity:
@@ -430,6 +440,8 @@ def build_plan(
         forward_to_group=options.signal_group,
         rewrites=tuple(parse_rewrite(r) for r in options.rewrite),
         notices=tuple(notices),
+        items=services.items,
+        ready=services.ready,
     )
     check_capabilities(plan, euid, capability_mask)
     return plan
@@ -443,6 +455,25 @@ def _secret_target(
         return None
     gids = (identity.gid, *identity.groups, *extra_groups)
     return Target(identity.uid, gids, trusted=(0, euid))
+
+
+def _plan_services(
+    options: Namespace,
+    identity: Identity | None,
+    skip_non_root: bool,
+    euid: int,
+    capability_mask: int | None,
+) -> Services:
+    """Sidecars, tasks and --ready (pyinit.plan.items, imported only when they are used)."""
+    from pyinit.plan.services import Services
+
+    if not getattr(options, "items", None) and getattr(options, "ready", None) is None:
+        return Services(items=(), ready=None, notices=())
+    from pyinit.plan.items import plan_services
+
+    return plan_services(
+        options, identity, skip_non_root=skip_non_root, euid=euid, capability_mask=capability_mask
+    )
 
 
 def _cannot_switch_as_non_root(euid: int, policy: str, capability_mask: int | None) -> bool:
@@ -507,6 +538,8 @@ def _refuse_setuid_install() -> None:
 
 
 SUPERVISE_ONLY = (
+    ("items", "--sidecar/--task"),
+    ("ready", "--ready"),
     ("post", "--post"),
     ("rewrite", "--rewrite"),
     ("signal_group", "--signal-group"),
@@ -515,7 +548,7 @@ SUPERVISE_ONLY = (
 
 def _resolve_mode(options: Namespace, pid: int) -> str:
     """exec | supervise.  auto: supervise as PID 1 or when a supervise-only flag is given."""
-    asked = [flag for attr, flag in SUPERVISE_ONLY if getattr(options, attr)]
+    asked = [flag for attr, flag in SUPERVISE_ONLY if getattr(options, attr, None)]
     if options.mode == "exec" and asked:
         raise UsageError(
             f"{asked[0]} needs --mode supervise: in exec mode pyinit is replaced by the target"

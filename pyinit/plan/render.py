@@ -27,6 +27,7 @@ def render_plan(plan: Plan, environ: Mapping[str, str], as_json: bool = False) -
         data = plan.as_dict()
         del data["env"]
         data["env_changes"] = env_changes(plan, environ)
+        _annotate_items(plan, data)
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
     return "\n".join(_lines(plan)) + "\n"
 
@@ -85,6 +86,10 @@ def _lines(plan: Plan) -> list[str]:
         lines.append(f"  workdir {plan.workdir}")
     for name in plan.file_env:
         lines.append(f"  env {name} from file" if name in plan.env else f"  env {name}: not set")
+    if plan.items or plan.ready is not None:
+        from pyinit.plan.items import describe_items
+
+        lines.extend(describe_items(plan.items, plan.ready))
     lines.append(f"command: {' '.join(plan.command)}")
     if plan.mode == "supervise":
         lines.append(
@@ -98,6 +103,16 @@ def _lines(plan: Plan) -> list[str]:
         for h in plan.post_hooks:
             lines.append(f"  post hook {h.label}")
     return lines
+
+
+def _annotate_items(plan: Plan, data: dict[str, object]) -> None:
+    """Add what a reader wants besides the raw fields: the user and signal as text."""
+    items = data.get("items")
+    if not isinstance(items, list):
+        return
+    for item, record in zip(items, plan.items, strict=True):
+        item["user"] = record.identity.describe() if record.identity is not None else None
+        item["stop_signal_name"] = signal_name(record.stop_signal)
 
 
 def _owner(plan: Plan) -> str:

@@ -88,12 +88,14 @@ class Item(Record):
         "restart_window",
         "source",
         "stop_signal",
+        "switch_identity",
         "workdir",
     )
     kind: str  # SIDECAR or TASK
     name: str
     command: tuple[str, ...]
     identity: Identity | None
+    switch_identity: bool  # False: already that user, or running items as pyinit's own user
     workdir: str | None
     env: tuple[tuple[str, str], ...]
     ready: Probe | None
@@ -107,3 +109,12 @@ class Item(Record):
     stop_signal: int  # default SIGTERM
     log: str  # one of LOG_MODES
     source: str  # where it was defined, for messages: "--sidecar" or "FILE [[start]] #N"
+
+
+class Services(Record):
+    """What the planner decided for section 8: items in start order, the main's probe, notices."""
+
+    __slots__ = ("items", "notices", "ready")
+    items: tuple[Item, ...]
+    ready: Probe | None
+    notices: tuple[str, ...]
