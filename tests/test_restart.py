@@ -20,7 +20,9 @@ def killed_status(signum: int) -> int:
     return signum
 
 
-def tracker(restart: str = "always", backoff: str = "0.5:30", budget: str = "5/60") -> RestartTracker:
+def tracker(
+    restart: str = "always", backoff: str = "0.5:30", budget: str = "5/60"
+) -> RestartTracker:
     low, high = (float(x) for x in backoff.split(":"))
     count, window = budget.split("/")
     return RestartTracker(restart, low, high, int(count), float(window))
