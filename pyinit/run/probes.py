@@ -1,0 +1,397 @@
+"""Readiness probes (GUIDE section 8): wait until a sidecar (or the main) is ready.
+
+Two families:
+
+* **push** probes, where the process tells us: ``notify`` (sd_notify
+  ``READY=1`` on an abstract AF_UNIX datagram socket of its own) and ``fd:N``
+  (s6 notification-fd: a newline on fd N).  Their channel is made *before*
+  the fork (:func:`open_channel`) and passed to the spawn; waiting on them
+  never polls, so an idle pyinit has no wake-ups.
+* **polling** probes: ``tcp:``, ``unix:``, ``file:``, ``exec:``, ``http://``.
+  The first call is immediate, then every 100 ms, doubling to 1 s; every
+  call is bounded by :data:`PROBE_CALL_TIMEOUT`.
+
+The credentials of every notify datagram are checked (SO_PASSCRED): only a
+process in the item's own process group may declare it ready, because any
+process in the network namespace can reach an abstract socket.
+
+Imports a probe needs (struct, the socket family) happen only when that probe
+is used.
+"""
+
+from __future__ import annotations
+
+import os
+
+import trio
+
+from pyinit import log
+from pyinit.errors import EXIT_SETUP_FAILED, PyinitError
+from pyinit.plan.services import PROBE_CALL_TIMEOUT, PROBE_FIRST_INTERVAL, PROBE_MAX_INTERVAL
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+    from typing import TypeVar
+
+    from pyinit.plan.services import Probe
+
+    T = TypeVar("T")
+    Notice = Callable[[str], None]
+    RunProbeCommand = Callable[[Sequence[str]], Awaitable[int]]
+
+#: With no ready-timeout, a notice this often names what is still awaited.
+NOTICE_INTERVAL = 10.0
+#: Largest notify datagram read (systemd's own limit is a page or so).
+NOTIFY_DATAGRAM_MAX = 4096
+#: File descriptors accepted (and closed at once) with one datagram: BARRIER=1 carries one.
+NOTIFY_MAX_FDS = 16
+
+
+class ReadyTimeout(PyinitError):
+    """Not ready within ``ready-timeout``: exit 125, one line naming the item."""
+
+
+class ProbeFailed(Exception):
+    """A push probe ended without readiness (the fd was closed): the process probably died."""
+
+
+# --- waiting with a bound or a notice ------------------------------------------------
+
+
+async def bounded_wait(
+    what: str,
+    wait: Callable[[], Awaitable[T]],
+    timeout: float | None,
+    notice: Notice,
+    awaiting: str = "",
+) -> T:
+    """Run ``wait()``; past ``timeout`` seconds raise :class:`ReadyTimeout` naming ``what``.
+
+    With no timeout, wait for ever, calling ``notice`` every
+    :data:`NOTICE_INTERVAL` seconds with what is awaited (``awaiting``).
+    """
+    suffix = f" ({awaiting})" if awaiting else ""
+    if timeout is not None:
+        with trio.move_on_after(timeout):
+            return await wait()
+        raise ReadyTimeout(f"{what} not ready within {timeout:g}s{suffix}", EXIT_SETUP_FAILED)
+    result: list[T] = []
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_remind, what, suffix, notice)
+            result.append(await wait())
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise single_error(group) from None
+    return result[0]
+
+
+def single_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one real error inside a nursery's exception group (the group itself if several)."""
+    while isinstance(group, BaseExceptionGroup) and len(group.exceptions) == 1:
+        group = group.exceptions[0]  # type: ignore[assignment]
+    return group
+
+
+async def _remind(what: str, suffix: str, notice: Notice) -> None:
+    waited = 0.0
+    while True:
+        await trio.sleep(NOTICE_INTERVAL)
+        waited += NOTICE_INTERVAL
+        notice(f"still waiting for {what} to be ready{suffix}, {waited:g}s so far")
+
+
+async def wait_ready(
+    probe: Probe,
+    *,
+    name: str,
+    channel: NotifySocket | ReadyPipe | None = None,
+    timeout: float | None = None,
+    notice: Notice = log.notice,
+    run_probe_command: RunProbeCommand | None = None,
+) -> None:
+    """Return once ``probe`` says ready.
+
+    ``name`` labels messages (``sidecar db``, ``main``).  ``notify`` and ``fd``
+    need the ``channel`` from :func:`open_channel`, made before the fork;
+    ``exec`` needs ``run_probe_command(argv) -> exit code``, which runs the
+    command as the item's user and, when cancelled (the 1 s bound), kills it.
+    Raises :class:`ReadyTimeout` past ``timeout`` and :class:`ProbeFailed`
+    when a push probe's channel closes first.
+    """
+    await bounded_wait(
+        name,
+        lambda: _wait(probe, channel, notice, run_probe_command),
+        timeout,
+        notice,
+        f"waiting for {probe.text}",
+    )
+
+
+async def _wait(
+    probe: Probe,
+    channel: NotifySocket | ReadyPipe | None,
+    notice: Notice,
+    run_probe_command: RunProbeCommand | None,
+) -> None:
+    if probe.kind in ("notify", "fd"):
+        if channel is None:
+            raise ValueError(f"probe {probe.text} needs the channel opened before the fork")
+        await channel.wait(notice)
+        return
+    await poll(_checker(probe, run_probe_command))
+
+
+# --- polling -------------------------------------------------------------------------
+
+
+async def poll(check: Callable[[], Awaitable[bool]]) -> None:
+    """Call ``check`` until it returns True: at once, then backing off from 100 ms to 1 s.
+
+    Each call is bounded by :data:`PROBE_CALL_TIMEOUT`; one that runs out, or
+    raises OSError, counts as not ready.
+    """
+    interval = PROBE_FIRST_INTERVAL
+    while True:
+        with trio.move_on_after(PROBE_CALL_TIMEOUT):
+            try:
+                if await check():
+                    return
+            except OSError:
+                pass
+        await trio.sleep(interval)
+        interval = min(interval * 2, PROBE_MAX_INTERVAL)
+
+
+def _checker(
+    probe: Probe, run_probe_command: RunProbeCommand | None
+) -> Callable[[], Awaitable[bool]]:
+    kind = probe.kind
+    if kind == "tcp":
+        host = probe.host or "127.0.0.1"
+        port = probe.port
+        assert port is not None
+        return lambda: check_tcp(host, port)
+    if kind == "unix":
+        assert probe.path is not None
+        return lambda: check_unix(probe.path or "")
+    if kind == "file":
+        assert probe.path is not None
+        return lambda: check_file(probe.path or "")
+    if kind == "http":
+        assert probe.port is not None
+        return lambda: check_http(probe.host or "127.0.0.1", probe.port or 80, probe.path or "/")
+    if kind == "exec":
+        if run_probe_command is None:
+            raise ValueError("an exec: probe needs run_probe_command")
+        assert probe.argv
+        argv = probe.argv
+        runner = run_probe_command
+
+        async def check_exec() -> bool:
+            return await runner(argv) == 0
+
+        return check_exec
+    raise ValueError(f"unknown probe kind {kind!r}")
+
+
+async def check_tcp(host: str, port: int) -> bool:
+    """True when a TCP connection to host:port succeeds."""
+    stream = await trio.open_tcp_stream(host, port)
+    await stream.aclose()
+    return True
+
+
+async def check_unix(path: str) -> bool:
+    """True when a stream connection to the unix socket ``path`` (``@name``: abstract) succeeds."""
+    address = "\0" + path[1:] if path.startswith("@") else path
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    with sock:
+        await sock.connect(address)
+    return True
+
+
+async def check_file(path: str) -> bool:
+    """True when ``path`` exists."""
+    return os.path.exists(path)
+
+
+async def check_http(host: str, port: int, path: str) -> bool:
+    """True when ``GET path`` answers 2xx or 3xx (a raw HTTP/1.0 request: no http.client)."""
+    stream = await trio.open_tcp_stream(host, port)
+    try:
+        request = f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+        await stream.send_all(request.encode("latin-1"))
+        head = b""
+        while b"\n" not in head and len(head) < 4096:
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                break
+            head += chunk
+    finally:
+        await stream.aclose()
+    parts = head.split(b"\n", 1)[0].split()
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        return False
+    return 200 <= int(parts[1]) < 400
+
+
+# --- push channels -------------------------------------------------------------------
+
+
+def open_channel(probe: Probe | None, name: str) -> NotifySocket | ReadyPipe | None:
+    """The channel a push probe needs, made before the fork (None for other probes).
+
+    Give the child ``channel.env`` and ``channel.pass_fds`` (child fd ->
+    our fd), then call ``channel.child_started(pid)`` in the parent.
+    """
+    if probe is None:
+        return None
+    if probe.kind == "notify":
+        return NotifySocket(name)
+    if probe.kind == "fd":
+        assert probe.fd is not None
+        return ReadyPipe(name, probe.fd)
+    return None
+
+
+class ReadyPipe:
+    """s6 notification-fd: the child gets a pipe's write end as fd N; a newline means ready."""
+
+    def __init__(self, name: str, child_fd: int) -> None:
+        self.name = name
+        self.child_fd = child_fd
+        self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC)
+        self.env: dict[str, str] = {}
+        self.pass_fds = {child_fd: self.write_fd}
+        self._closed = False
+
+    def child_started(self, pgid: int) -> None:
+        """Close our copy of the write end, so the child's exit is seen as EOF."""
+        if self.write_fd >= 0:
+            os.close(self.write_fd)
+            self.write_fd = -1
+
+    async def wait(self, notice: Notice) -> None:
+        """Return at the first newline; :class:`ProbeFailed` on EOF before it."""
+        self.child_started(0)
+        os.set_blocking(self.read_fd, False)
+        while True:
+            await trio.lowlevel.wait_readable(self.read_fd)
+            try:
+                data = os.read(self.read_fd, 4096)
+            except BlockingIOError:
+                continue
+            if not data:
+                raise ProbeFailed(
+                    f"{self.name} closed fd {self.child_fd} before it wrote a newline"
+                )
+            if b"\n" in data:
+                self.close()
+                return
+
+    def close(self) -> None:
+        """Close both ends (idempotent)."""
+        self.child_started(0)
+        if not self._closed:
+            self._closed = True
+            trio.lowlevel.notify_closing(self.read_fd)
+            os.close(self.read_fd)
+
+
+class NotifySocket:
+    """A NOTIFY_SOCKET for one item: an abstract datagram socket, credentials checked.
+
+    Only datagrams whose sender is in the item's process group count (the
+    sender must still exist when the datagram is read: ``systemd-notify``
+    waits on a BARRIER=1 for that, and a daemon that notifies itself lives on).
+    """
+
+    def __init__(self, name: str) -> None:
+        import socket
+
+        self.name = name
+        self.address = f"pyinit/{os.getpid()}/{name.replace(' ', '-')}/{os.urandom(6).hex()}"
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+            self._sock.bind("\0" + self.address)
+        except OSError:
+            self._sock.close()
+            raise
+        self.env = {"NOTIFY_SOCKET": "@" + self.address}
+        self.pass_fds: dict[int, int] = {}
+        self.pgid: int | None = None
+        self.status: str | None = None
+        self._trio_sock: trio.socket.SocketType | None = None
+
+    def child_started(self, pgid: int) -> None:
+        """Accept datagrams from processes in group ``pgid`` only."""
+        self.pgid = pgid
+
+    async def wait(self, notice: Notice) -> None:
+        """Return at the first accepted ``READY=1``; STATUS= lines go to ``notice``."""
+        while not await self._receive(notice):
+            pass
+
+    async def follow(self, notice: Notice) -> None:
+        """After readiness: keep logging STATUS= lines until cancelled (no wake-ups otherwise)."""
+        while True:
+            await self._receive(notice)
+
+    async def _receive(self, notice: Notice) -> bool:
+        """Read one datagram; True if it is an accepted READY=1."""
+        import socket
+
+        if self._trio_sock is None:
+            self._trio_sock = trio.socket.from_stdlib_socket(self._sock)
+        data, ancillary, _flags, _address = await self._trio_sock.recvmsg(
+            NOTIFY_DATAGRAM_MAX,
+            socket.CMSG_SPACE(12) + socket.CMSG_SPACE(4 * NOTIFY_MAX_FDS),
+        )
+        sender = _sender_and_close_fds(ancillary)
+        if not self._accepts(sender):
+            log.info(f"{self.name}: ignored a notify datagram from pid {sender}")
+            return False
+        ready = False
+        for line in data.decode(errors="replace").splitlines():
+            key, _, value = line.partition("=")
+            if key == "READY" and value == "1":
+                ready = True
+            elif key == "STATUS":
+                self.status = value
+                notice(f"{self.name}: {value}")
+        return ready
+
+    def _accepts(self, sender: int | None) -> bool:
+        if not sender or self.pgid is None:
+            return False
+        try:
+            return os.getpgid(sender) == self.pgid
+        except OSError:
+            return False  # gone already: its group cannot be told
+
+    def close(self) -> None:
+        """Close the socket (idempotent); later datagrams are refused."""
+        if self._trio_sock is not None:
+            self._trio_sock.close()
+        self._sock.close()
+
+
+def _sender_and_close_fds(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    """The sender's pid from SCM_CREDENTIALS; every fd passed along (a BARRIER=1) is closed."""
+    import socket
+    import struct
+
+    sender = None
+    for level, kind, payload in ancillary:
+        if level != socket.SOL_SOCKET:
+            continue
+        if kind == socket.SCM_CREDENTIALS and len(payload) >= 12:
+            sender = struct.unpack("iII", payload[:12])[0]
+        elif kind == socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % 4
+            for fd in struct.unpack(f"{usable // 4}i", payload[:usable]):
+                os.close(fd)  # closing it is the barrier's answer
+    return sender

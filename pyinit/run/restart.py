@@ -1,0 +1,128 @@
+"""Restart decisions for a sidecar (GUIDE section 8), as pure logic over a clock.
+
+Nothing here sleeps, forks or imports trio: :class:`RestartTracker` is told
+when a run started and how it ended, and answers with a :class:`Decision`
+(restart after a delay, stay down, or give up with an exit code).  The
+services layer carries the decision out; tests drive it with a fake clock.
+
+* ``restart=always`` restarts after any exit, ``on-failure`` after a non-zero
+  exit or a death by signal, ``never`` never;
+* the delay starts at ``backoff_min`` and doubles up to ``backoff_max``; a
+  run that lasted at least ``backoff_max`` seconds resets it;
+* ``max-restarts=N/WINDOW``: at most N restarts (N+1 starts) within any
+  WINDOW seconds, clean exits included under ``always``;
+* a sidecar that needs a restart and may not have one gives up, with its last
+  status as the exit code (code, or 128+N; 1 if it last exited 0).
+"""
+
+from __future__ import annotations
+
+import os
+
+from pyinit.errors import exit_code_for_wait_status
+from pyinit.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pyinit.plan.services import Item
+
+#: Decision actions.
+RESTART = "restart"
+DONE = "done"  # exited and, by policy, stays down: not a give-up
+GIVE_UP = "give-up"
+
+
+class Decision(Record):
+    """What to do after a sidecar's run ended.
+
+    ``delay`` (seconds) is meaningful for RESTART; ``exit_code`` for GIVE_UP
+    (what the container exits with under ``on-giveup=stop``); ``reason`` is
+    a short phrase for the log.
+    """
+
+    __slots__ = ("action", "delay", "exit_code", "reason")
+    action: str
+    delay: float
+    exit_code: int
+    reason: str
+
+
+def failed(status: int) -> bool:
+    """True when a wait status is a failure: a non-zero exit or a death by signal."""
+    return not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
+
+
+def giveup_exit_code(status: int) -> int:
+    """The container's exit code when a sidecar gives up after ``status``: 1 for a clean exit."""
+    code = exit_code_for_wait_status(status)
+    return code if code != 0 else 1
+
+
+class RestartTracker:
+    """One sidecar's restart history and policy.
+
+    Call :meth:`started` at every start (the first one included) and
+    :meth:`exited` at every exit; times are seconds on any monotonic clock.
+    """
+
+    def __init__(
+        self,
+        restart: str,
+        backoff_min: float,
+        backoff_max: float,
+        max_restarts: int,
+        window: float,
+    ) -> None:
+        self.restart = restart
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.max_restarts = max_restarts
+        self.window = window
+        self.restart_times: list[float] = []  # when each restart (not the first start) began
+        self.started_at: float | None = None
+        self._delay = backoff_min
+        self._starts = 0
+
+    @classmethod
+    def for_item(cls, item: Item) -> RestartTracker:
+        """A tracker with the policy of a planned sidecar."""
+        return cls(
+            item.restart, item.backoff_min, item.backoff_max, item.max_restarts, item.restart_window
+        )
+
+    def started(self, now: float) -> None:
+        """Record a start at ``now``."""
+        if self._starts:
+            self.restart_times.append(now)
+        self._starts += 1
+        self.started_at = now
+
+    def restarts_within_window(self, now: float) -> int:
+        """How many restarts began in the WINDOW seconds up to ``now``."""
+        return sum(1 for t in self.restart_times if now - t < self.window)
+
+    def exited(self, status: int, now: float) -> Decision:
+        """Decide what follows an exit with wait status ``status`` at ``now``."""
+        if not self._wants_restart(status):
+            if self.restart == "never" and failed(status):
+                return self._give_up(status, "restart=never")
+            return Decision(action=DONE, delay=0.0, exit_code=0, reason=f"restart={self.restart}")
+        if self.started_at is not None and now - self.started_at >= self.backoff_max:
+            self._delay = self.backoff_min  # it ran long enough: forget the earlier crashes
+        delay = self._delay
+        # The restart would begin at now + delay: the budget counts that moment.
+        if self.restarts_within_window(now + delay) >= self.max_restarts:
+            budget = f"{self.max_restarts} restarts within {self.window:g}s used up"
+            return self._give_up(status, budget)
+        self._delay = min(max(delay * 2, self.backoff_min), self.backoff_max)
+        return Decision(action=RESTART, delay=delay, exit_code=0, reason=f"restart={self.restart}")
+
+    def _wants_restart(self, status: int) -> bool:
+        if self.restart == "always":
+            return True
+        return self.restart == "on-failure" and failed(status)
+
+    def _give_up(self, status: int, reason: str) -> Decision:
+        return Decision(
+            action=GIVE_UP, delay=0.0, exit_code=giveup_exit_code(status), reason=reason
+        )

@@ -1,0 +1,157 @@
+"""Restart decisions (GUIDE section 8) against a fake clock."""
+
+from __future__ import annotations
+
+import signal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyinit.run.restart import DONE, GIVE_UP, RESTART, RestartTracker, giveup_exit_code
+
+
+def exit_status(code: int) -> int:
+    """A wait status for a normal exit with ``code``."""
+    return code << 8
+
+
+def killed_status(signum: int) -> int:
+    """A wait status for a death by ``signum``."""
+    return signum
+
+
+def tracker(
+    restart: str = "always", backoff: str = "0.5:30", budget: str = "5/60"
+) -> RestartTracker:
+    low, high = (float(x) for x in backoff.split(":"))
+    count, window = budget.split("/")
+    return RestartTracker(restart, low, high, int(count), float(window))
+
+
+def test_backoff_doubles_to_max_then_gives_up_with_last_status() -> None:
+    t = tracker(backoff="0.5:4", budget="5/60")
+    now = 0.0
+    t.started(now)
+    delays = []
+    while True:
+        now += 0.1  # crashes quickly
+        decision = t.exited(exit_status(3), now)
+        if decision.action != RESTART:
+            break
+        delays.append(decision.delay)
+        now += decision.delay
+        t.started(now)
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0]
+    assert decision.action == GIVE_UP
+    assert decision.exit_code == 3
+
+
+def test_long_run_resets_backoff() -> None:
+    t = tracker(backoff="1:8", budget="100/60")
+    t.started(0.0)
+    assert t.exited(exit_status(1), 0.1).delay == 1
+    t.started(1.1)
+    assert t.exited(exit_status(1), 1.2).delay == 2
+    t.started(3.2)
+    assert t.exited(exit_status(1), 3.3).delay == 4
+    t.started(7.3)
+    assert t.exited(exit_status(1), 7.3 + 8).delay == 1  # ran for backoff_max seconds
+
+
+def test_budget_is_per_window() -> None:
+    t = tracker(backoff="1:1", budget="2/10")
+    t.started(0.0)
+    assert t.exited(exit_status(1), 0.0).action == RESTART  # restart at 1
+    t.started(1.0)
+    assert t.exited(exit_status(1), 1.0).action == RESTART  # restart at 2
+    t.started(2.0)
+    assert t.exited(exit_status(1), 2.0).action == GIVE_UP  # a third within 10 s
+    # Had it waited, the window would have slid past the first restarts.
+    t2 = tracker(backoff="1:1", budget="2/10")
+    t2.started(0.0)
+    t2.exited(exit_status(1), 0.0)
+    t2.started(1.0)
+    t2.exited(exit_status(1), 1.0)
+    t2.started(2.0)
+    assert t2.exited(exit_status(1), 11.5).action == RESTART
+
+
+def test_on_failure_stays_down_after_clean_exit() -> None:
+    t = tracker("on-failure")
+    t.started(0.0)
+    assert t.exited(exit_status(0), 1.0).action == DONE
+    t = tracker("on-failure")
+    t.started(0.0)
+    assert t.exited(killed_status(signal.SIGKILL), 1.0).action == RESTART
+
+
+def test_never_gives_up_on_failure_and_is_done_on_success() -> None:
+    t = tracker("never")
+    t.started(0.0)
+    decision = t.exited(killed_status(signal.SIGSEGV), 1.0)
+    assert decision.action == GIVE_UP
+    assert decision.exit_code == 128 + signal.SIGSEGV
+    t = tracker("never")
+    t.started(0.0)
+    assert t.exited(exit_status(0), 1.0).action == DONE
+
+
+def test_always_counts_clean_exits_and_gives_up_with_1() -> None:
+    t = tracker("always", backoff="0:0", budget="0/60")
+    t.started(0.0)
+    decision = t.exited(exit_status(0), 1.0)
+    assert decision.action == GIVE_UP
+    assert decision.exit_code == 1
+
+
+def test_giveup_exit_code_rules() -> None:
+    assert giveup_exit_code(exit_status(0)) == 1
+    assert giveup_exit_code(exit_status(42)) == 42
+    assert giveup_exit_code(killed_status(signal.SIGTERM)) == 128 + signal.SIGTERM
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    runs=st.lists(st.floats(min_value=0, max_value=50), min_size=1, max_size=40),
+    codes=st.lists(st.integers(min_value=0, max_value=3), min_size=40, max_size=40),
+    count=st.integers(min_value=0, max_value=6),
+    window=st.floats(min_value=1, max_value=100),
+    low=st.floats(min_value=0, max_value=2),
+    high_extra=st.floats(min_value=0, max_value=30),
+    policy=st.sampled_from(["always", "on-failure", "never"]),
+)
+def test_properties(
+    runs: list[float],
+    codes: list[int],
+    count: int,
+    window: float,
+    low: float,
+    high_extra: float,
+    policy: str,
+) -> None:
+    """Never more than N restarts in any window; delays within bounds; the right actions."""
+    high = low + high_extra
+    t = RestartTracker(policy, low, high, count, window)
+    now = 0.0
+    starts = [now]
+    t.started(now)
+    for run, code in zip(runs, codes, strict=False):
+        now += run
+        decision = t.exited(exit_status(code), now)
+        if decision.action == RESTART:
+            assert low <= decision.delay <= high
+            assert policy == "always" or code != 0
+            assert policy != "never"
+            now += decision.delay
+            starts.append(now)
+            t.started(now)
+            continue
+        if decision.action == DONE:
+            assert code == 0 and policy != "always"
+        else:
+            assert decision.exit_code == (code or 1)
+        break
+    restarts = starts[1:]
+    for i, first in enumerate(restarts):
+        within = [r for r in restarts[i:] if r - first < window]
+        assert len(within) <= count
