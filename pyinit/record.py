@@ -10,10 +10,19 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, dataclass_transform
+
+    # For mypy only: each subclass gets a typed keyword-only constructor from
+    # its annotations, as a frozen dataclass would (no run-time cost).
+    @dataclass_transform(kw_only_default=True, frozen_default=True)
+    class _RecordMeta(type):
+        pass
+
+else:
+    _RecordMeta = type
 
 
-class Record:
+class Record(metaclass=_RecordMeta):
     """Keyword-constructed, immutable, comparable, printable value object."""
 
     __slots__ = ()

@@ -35,6 +35,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from argparse import Namespace
     from collections.abc import Iterable
+    from typing import Any
 
     from pyinit.plan.userspec import Identity
 
@@ -143,7 +144,7 @@ def parse_probe(text: str, where: str) -> Probe:
         fields = {"argv": tuple(argv)}
     else:
         raise UsageError(f"{where}: unknown probe {text!r} (expected {PROBE_FORMS})")
-    probe: dict[str, object] = {
+    probe: dict[str, Any] = {
         "fd": None,
         "host": None,
         "port": None,
