@@ -15,9 +15,8 @@ code, no traceback, and that nothing is left running afterwards.
 * as PID 1, the target first records its PID namespace (``/proc/self/ns/pid``):
   no process may still be in that namespace, i.e. the namespace's PID 1 is gone.
 
-Some tests fail on today's code because of open hardening items (issue 8);
-they are marked ``xfail(strict=False)`` with the item's number and turn into
-passes once it is fixed.  Every wait is bounded.
+Every wait is bounded.  The closed-stdio, dead-log-reader and malformed-passwd
+cases are regression tests of issue 8 items 10, 8 and 11.
 """
 
 from __future__ import annotations
@@ -55,16 +54,6 @@ RUN_TIMEOUT = 60.0
 SURVIVOR_GRACE = 2.0
 #: A stop timeout short enough to keep the suite fast.
 STOP_TIMEOUT = "0.5"
-
-XFAIL_CLOSED_STDIO = pytest.mark.xfail(
-    strict=False, reason="issue 8 item 10: closed stdin/stdout/stderr"
-)
-XFAIL_OWN_SIGPIPE = pytest.mark.xfail(
-    strict=False, reason="issue 8 item 8: pyinit forwards the SIGPIPE its own write raised"
-)
-XFAIL_DIGITS = pytest.mark.xfail(
-    strict=False, reason="issue 8 item 11: non-ASCII digits / malformed passwd lines"
-)
 
 
 @pytest.fixture
@@ -474,7 +463,6 @@ MODES = pytest.mark.parametrize(
 
 
 @MODES
-@XFAIL_CLOSED_STDIO
 def test_closed_stdout_the_target_still_runs(tmp_path: Path, mode: str, pid1: bool) -> None:
     """``pyinit ... >&-``: the target runs (its write to stdout fails) and its code is kept."""
     ran, ns_file = tmp_path / "ran", tmp_path / "ns"
@@ -488,7 +476,6 @@ def test_closed_stdout_the_target_still_runs(tmp_path: Path, mode: str, pid1: bo
 
 
 @MODES
-@XFAIL_CLOSED_STDIO
 def test_closed_stderr_with_verbose_logging(tmp_path: Path, mode: str, pid1: bool) -> None:
     """``pyinit -v ... 2>&-``: pyinit cannot log, but the target runs and its code is kept."""
     ran, ns_file = tmp_path / "ran", tmp_path / "ns"
@@ -554,7 +541,6 @@ def test_broken_pipe_on_the_targets_stdout(
 
 
 @MODES
-@XFAIL_OWN_SIGPIPE
 def test_dead_log_reader_does_not_hurt_a_healthy_target(
     tmp_path: Path, mode: str, pid1: bool
 ) -> None:
@@ -664,7 +650,6 @@ def test_garbled_passwd_named_user_is_one_line_and_125(
     assert "HOME=" not in out.stdout, "the target ran"
 
 
-@XFAIL_DIGITS
 @pytest.mark.parametrize("spec", ["1000", "nobody"])
 def test_malformed_passwd_lines_are_skipped(garbled: Sandbox, tmp_path: Path, spec: str) -> None:
     """Malformed lines (non-ASCII digits, signs, NULs, huge ids) are skipped, as gosu does."""
