@@ -35,25 +35,16 @@ SI_KERNEL = 0x80
 _UNCATCHABLE = frozenset({signal.SIGKILL, signal.SIGSTOP})
 
 
-def forwardable_signals() -> list[signal.Signals]:
-    """Every catchable signal except SIGCHLD, including real-time signals."""
-    result = [
-        s
-        for s in signal.valid_signals()
-        if isinstance(s, signal.Signals) and s not in _UNCATCHABLE and s != signal.SIGCHLD
-    ]
-    known = {int(s) for s in result}
-    result.extend(
-        signal.Signals(n) if n in signal.Signals._value2member_map_ else n  # type: ignore[misc]
-        for n in range(signal.SIGRTMIN, signal.SIGRTMAX + 1)
-        if n not in known
+def forwardable_signals() -> list[int]:
+    """Every catchable signal except SIGCHLD, real-time signals included."""
+    return sorted(
+        int(s) for s in signal.valid_signals() if s not in _UNCATCHABLE and s != signal.SIGCHLD
     )
-    return sorted(result)
 
 
 def blockable_signals() -> list[int]:
     """What pyinit blocks from its first line: every forwardable signal and SIGCHLD."""
-    return [int(s) for s in forwardable_signals()] + [int(signal.SIGCHLD)]
+    return [*forwardable_signals(), int(signal.SIGCHLD)]
 
 
 def parse_signal(text: str, flag: str) -> int:
