@@ -22,6 +22,7 @@ import pytest
 from sandbox import PROJECT_ROOT, PYINIT, Sandbox, base_environment, children
 
 from pyinit.errors import UsageError
+from pyinit.plan.host import Host, read_host
 
 AS_NOBODY = ("setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups")
 
@@ -632,31 +633,30 @@ def test_root_without_setuid_capability_fails_before_anything(sandbox: Sandbox) 
 # --- refusing a setuid install ---------------------------------------------------------
 
 
-def test_refuses_to_run_setuid(monkeypatch: pytest.MonkeyPatch) -> None:
+def _host(uids: tuple[int, int, int], gids: tuple[int, int, int]) -> Host:
+    return read_host().replace(uids=uids, gids=gids)
+
+
+def test_refuses_to_run_setuid() -> None:
     from pyinit.plan import build as plan
 
-    monkeypatch.setattr(plan.os, "getresuid", lambda: (1000, 0, 0))
     with pytest.raises(UsageError) as info:
-        plan._refuse_setuid_install()
+        plan._refuse_setuid_install(_host((1000, 0, 0), (0, 0, 0)))
     assert "setuid" in info.value.message
     assert info.value.exit_code == 125
 
 
-def test_refuses_to_run_setgid(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refuses_to_run_setgid() -> None:
     from pyinit.plan import build as plan
 
-    monkeypatch.setattr(plan.os, "getresuid", lambda: (0, 0, 0))
-    monkeypatch.setattr(plan.os, "getresgid", lambda: (1000, 0, 0))
     with pytest.raises(UsageError):
-        plan._refuse_setuid_install()
+        plan._refuse_setuid_install(_host((0, 0, 0), (1000, 0, 0)))
 
 
-def test_same_real_and_effective_ids_are_fine(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_same_real_and_effective_ids_are_fine() -> None:
     from pyinit.plan import build as plan
 
-    monkeypatch.setattr(plan.os, "getresuid", lambda: (1000, 1000, 1000))
-    monkeypatch.setattr(plan.os, "getresgid", lambda: (1000, 1000, 1000))
-    plan._refuse_setuid_install()
+    plan._refuse_setuid_install(_host((1000, 1000, 1000), (1000, 1000, 1000)))
 
 
 # --- dry run ---------------------------------------------------------------------------

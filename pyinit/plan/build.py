@@ -16,6 +16,7 @@ import resource
 
 from pyinit.errors import UsageError
 from pyinit.plan.capabilities import missing_capabilities, parse_capability
+from pyinit.plan.host import Host, read_host
 from pyinit.plan.secrets import Target, check_exec_budget, resolve_file_env
 from pyinit.plan.signals import parse_rewrite
 from pyinit.plan.stop import DEFAULT_STOP_TIMEOUT as DEFAULT_STOP_TIMEOUT
@@ -327,27 +328,33 @@ def build_plan(
     options: Namespace,
     environ: Mapping[str, str],
     *,
+    host: Host | None = None,
     pid: int | None = None,
     euid: int | None = None,
     capability_mask: int | None = None,
 ) -> Plan:
     """Resolve parsed options and the environment into a complete, checked Plan.
 
-    Reads /etc/passwd, /etc/group, secret files and /proc/self/status; changes
-    nothing.  Raises UsageError (exit 125) on the first problem found.
+    Decides from ``host`` (default: :func:`pyinit.plan.host.read_host`, this
+    process as it is now; ``pid``, ``euid`` and ``capability_mask`` override
+    single facts of it) and reads /etc/passwd, /etc/group and secret files;
+    changes nothing.  Raises UsageError (exit 125) on the first problem found.
     """
     if not options.command:
         raise UsageError("no command given (usage: pyinit [OPTIONS] -- COMMAND [ARG...])")
-    pid = os.getpid() if pid is None else pid
-    euid = os.geteuid() if euid is None else euid
-    _refuse_setuid_install()
+    host = read_host() if host is None else host
+    pid = host.pid if pid is None else pid
+    euid = host.euid if euid is None else euid
+    if capability_mask is None:
+        capability_mask = host.capability_set("CapEff")
+    _refuse_setuid_install(host)
 
     identity = resolve_user_spec(options.user) if options.user is not None else None
     extra_groups = tuple(resolve_group(g, "--groups") for g in _split_list(options.groups))
     if options.keep_groups:
         if identity is None:
             raise UsageError("--keep-groups needs --user (the groups are set during the step-down)")
-        extra_groups += runtime_groups()
+        extra_groups += runtime_groups(host.groups)
     if extra_groups and identity is None:
         raise UsageError("--groups needs --user (the groups are set during the step-down)")
     mode = _resolve_mode(options, pid)
@@ -357,7 +364,9 @@ def build_plan(
             f"not PID 1 (pid {pid}): becoming a child subreaper so orphans are still reaped"
         )
 
-    switch_identity = identity is not None and _needs_identity_switch(identity, euid, extra_groups)
+    switch_identity = identity is not None and _needs_identity_switch(
+        identity, euid, host.egid, host.groups, extra_groups
+    )
     skip_non_root = switch_identity and _cannot_switch_as_non_root(
         euid, options.if_not_root, capability_mask
     )
@@ -402,7 +411,7 @@ def build_plan(
     stack = [r.soft for r in rlimits if r.resource == resource.RLIMIT_STACK]
     check_exec_budget(options.command, env, secrets, stack[-1] if stack else None)
 
-    services = _plan_services(options, identity, skip_non_root, euid, capability_mask)
+    services = _plan_services(options, identity, skip_non_root, euid, capability_mask, host)
     notices.extend(services.notices)
 
     wants_setup = bool(mkdirs or chowns or rlimits or pre_hooks)
@@ -463,6 +472,7 @@ def _plan_services(
     skip_non_root: bool,
     euid: int,
     capability_mask: int | None,
+    host: Host,
 ) -> Services:
     """Sidecars, tasks and --ready (pyinit.plan.items, imported only when they are used)."""
     from pyinit.plan.services import Services
@@ -472,7 +482,12 @@ def _plan_services(
     from pyinit.plan.items import plan_services
 
     return plan_services(
-        options, identity, skip_non_root=skip_non_root, euid=euid, capability_mask=capability_mask
+        options,
+        identity,
+        skip_non_root=skip_non_root,
+        euid=euid,
+        capability_mask=capability_mask,
+        host=host,
     )
 
 
@@ -483,15 +498,15 @@ def _cannot_switch_as_non_root(euid: int, policy: str, capability_mask: int | No
     return bool(missing_capabilities({"SETUID": "", "SETGID": ""}, capability_mask))
 
 
-def runtime_groups() -> tuple[int, ...]:
-    """The supplementary groups pyinit was started with that are not root's own.
+def runtime_groups(groups: tuple[int, ...]) -> tuple[int, ...]:
+    """Of the supplementary ``groups`` pyinit was started with, those that are not root's own.
 
     What a runtime adds (docker --group-add, Kubernetes fsGroup and
     supplementalGroups) minus gid 0 and every group whose member list names
     root: the step-down must never hand root's groups to the target.
     """
     roots = {0} | {g.gid for g in read_group() if "root" in g.members}
-    return tuple(g for g in os.getgroups() if g not in roots)
+    return tuple(g for g in groups if g not in roots)
 
 
 def _split_list(text: str | list[str] | None) -> list[str]:
@@ -526,10 +541,10 @@ def parse_workdir(text: str | None) -> str | None:
     return _normalise(text)
 
 
-def _refuse_setuid_install() -> None:
+def _refuse_setuid_install(host: Host) -> None:
     # Like gosu: an init installed setuid would hand root to any local user.
-    ruid, euid, _ = os.getresuid()
-    rgid, egid, _ = os.getresgid()
+    ruid, euid, _ = host.uids
+    rgid, egid, _ = host.gids
     if ruid != euid or rgid != egid:
         raise UsageError(
             f"refusing to run setuid/setgid (real uid {ruid}, effective uid {euid}): "
@@ -559,7 +574,11 @@ def _resolve_mode(options: Namespace, pid: int) -> str:
 
 
 def _needs_identity_switch(
-    identity: Identity, euid: int, extra_groups: tuple[int, ...] = ()
+    identity: Identity,
+    euid: int,
+    egid: int,
+    groups: tuple[int, ...],
+    extra_groups: tuple[int, ...] = (),
 ) -> bool:
     """False when already running as the asked user (Kubernetes runAsUser), so no setuid is needed.
 
@@ -568,9 +587,9 @@ def _needs_identity_switch(
     """
     if euid == 0:
         return True
-    same_user = identity.uid == euid and identity.gid == os.getegid()
+    same_user = identity.uid == euid and identity.gid == egid
     # --groups not held yet can only be added by a switch (which needs CAP_SETGID).
-    has_groups = set(extra_groups) <= set(os.getgroups())
+    has_groups = set(extra_groups) <= set(groups)
     return not (same_user and has_groups)
 
 

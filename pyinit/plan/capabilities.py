@@ -68,15 +68,27 @@ def parse_capability(text: str, flag: str) -> str:
 
 def read_capability_set(field: str = "CapEff", status_path: str = "/proc/self/status") -> int:
     """This process's capability mask for ``field`` (CapEff, CapPrm, CapBnd, ...)."""
+    return read_capability_sets((field,), status_path)[field]
+
+
+def read_capability_sets(
+    fields: tuple[str, ...], status_path: str = "/proc/self/status"
+) -> dict[str, int]:
+    """The masks of several capability sets, from one read of /proc/self/status.
+
+    A set that cannot be read counts as empty (no /proc, unusual in a
+    container): assume nothing, so checks fail explicitly rather than pass.
+    """
+    found = dict.fromkeys(fields, 0)
     try:
         with open(status_path, encoding="ascii") as f:
             for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1], 16)
-    except OSError:
+                name, _, value = line.partition(":")
+                if name in found:
+                    found[name] = int(value.split()[0], 16)
+    except (OSError, ValueError, IndexError):
         pass
-    # No /proc (unusual in a container): assume nothing, so checks are explicit.
-    return 0
+    return found
 
 
 def has_capability(name: str, mask: int | None = None) -> bool:

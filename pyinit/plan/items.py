@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any
 
+    from pyinit.plan.host import Host
     from pyinit.plan.userspec import Identity
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
@@ -323,12 +324,13 @@ class _Keys:
 class _Who(Record):
     """The main's step-down decision, which items inherit."""
 
-    __slots__ = ("capability_mask", "euid", "identity", "if_not_root", "skip_non_root")
+    __slots__ = ("capability_mask", "euid", "host", "identity", "if_not_root", "skip_non_root")
     identity: Identity | None
     skip_non_root: bool
     euid: int
     if_not_root: str
     capability_mask: int | None
+    host: Host
 
 
 def check_item_spec(spec: ItemSpec) -> None:
@@ -373,13 +375,15 @@ def _item_identity(
     if user is None:
         if who.identity is None or who.skip_non_root:
             return who.identity, False
-        return who.identity, _needs_identity_switch(who.identity, who.euid)
+        return who.identity, _needs_identity_switch(
+            who.identity, who.euid, who.host.egid, who.host.groups
+        )
     try:
         identity = resolve_user_spec(user)
     except UsageError as e:
         reason = e.message.removeprefix(f"--user {user!r}: ").removeprefix("--user: ")
         raise UsageError(f"{spec.where}: user={user!r}: {reason}") from None
-    switch = _needs_identity_switch(identity, who.euid)
+    switch = _needs_identity_switch(identity, who.euid, who.host.egid, who.host.groups)
     if not switch:
         return identity, False
     needed = {"SETGID": f"setting gid {identity.gid} and groups"}
@@ -421,6 +425,7 @@ def plan_services(
     skip_non_root: bool,
     euid: int,
     capability_mask: int | None,
+    host: Host,
 ) -> Services:
     """Resolve ``options.items`` (file's first, then flags', in order) and ``--ready``.
 
@@ -433,6 +438,7 @@ def plan_services(
         euid=euid,
         if_not_root=options.if_not_root,
         capability_mask=capability_mask,
+        host=host,
     )
     notices: list[str] = []
     items: list[Item] = []
