@@ -23,7 +23,7 @@ def recorder(log: Path, name: str, *, ready: Path | None = None) -> str:
     touch = f"touch {ready}; " if ready is not None else ""
     script = (
         f"trap 'echo stop {name} >> {log}; exit 0' TERM; echo start {name} >> {log}; "
-        f'{touch}while :; do sleep 0.05; done'
+        f"{touch}while :; do sleep 0.05; done"
     )
     return f'-- sh -c "{script}"'
 
@@ -35,7 +35,7 @@ def lines(path: Path) -> list[str]:
 def test_start_and_stop_order_as_the_processes_saw_it(tmp_path: Path) -> None:
     log = tmp_path / "order"
     ready_a = tmp_path / "a-ready"
-    code, out, err = run_pyinit(
+    code, _, err = run_pyinit(
         [
             "--sidecar", f"a ready=file:{ready_a} {recorder(log, 'a', ready=ready_a)}",
             "--task", f'migrate -- sh -c "echo task migrate >> {log}"',
