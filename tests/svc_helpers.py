@@ -57,6 +57,7 @@ def make_item(name: str, command: list[str] | tuple[str, ...], **changes: Any) -
         "name": name,
         "command": tuple(command),
         "identity": None,
+        "switch_identity": False,
         "workdir": None,
         "env": (),
         "ready": make_probe(ready) if isinstance(ready, str) else ready,
