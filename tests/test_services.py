@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from pidns import Namespace, run_pyinit, wait_for
+from pidns import TARGET_PYTHON, Namespace, run_pyinit, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for PID namespaces")
 
@@ -267,3 +267,39 @@ def _kill_in_namespace(ns: Namespace, inner: int) -> None:
     host = _host_pid(ns, inner)
     assert host is not None
     os.kill(host, signal.SIGKILL)
+
+
+def test_a_stalled_stdout_neither_blocks_forwarding_nor_the_exit(tmp_path: Path) -> None:
+    got = tmp_path / "got-usr1"
+    started = tmp_path / "started"
+    main = (
+        f"import signal, time; signal.signal(signal.SIGUSR1, lambda *a: open({str(got)!r}, 'w'));"
+        f" open({str(started)!r}, 'w'); signal.pause(); time.sleep(30)"
+    )
+    read_end, write_end = os.pipe()  # nobody reads it: pyinit's stdout stalls at once
+    try:
+        with Namespace(
+            ["--stop-timeout", "2", "--sidecar", "flood -- yes 0123456789abcdef",
+             "--", TARGET_PYTHON, "-c", main],
+            stdout=write_end,
+        ) as ns:  # fmt: skip
+            assert ns.init_pid
+            wait_for(lambda: _stdout_full(read_end), what="pyinit's stdout to fill up")
+            wait_for(started.exists, what="the main")
+            ns.signal(signal.SIGUSR1)
+            wait_for(got.exists, what="the forwarded SIGUSR1")
+            ns.signal(signal.SIGTERM)
+            code, _, err = ns.wait()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert code == 128 + signal.SIGTERM, err
+    assert "log line(s) of sidecars/tasks: output stalled" in err
+
+
+def _stdout_full(read_end: int) -> bool:
+    import fcntl
+    import termios
+
+    buffered = fcntl.ioctl(read_end, termios.FIONREAD, b"\0\0\0\0")
+    return int.from_bytes(buffered, "little") >= 60000
