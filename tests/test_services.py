@@ -303,3 +303,33 @@ def _stdout_full(read_end: int) -> bool:
 
     buffered = fcntl.ioctl(read_end, termios.FIONREAD, b"\0\0\0\0")
     return int.from_bytes(buffered, "little") >= 60000
+
+
+def test_an_fd_ready_sidecar_s6_style_is_waited_for(tmp_path: Path) -> None:
+    log = tmp_path / "order"
+    sidecar = f'f ready=fd:3 -- sh -c "sleep 0.3; echo ready >> {log}; echo >&3; exec sleep 30"'
+    code, _, err = run_pyinit(["--sidecar", sidecar, "--", "sh", "-c", f"echo main >> {log}"])
+    assert code == 0, err
+    assert lines(log) == ["ready", "main"]
+
+
+def test_the_mains_notify_readiness_is_what_is_reported_upward(tmp_path: Path) -> None:
+    address = f"pyinit-test-main-{os.getpid()}"
+    marker = tmp_path / "notified"
+    main = (
+        "import os, socket, time; time.sleep(0.3);"
+        f" open({str(marker)!r}, 'w').close();"
+        " s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM);"
+        " s.sendto(b'READY=1', '\\0' + os.environ['NOTIFY_SOCKET'][1:]); time.sleep(30)"
+    )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + address)
+        sock.settimeout(20)
+        env = dict(os.environ, NOTIFY_SOCKET="@" + address)
+        with Namespace(["--ready", "notify", "--", TARGET_PYTHON, "-c", main], env=env) as ns:
+            assert sock.recv(4096) == b"READY=1"
+            assert marker.exists()  # not before the main said so
+            ns.signal(signal.SIGTERM)
+            assert sock.recv(4096) == b"STOPPING=1"
+            code, _, err = ns.wait()
+    assert code == 128 + signal.SIGTERM, err
