@@ -144,6 +144,7 @@ class ItemRun:
         first = True
         while True:
             channel = probes.open_channel(self.item.ready, self.label)
+            probe_scope = trio.CancelScope()
             try:
                 pid = await self.start_once(channel)
                 if first:
@@ -151,10 +152,11 @@ class ItemRun:
                     first = False
                     task_status.started()
                 elif self.item.ready is not None:
-                    self.sup.nursery.start_soon(self._ready_again, pid, channel)
+                    self.sup.nursery.start_soon(self._ready_again, pid, channel, probe_scope)
                     channel = None
                 status = await self.sup.wait_exit(pid)
             finally:
+                probe_scope.cancel()  # a probe of a run that ended must not poll on
                 if channel is not None:
                     channel.close()
             self.pid = None
@@ -221,15 +223,22 @@ class ItemRun:
         log.info(f"{self.label} is ready ({probe.text})")
 
     async def _ready_again(
-        self, pid: int, channel: probes.NotifySocket | probes.ReadyPipe | None
+        self,
+        pid: int,
+        channel: probes.NotifySocket | probes.ReadyPipe | None,
+        scope: trio.CancelScope,
     ) -> None:
         probe = self.item.ready
         assert probe is not None
         try:
-            await probes.wait_ready(
-                probe, name=self.label, channel=channel, run_probe_command=self.run_probe_command
-            )
-            log.info(f"{self.label} (pid {pid}) is ready again")
+            with scope:
+                await probes.wait_ready(
+                    probe,
+                    name=self.label,
+                    channel=channel,
+                    run_probe_command=self.run_probe_command,
+                )
+                log.info(f"{self.label} (pid {pid}) is ready again")
         except (probes.ProbeFailed, PyinitError):
             pass
         finally:
