@@ -7,6 +7,7 @@ recorded, exit codes, pids, users, files on disk, log lines.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -180,12 +181,14 @@ def test_item_output_is_prefixed_line_by_line_and_the_main_is_untouched() -> Non
 def test_a_sidecar_runs_as_its_own_user() -> None:
     code, out, err = run_pyinit(
         [
-            "--sidecar", 'u user=nobody -- sh -c "id -u; sleep 30"',
+            "--sidecar", "u user=nobody -- sh -c 'id -u; echo home=$HOME user=$USER; sleep 30'",
             "--", "sh", "-c", "sleep 0.3; id -u",
         ]
     )  # fmt: skip
     assert code == 0, err
     assert "u | 65534" in out.splitlines()
+    home = pwd.getpwnam("nobody").pw_dir
+    assert f"u | home={home} user=nobody" in out.splitlines()
     assert "0" in out.splitlines()
 
 
