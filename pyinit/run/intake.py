@@ -53,10 +53,17 @@ if TYPE_CHECKING:
 class Intake:
     """Forwards, reaps and keeps the stop deadline; the loop attaches to it."""
 
-    def __init__(self, plan: Plan, reaper: Reaper, target: int) -> None:
+    def __init__(self, plan: Plan, reaper: Reaper, target: int | None) -> None:
         self.plan = plan
         self.reaper = reaper
+        #: The main's pid; None while sidecars and tasks start before it.
         self.target = target
+        #: The stop signal that arrived before the main started (pyinit exits 128+N).
+        self.early_stop: int | None = None
+        #: The signal mask the children restore before exec (loop-started children).
+        self.original_mask: tuple[int, ...] = ()
+        #: pyinit's own manager's NOTIFY_SOCKET (READY=1/STOPPING=1 go there).
+        self.notify_socket: str | None = None
         self.signals = blockable_signals()
         self._own_pid = os.getpid()
         self._main_thread = threading.get_ident()
@@ -134,6 +141,8 @@ class Intake:
 
     def _reap(self) -> None:
         self.reaper.reap()
+        if self.target is None:
+            return
         status = self.reaper.status_of(self.target)
         if status is None:
             return
@@ -153,6 +162,14 @@ class Intake:
 
     def forward(self, signum: int) -> None:
         """Send ``signum`` (rewritten) to the target, and start the stop on a stop signal."""
+        if self.target is None:
+            if signum in STOP_SIGNALS and self.early_stop is None:
+                log.info(f"{signal_name(signum)} received before the main started: stopping")
+                self.early_stop = signum
+                self.begin_stop()
+            else:
+                log.info(f"{signal_name(signum)} received before the main started: not forwarded")
+            return
         if self.reaper.status_of(self.target) is not None:
             log.info(f"{signal_name(signum)} received while winding down: not forwarded")
             return
@@ -178,6 +195,8 @@ class Intake:
 
     def send_to_target(self, signum: int) -> None:
         """Signal the target (its process group with --signal-group)."""
+        if self.target is None:
+            return
         try:
             if self.plan.forward_to_group:
                 os.killpg(self.target, signum)
@@ -194,11 +213,13 @@ class Intake:
         The same deadline as the loop's; signals keep being forwarded meanwhile.
         """
         deadline = self.begin_stop()
-        if self.reaper.status_of(self.target) is None:
-            kill_group(self.target, signal.SIGTERM)
-        self._wait_until(deadline.kill_at, lambda: self.reaper.status_of(self.target) is not None)
-        if self.reaper.status_of(self.target) is None:
-            kill_group(self.target, signal.SIGKILL)
+        target = self.target
+        if target is not None:
+            if self.reaper.status_of(target) is None:
+                kill_group(target, signal.SIGTERM)
+            self._wait_until(deadline.kill_at, lambda: self.reaper.status_of(target) is not None)
+            if self.reaper.status_of(target) is None:
+                kill_group(target, signal.SIGKILL)
         signal_all(descendants() or [], signal.SIGKILL)
         self._wait_until(deadline.exit_at, lambda: not descendants())
 

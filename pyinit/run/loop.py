@@ -22,22 +22,29 @@ Every process is awaited the same way: started inside
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import time
 
 import trio
 
 from pyinit import log
-from pyinit.errors import PyinitError, exit_code_for_wait_status
+from pyinit.errors import SIGNAL_EXIT_BASE, PyinitError, exit_code_for_wait_status
+from pyinit.plan.signals import signal_name
 from pyinit.plan.stop import StopDeadline, stop_schedule
 from pyinit.root.hooks import escalation_notice, kill_group, spawn_hook
 from pyinit.run.descendants import FOREIGN_PROC, descendants, signal_all
+from pyinit.run.logrelay import LogRelay
+from pyinit.run.probes import single_error
 from pyinit.run.reaper import describe_status
+from pyinit.run.services import ItemRun, exec_result
+from pyinit.run.spawn import start_target
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pyinit.plan import Hook, Plan
     from pyinit.run.intake import Intake
+    from pyinit.run.probes import NotifySocket
 
 #: While draining leftovers, the longest wait between two scans (a grandchild
 #: whose parent is alive exits without telling us).
@@ -79,7 +86,7 @@ class Supervision:
         self.plan = plan
         self.intake = intake
         self.reaper = intake.reaper
-        self.main = intake.target
+        self.main: int | None = intake.target
         self.nursery = nursery
         self._exits: dict[int, trio.Event] = {}
         self._changed = trio.Event()
@@ -87,6 +94,23 @@ class Supervision:
         self.deadline = StopDeadline(start=float("inf"), timeout=0.0)
         #: Leftovers still running at the last scan.
         self._alive: list[int] = []
+        #: Sidecars and tasks, in start order.
+        self.runs: list[ItemRun] = []
+        self.relay = LogRelay(nursery)
+        self._shutting_down = False
+        self._giveup = trio.Event()
+        self._giveup_code = 0
+
+    @property
+    def stopping(self) -> bool:
+        """True once shutdown began (nothing is restarted any more)."""
+        return self._shutting_down or self._stop_begun.is_set()
+
+    def give_up(self, code: int) -> None:
+        """A sidecar gave up with on-giveup=stop: shut down, exiting ``code``."""
+        if not self._giveup.is_set():
+            self._giveup_code = code
+            self._giveup.set()
 
     # --- told by the intake (through run_sync_soon) -----------------------------------
 
@@ -122,17 +146,141 @@ class Supervision:
     # --- the life ------------------------------------------------------------------------
 
     async def run(self) -> int:
-        """Main, then the shutdown sequence; the main's exit code."""
-        # Items (sidecars, tasks) start here, before the main, in order.
+        """Items, main, then the shutdown sequence; pyinit's exit code."""
+        if self.main is None:
+            failed = await self._start_up()
+            if failed is not None:
+                self.deadline = self.intake.begin_stop()
+                await self.shutdown(failed)
+                return failed
         self.nursery.start_soon(self._kill_main_at_deadline)
-        status = await self.wait_exit(self.main)
-        log.info(f"target {self.main} exited ({describe_status(status)})")
-        self.deadline = self.intake.begin_stop()
-        code = exit_code_for_wait_status(status)
+        code = await self._wait_main_or_giveup()
         await self.shutdown(code)
         return code
 
+    async def _start_up(self) -> int | None:
+        """Start the items in order, then the main; an exit code if that failed or was stopped."""
+        with trio.CancelScope() as scope:
+            self.nursery.start_soon(self._cancel_on, self._stop_begun, scope)
+            try:
+                for item in self.plan.items:
+                    run = ItemRun(self, item)
+                    self.runs.append(run)
+                    if item.kind == "task":
+                        await run.run_task()
+                    else:
+                        await self.nursery.start(run.run_sidecar)
+            except PyinitError as e:
+                log.error(e.message)
+                return e.exit_code
+            except BaseExceptionGroup as group:
+                error = single_error(group)
+                if not isinstance(error, PyinitError):
+                    raise
+                log.error(error.message)
+                return error.exit_code
+            if self.intake.early_stop is None:
+                await self._start_main()
+                return None
+        signum = self.intake.early_stop
+        if signum is None:  # a stop without a signal cannot happen before the main: be safe
+            return 125
+        log.info(f"stopped before the main started ({signal_name(signum)})")
+        return SIGNAL_EXIT_BASE + signum
+
+    async def _cancel_on(self, event: trio.Event, scope: trio.CancelScope) -> None:
+        await event.wait()
+        scope.cancel()
+
+    async def _start_main(self) -> None:
+        plan = self.plan
+        channel = None
+        if plan.ready is not None and plan.ready.kind == "notify":
+            from pyinit.run.probes import NotifySocket
+
+            channel = NotifySocket("main")
+            plan = plan.replace(env={**plan.env, **channel.env})
+        with self.reaper.spawning() as watch:
+            child = start_target(plan, self.intake.original_mask)
+            watch(child.pid)
+            self.intake.target = child.pid
+        self.main = child.pid
+        if channel is not None:
+            channel.child_started(child.pid)
+        error = await exec_result(child)
+        if error is not None:
+            log.error(error.message)
+        else:
+            who = plan.identity.describe() if plan.identity is not None else f"uid {os.getuid()}"
+            log.info(f"started pid {child.pid} as {who}: {' '.join(plan.command)}")
+        if plan.is_pid1:
+            os.chdir("/")  # do not pin the directory pyinit was started in (a volume)
+        if self.intake.early_stop is not None:
+            # The stop signal came while the main was being forked: it gets one too.
+            self._term_main()
+        elif error is None:
+            self.nursery.start_soon(self._report_ready, channel)
+
+    def _term_main(self) -> None:
+        sig = dict(self.plan.rewrites).get(signal.SIGTERM, signal.SIGTERM)
+        if sig:
+            log.info(f"sending {signal_name(sig)} to the target")
+            self.intake.send_to_target(sig)
+
+    async def _wait_main_or_giveup(self) -> int:
+        assert self.main is not None
+        main = self.main
+        status: int | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._cancel_on, self._giveup, nursery.cancel_scope)
+            status = await self.wait_exit(main)
+            nursery.cancel_scope.cancel()
+        if status is not None:
+            log.info(f"target {main} exited ({describe_status(status)})")
+            self.deadline = self.intake.begin_stop()
+            return exit_code_for_wait_status(status)
+        self.deadline = self.intake.begin_stop()
+        self._shutting_down = True
+        self._notify_upward("STOPPING=1")
+        if self.reaper.status_of(main) is None:
+            self._term_main()
+        status = await self.wait_exit(main)
+        log.info(f"target {main} exited ({describe_status(status)})")
+        return self._giveup_code
+
+    async def _report_ready(self, channel: NotifySocket | None) -> None:
+        """READY=1 to pyinit's own manager once the main is ready (--ready, or exec'd)."""
+        if self.plan.ready is not None:
+            from pyinit.run import probes
+
+            try:
+                await probes.wait_ready(self.plan.ready, name="main", channel=channel)
+            except (PyinitError, probes.ProbeFailed) as e:
+                log.warning(f"main: not reported ready: {e}")
+                return
+            finally:
+                if channel is not None:
+                    channel.close()
+            log.info("main is ready")
+        if not self.stopping:
+            self._notify_upward("READY=1")
+
+    def _notify_upward(self, message: str) -> None:
+        address = self.intake.notify_socket
+        if not address:
+            return
+        import socket
+
+        if address.startswith("@"):
+            address = "\0" + address[1:]
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.sendto(message.encode(), address)
+        except OSError as e:
+            log.warning(f"NOTIFY_SOCKET: cannot send {message}: {e.strerror or e}")
+
     async def _kill_main_at_deadline(self) -> None:
+        assert self.main is not None
         await self._stop_begun.wait()
         await trio.sleep_until(_trio_time(self.deadline.kill_at))
         if self.reaper.status_of(self.main) is None:
@@ -143,12 +291,30 @@ class Supervision:
 
     async def shutdown(self, code: int) -> None:
         """Everything after the main, under the one deadline."""
+        if not self._shutting_down:
+            self._shutting_down = True
+            self._notify_upward("STOPPING=1")
         with trio.CancelScope(deadline=_trio_time(self.deadline.kill_at)) as scope:
-            # Items stop here, in reverse start order, each with its stop-signal.
+            await self._stop_items()
             await self._term_leftovers()
+        if scope.cancelled_caught:
+            for run in self.runs:
+                if run.pid is not None:
+                    log.notice(f"{run.label} still running at the deadline: sending SIGKILL")
+                    kill_group(run.pid, signal.SIGKILL)
         if self._alive or scope.cancelled_caught:
             await self._kill_leftovers()
         await self._run_post_hooks(code)
+        await self.relay.drain(_trio_time(self.deadline.exit_at))
+
+    async def _stop_items(self) -> None:
+        """Sidecars (and a running task) one at a time, in reverse start order."""
+        for run in self.runs:
+            run.stopping = True
+        for run in reversed(self.runs):
+            pid = run.stop()
+            if pid is not None:
+                await self.wait_exit(pid)
 
     # --- leftovers -----------------------------------------------------------------------
 

@@ -188,3 +188,54 @@ def _max_fd() -> int:
         return os.sysconf("SC_OPEN_MAX")
     except (OSError, ValueError):
         return 1 << 16
+
+
+def start_item(
+    plan: Plan,
+    original_mask: Iterable[int],
+    stdio: dict[int, int],
+    pass_fds: dict[int, int],
+) -> Child:
+    """Fork a sidecar or task (``plan``: the main's, with the item's command, user, env, workdir).
+
+    The child gets its own process group, never the terminal, stdin from
+    /dev/null, ``stdio`` (child fd 1/2 -> our fd: the log pipes; absent:
+    inherited) and ``pass_fds`` (child fd -> our fd: a readiness pipe).
+    Call inside ``reaper.spawning()`` with every forwardable signal blocked.
+    """
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        _item_child_main(plan, tuple(original_mask), write_fd, {**stdio, **pass_fds})
+    os.close(write_fd)
+    with contextlib.suppress(OSError):
+        os.setpgid(pid, pid)
+    return Child(pid, read_fd)
+
+
+def _item_child_main(
+    plan: Plan, original_mask: tuple[int, ...], error_fd: int, fds: dict[int, int]
+) -> NoReturn:
+    try:
+        os.setpgid(0, 0)
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        # Move the sources out of the way first: a source may itself be a target number.
+        import fcntl
+
+        floor = max([*fds, *fds.values(), error_fd]) + 1
+        moved = {child: fcntl.fcntl(ours, fcntl.F_DUPFD, floor) for child, ours in fds.items()}
+        for child, ours in moved.items():
+            os.dup2(ours, child)
+        close_inherited_fds(keep={error_fd, *fds})
+        become_target(plan.replace(setsid=False), signal_mask=original_mask)
+        exec_command(plan.command, plan.env)
+    except PyinitError as e:
+        _report(error_fd, e.exit_code, e.message)
+        os._exit(e.exit_code)
+    except BaseException as e:  # never let the child return into the supervisor
+        _report(error_fd, EXIT_SETUP_FAILED, f"internal error in child: {type(e).__name__}: {e}")
+        os._exit(EXIT_SETUP_FAILED)

@@ -1,0 +1,272 @@
+"""Sidecars and tasks at run time (GUIDE section 8): start, readiness, restart, stop.
+
+The event loop (:mod:`pyinit.run.loop`) starts the items in order before the
+main: a task must exit 0, a sidecar with ``ready=`` must pass its probe
+(:mod:`pyinit.run.probes`) before the next item starts.  Each sidecar then
+lives in a trio task of its own that restarts it per
+:mod:`pyinit.run.restart`, killing its whole process group first.  At
+shutdown the loop stops them one at a time, in reverse start order.
+
+Every item is forked by :func:`pyinit.run.spawn.start_item` inside
+``reaper.spawning()``, with the main's plan changed to the item's command,
+user, environment and working directory: the same step-down and hygiene.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import trio
+
+from pyinit import log
+from pyinit.errors import EXIT_SETUP_FAILED, PyinitError
+from pyinit.plan.services import SIDECAR
+from pyinit.plan.signals import signal_name
+from pyinit.root.hooks import kill_group
+from pyinit.run import probes
+from pyinit.run.reaper import describe_status
+from pyinit.run.restart import GIVE_UP, RESTART, RestartTracker
+from pyinit.run.spawn import Child, start_item
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from pyinit.plan import Plan
+    from pyinit.plan.services import Item
+    from pyinit.run.loop import Supervision
+
+
+def item_plan(plan: Plan, item: Item, extra_env: dict[str, str]) -> Plan:
+    """The main's plan with the item's command, user, environment and working directory."""
+    env = dict(plan.env)
+    env.pop("NOTIFY_SOCKET", None)
+    if item.identity is not None:
+        for name in ("USER", "LOGNAME"):
+            env.pop(name, None)
+        env["HOME"] = item.identity.home
+        if item.identity.name is not None:
+            env["USER"] = env["LOGNAME"] = item.identity.name
+    env.update(item.env)
+    env.update(extra_env)
+    changed: Plan = plan.replace(
+        command=item.command,
+        identity=item.identity,
+        switch_identity=item.switch_identity,
+        workdir=item.workdir,
+        env=env,
+        extra_groups=(),
+        keep_caps=(),
+        keep_fds=(),
+        setsid=False,
+    )
+    return changed
+
+
+async def exec_result(child: Child) -> PyinitError | None:
+    """Like :meth:`Child.exec_error`, without blocking the loop."""
+    fd = child.error_fd
+    os.set_blocking(fd, False)
+    chunks = []
+    try:
+        while True:
+            await trio.lowlevel.wait_readable(fd)
+            try:
+                chunk = os.read(fd, 4096)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        trio.lowlevel.notify_closing(fd)
+        os.close(fd)
+    if not chunks:
+        return None
+    code_text, _, message = b"".join(chunks).decode(errors="replace").partition(":")
+    return PyinitError(message, int(code_text) if code_text.isdigit() else EXIT_SETUP_FAILED)
+
+
+class ItemRun:
+    """One item's runs: the current pid, restarts, whether it is being stopped."""
+
+    def __init__(self, sup: Supervision, item: Item) -> None:
+        self.sup = sup
+        self.item = item
+        self.label = f"{item.kind} {item.name}"
+        self.pid: int | None = None  # while a run is alive
+        self.stopping = False
+        self.tracker = RestartTracker.for_item(item)
+        self._backoff = trio.CancelScope()
+
+    async def start_once(self, channel: probes.NotifySocket | probes.ReadyPipe | None) -> int:
+        """Fork one run; returns its pid once it has exec'd (or failed to: it exits then)."""
+        sup = self.sup
+        item = self.item
+        extra_env = dict(channel.env) if channel is not None else {}
+        pass_fds = dict(channel.pass_fds) if channel is not None else {}
+        stdio = sup.relay.pipes(item.name) if item.log == "prefix" else {}
+        plan = item_plan(sup.plan, item, extra_env)
+        try:
+            with sup.reaper.spawning() as watch:
+                child = start_item(plan, sup.intake.original_mask, stdio, pass_fds)
+                watch(child.pid)
+        finally:
+            for fd in stdio.values():
+                os.close(fd)
+        if channel is not None:
+            channel.child_started(child.pid)
+        self.pid = child.pid
+        self.tracker.started(time.monotonic())
+        error = await exec_result(child)
+        if error is not None:
+            log.error(f"{self.label}: {error.message}")
+        else:
+            log.info(f"started {self.label} (pid {child.pid}): {' '.join(item.command)}")
+        return child.pid
+
+    async def run_task(self) -> None:
+        """Run a task to its end; PyinitError (125) unless it exits 0."""
+        pid = await self.start_once(None)
+        status = await self.sup.wait_exit(pid)
+        self.pid = None
+        kill_group(pid, signal.SIGKILL)  # what the task left behind in its group
+        if status != 0:
+            raise PyinitError(f"{self.label} failed ({describe_status(status)}): not starting")
+        log.info(f"{self.label} done")
+
+    async def run_sidecar(
+        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Start, await readiness (reported through ``task_status``), restart per policy."""
+        first = True
+        while True:
+            channel = probes.open_channel(self.item.ready, self.label)
+            probe_scope = trio.CancelScope()
+            try:
+                pid = await self.start_once(channel)
+                if first:
+                    await self._first_ready(pid, channel)
+                    first = False
+                    task_status.started()
+                elif self.item.ready is not None:
+                    self.sup.nursery.start_soon(self._ready_again, pid, channel, probe_scope)
+                    channel = None
+                status = await self.sup.wait_exit(pid)
+            finally:
+                probe_scope.cancel()  # a probe of a run that ended must not poll on
+                if channel is not None:
+                    channel.close()
+            self.pid = None
+            kill_group(pid, signal.SIGKILL)  # no orphan of it may hold its port
+            if self.stopping or self.sup.stopping:
+                return
+            decision = self.tracker.exited(status, time.monotonic())
+            if decision.action == RESTART:
+                log.notice(
+                    f"{self.label} exited ({describe_status(status)}): "
+                    f"restarting in {decision.delay:g}s"
+                )
+                with self._backoff:
+                    await trio.sleep(decision.delay)
+                if self.stopping or self.sup.stopping:
+                    return
+                self._backoff = trio.CancelScope()
+                continue
+            if decision.action == GIVE_UP:
+                if self.item.on_giveup == "stop":
+                    log.error(
+                        f"{self.label} gave up ({decision.reason}; last {describe_status(status)}):"
+                        " stopping the container"
+                    )
+                    self.sup.give_up(decision.exit_code)
+                else:
+                    log.warning(
+                        f"{self.label} gave up ({decision.reason}; last {describe_status(status)}):"
+                        " staying down (on-giveup=ignore)"
+                    )
+                return
+            log.info(f"{self.label} exited ({describe_status(status)}): {decision.reason}")
+            return
+
+    async def _first_ready(
+        self, pid: int, channel: probes.NotifySocket | probes.ReadyPipe | None
+    ) -> None:
+        probe = self.item.ready
+        if probe is None:
+            return
+        exited: list[int] = []
+
+        async def watch_exit(scope: trio.CancelScope) -> None:
+            exited.append(await self.sup.wait_exit(pid))
+            scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_exit, nursery.cancel_scope)
+            try:
+                await probes.wait_ready(
+                    probe,
+                    name=self.label,
+                    channel=channel,
+                    timeout=self.item.ready_timeout,
+                    run_probe_command=self.run_probe_command,
+                )
+            except probes.ProbeFailed:
+                await trio.sleep_forever()  # its exit follows: watch_exit reports it
+            nursery.cancel_scope.cancel()
+        if exited:
+            raise PyinitError(
+                f"{self.label} exited before it was ready ({describe_status(exited[0])})"
+            )
+        log.info(f"{self.label} is ready ({probe.text})")
+
+    async def _ready_again(
+        self,
+        pid: int,
+        channel: probes.NotifySocket | probes.ReadyPipe | None,
+        scope: trio.CancelScope,
+    ) -> None:
+        probe = self.item.ready
+        assert probe is not None
+        try:
+            with scope:
+                await probes.wait_ready(
+                    probe,
+                    name=self.label,
+                    channel=channel,
+                    run_probe_command=self.run_probe_command,
+                )
+                log.info(f"{self.label} (pid {pid}) is ready again")
+        except (probes.ProbeFailed, PyinitError):
+            pass
+        finally:
+            if channel is not None:
+                channel.close()
+
+    async def run_probe_command(self, argv: Sequence[str]) -> int:
+        """An ``exec:`` probe: run ``argv`` as the item's user; its exit code."""
+        item = self.item.replace(command=tuple(argv), log="raw")
+        plan = item_plan(self.sup.plan, item, {})
+        with self.sup.reaper.spawning() as watch:
+            child = start_item(plan, self.sup.intake.original_mask, {}, {})
+            watch(child.pid)
+        try:
+            await exec_result(child)
+            status = await self.sup.wait_exit(child.pid)
+        finally:
+            kill_group(child.pid, signal.SIGKILL)
+        return os.waitstatus_to_exitcode(status)
+
+    def stop(self) -> int | None:
+        """Send the stop-signal to this item's group; its pid if it was running."""
+        self.stopping = True
+        self._backoff.cancel()
+        pid = self.pid
+        if pid is None:
+            return None
+        sig = self.item.stop_signal if self.item.kind == SIDECAR else signal.SIGTERM
+        log.info(f"stopping {self.label} (pid {pid}) with {signal_name(sig)}")
+        kill_group(pid, sig)
+        return pid

@@ -1,0 +1,338 @@
+"""Sidecars and tasks end to end (GUIDE section 8), with pyinit as PID 1 of a PID namespace.
+
+Each test checks what a user sees: the order the processes themselves
+recorded, exit codes, pids, users, files on disk, log lines.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+from pidns import TARGET_PYTHON, Namespace, run_pyinit, wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for PID namespaces")
+
+
+def recorder(log: Path, name: str, *, ready: Path | None = None) -> str:
+    """A sidecar command string: records its start, and its stop on TERM, in ``log``."""
+    touch = f"touch {ready}; " if ready is not None else ""
+    script = (
+        f"trap 'echo stop {name} >> {log}; exit 0' TERM; echo start {name} >> {log}; "
+        f"{touch}while :; do sleep 0.05; done"
+    )
+    return f'-- sh -c "{script}"'
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().split("\n")[:-1] if path.exists() else []
+
+
+def test_start_and_stop_order_as_the_processes_saw_it(tmp_path: Path) -> None:
+    log = tmp_path / "order"
+    ready_a = tmp_path / "a-ready"
+    code, _, err = run_pyinit(
+        [
+            "--sidecar", f"a ready=file:{ready_a} {recorder(log, 'a', ready=ready_a)}",
+            "--task", f'migrate -- sh -c "echo task migrate >> {log}"',
+            "--sidecar", f"b {recorder(log, 'b')}",
+            "--", "sh", "-c", f"echo main >> {log}; exit 3",
+        ]
+    )  # fmt: skip
+    assert code == 3, err
+    # b has no probe: the main may start before b's first line; a's probe orders the rest.
+    got = lines(log)
+    assert got[:2] == ["start a", "task migrate"], got
+    assert set(got[2:4]) == {"start b", "main"}, got
+    assert got[4:] == ["stop b", "stop a"], got
+
+
+def test_a_failing_task_stops_the_start_with_125_and_the_main_never_runs(tmp_path: Path) -> None:
+    log = tmp_path / "order"
+    code, _, err = run_pyinit(
+        [
+            "--sidecar", f"a {recorder(log, 'a')}",
+            "--task", 'bad -- sh -c "exit 4"',
+            "--", "sh", "-c", f"echo main >> {log}",
+        ]
+    )  # fmt: skip
+    assert code == 125, err
+    assert "pyinit: task bad failed (exit 4)" in err
+    assert "main" not in lines(log)
+    if lines(log):  # a got as far as starting: it was stopped too
+        assert lines(log)[-1] == "stop a"
+
+
+def test_a_stop_signal_during_start_up_stops_what_started_and_exits_128_plus_n(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "order"
+    with Namespace(
+        [
+            "--sidecar", f"a {recorder(log, 'a')}",
+            "--sidecar", f"slow ready=file:{tmp_path / 'never'} -- sleep 30",
+            "--", "sh", "-c", f"echo main >> {log}",
+        ]
+    ) as ns:  # fmt: skip
+        wait_for(lambda: "start a" in lines(log), what="sidecar a")
+        ns.signal(signal.SIGTERM)
+        code, _, err = ns.wait()
+    assert code == 128 + signal.SIGTERM, err
+    assert lines(log) == ["start a", "stop a"]
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+def test_redis_sidecar_ready_on_tcp_saves_its_data_when_stopped(tmp_path: Path) -> None:
+    port = _free_port()
+    code, out, err = run_pyinit(
+        [
+            "--sidecar",
+            f"redis ready=tcp:{port} -- redis-server --port {port} --bind 127.0.0.1 "
+            f"--dir {tmp_path} --save '3600 1'",
+            "--", "redis-cli", "-p", str(port), "SET", "greeting", "hello",
+        ]
+    )  # fmt: skip
+    assert code == 0, err
+    assert "OK" in out
+    assert (tmp_path / "dump.rdb").exists(), err
+
+
+def test_a_killed_sidecar_is_restarted_with_a_new_pid(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    with Namespace(
+        [
+            "--sidecar", f"w backoff=0.05:1 -- sh -c 'echo $$ >> {pids}; exec sleep 30'",
+            "--", "sleep", "30",
+        ]
+    ) as ns:  # fmt: skip
+        assert ns.init_pid
+        wait_for(lambda: len(lines(pids)) == 1, what="the sidecar's first start")
+        first = int(lines(pids)[0])
+        wait_for(lambda: _exe_is_sleep(ns, first), what="the sidecar to exec sleep")
+        _kill_in_namespace(ns, first)
+        wait_for(lambda: len(lines(pids)) == 2, what="the restart")
+        ns.signal(signal.SIGTERM)
+        code, _, err = ns.wait()
+    assert code == 128 + signal.SIGTERM, err
+    assert int(lines(pids)[1]) != first
+    assert "sidecar w exited (killed by SIGKILL): restarting" in err
+
+
+def test_a_crash_looping_sidecar_gives_up_with_its_own_status() -> None:
+    code, out, err = run_pyinit(
+        [
+            "--sidecar", 'crash backoff=0.01:0.05 max-restarts=2/60 -- sh -c "echo boom; exit 7"',
+            "--", "sleep", "30",
+        ]
+    )  # fmt: skip
+    assert code == 7, err
+    assert out.count("crash | boom") == 3  # the start and two restarts
+    assert "sidecar crash gave up (2 restarts within 60s used up; last exit 7)" in err
+
+
+def test_on_giveup_ignore_keeps_the_main_and_its_exit_code(tmp_path: Path) -> None:
+    done = tmp_path / "gave-up"
+    code, _, err = run_pyinit(
+        [
+            "--sidecar", 'crash restart=never on-giveup=ignore -- sh -c "exit 7"',
+            "--", "sh", "-c", "sleep 0.5; exit 5",
+        ]
+    )  # fmt: skip
+    assert code == 5, err
+    assert "staying down (on-giveup=ignore)" in err
+    assert not done.exists()
+
+
+def test_a_sidecar_ignoring_term_is_killed_at_the_deadline(tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    code, _, err = run_pyinit(
+        [
+            "--stop-timeout", "1.5",
+            "--sidecar",
+            f"stubborn -- sh -c \"trap '' TERM; touch {started}; while :; do sleep 0.05; done\"",
+            "--", "sh", "-c", f"while [ ! -e {started} ]; do sleep 0.01; done",
+        ]
+    )  # fmt: skip
+    assert code == 0, err
+    assert "sidecar stubborn still running at the deadline: sending SIGKILL" in err
+
+
+def test_item_output_is_prefixed_line_by_line_and_the_main_is_untouched() -> None:
+    code, out, err = run_pyinit(
+        [
+            "--task", "t -- sh -c \"echo one; echo two; echo oops >&2; printf 'last'\"",
+            "--sidecar", "r log=raw -- sh -c \"echo raw line; sleep 30\"",
+            "--", "sh", "-c", "sleep 0.2; echo main line",
+        ]
+    )  # fmt: skip
+    assert code == 0, err
+    out_lines = out.splitlines()
+    assert out_lines[:3] == ["t | one", "t | two", "t | last"], out
+    assert "raw line" in out_lines
+    assert "main line" in out_lines
+    assert "t | oops" in err.splitlines()
+
+
+def test_a_sidecar_runs_as_its_own_user() -> None:
+    code, out, err = run_pyinit(
+        [
+            "--sidecar", "u user=nobody -- sh -c 'id -u; echo home=$HOME user=$USER; sleep 30'",
+            "--", "sh", "-c", "sleep 0.3; id -u",
+        ]
+    )  # fmt: skip
+    assert code == 0, err
+    assert "u | 65534" in out.splitlines()
+    home = pwd.getpwnam("nobody").pw_dir
+    assert f"u | home={home} user=nobody" in out.splitlines()
+    assert "0" in out.splitlines()
+
+
+@pytest.mark.skipif(shutil.which("systemd-notify") is None, reason="needs systemd-notify")
+def test_a_notify_sidecar_is_waited_for(tmp_path: Path) -> None:
+    log = tmp_path / "order"
+    notifier = f'-- sh -c "sleep 0.3; echo ready >> {log}; systemd-notify --ready; exec sleep 30"'
+    code, _, err = run_pyinit(
+        ["--sidecar", f"n ready=notify ready-timeout=15 {notifier}",
+         "--", "sh", "-c", f"echo main >> {log}"]
+    )  # fmt: skip
+    assert code == 0, err
+    assert lines(log) == ["ready", "main"]
+
+
+def test_ready_and_stopping_are_reported_upward_and_notify_socket_is_not_inherited(
+    tmp_path: Path,
+) -> None:
+    address = f"pyinit-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + address)
+        sock.settimeout(20)
+        env = dict(os.environ, NOTIFY_SOCKET="@" + address)
+        with Namespace(
+            ["--sidecar", 's -- sh -c "echo sidecar=${NOTIFY_SOCKET:-none}; sleep 30"',
+             "--", "sh", "-c", "echo main=${NOTIFY_SOCKET:-none}; sleep 30"],
+            env=env,
+        ) as ns:  # fmt: skip
+            assert sock.recv(4096) == b"READY=1"
+            ns.signal(signal.SIGTERM)
+            assert sock.recv(4096) == b"STOPPING=1"
+            code, out, err = ns.wait()
+    assert code == 128 + signal.SIGTERM, err
+    assert "main=none" in out.splitlines()
+    assert "s | sidecar=none" in out.splitlines()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _host_pid(ns: Namespace, inner: int) -> int | None:
+    """The host pid of the namespace's process ``inner`` (NSpid in /proc/PID/status)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("NSpid:"):
+                ids = line.split()[1:]
+                if len(ids) == 2 and int(ids[1]) == inner and _in_namespace(ns, entry.name):
+                    return int(entry.name)
+    return None
+
+
+def _in_namespace(ns: Namespace, pid: str) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid") == os.readlink(f"/proc/{ns.init_pid}/ns/pid")
+    except OSError:
+        return False
+
+
+def _exe_is_sleep(ns: Namespace, inner: int) -> bool:
+    host = _host_pid(ns, inner)
+    if host is None:
+        return False
+    try:
+        return os.path.basename(os.readlink(f"/proc/{host}/exe")) == "sleep"
+    except OSError:
+        return False
+
+
+def _kill_in_namespace(ns: Namespace, inner: int) -> None:
+    host = _host_pid(ns, inner)
+    assert host is not None
+    os.kill(host, signal.SIGKILL)
+
+
+def test_a_stalled_stdout_neither_blocks_forwarding_nor_the_exit(tmp_path: Path) -> None:
+    got = tmp_path / "got-usr1"
+    started = tmp_path / "started"
+    main = (
+        f"import signal, time; signal.signal(signal.SIGUSR1, lambda *a: open({str(got)!r}, 'w'));"
+        f" open({str(started)!r}, 'w'); signal.pause(); time.sleep(30)"
+    )
+    read_end, write_end = os.pipe()  # nobody reads it: pyinit's stdout stalls at once
+    try:
+        with Namespace(
+            ["--stop-timeout", "2", "--sidecar", "flood -- yes 0123456789abcdef",
+             "--", TARGET_PYTHON, "-c", main],
+            stdout=write_end,
+        ) as ns:  # fmt: skip
+            assert ns.init_pid
+            wait_for(lambda: _stdout_full(read_end), what="pyinit's stdout to fill up")
+            wait_for(started.exists, what="the main")
+            ns.signal(signal.SIGUSR1)
+            wait_for(got.exists, what="the forwarded SIGUSR1")
+            ns.signal(signal.SIGTERM)
+            code, _, err = ns.wait()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert code == 128 + signal.SIGTERM, err
+    assert "log line(s) of sidecars/tasks: output stalled" in err
+
+
+def _stdout_full(read_end: int) -> bool:
+    import fcntl
+    import termios
+
+    buffered = fcntl.ioctl(read_end, termios.FIONREAD, b"\0\0\0\0")
+    return int.from_bytes(buffered, "little") >= 60000
+
+
+def test_an_fd_ready_sidecar_s6_style_is_waited_for(tmp_path: Path) -> None:
+    log = tmp_path / "order"
+    sidecar = f'f ready=fd:3 -- sh -c "sleep 0.3; echo ready >> {log}; echo >&3; exec sleep 30"'
+    code, _, err = run_pyinit(["--sidecar", sidecar, "--", "sh", "-c", f"echo main >> {log}"])
+    assert code == 0, err
+    assert lines(log) == ["ready", "main"]
+
+
+def test_the_mains_notify_readiness_is_what_is_reported_upward(tmp_path: Path) -> None:
+    address = f"pyinit-test-main-{os.getpid()}"
+    marker = tmp_path / "notified"
+    main = (
+        "import os, socket, time; time.sleep(0.3);"
+        f" open({str(marker)!r}, 'w').close();"
+        " s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM);"
+        " s.sendto(b'READY=1', '\\0' + os.environ['NOTIFY_SOCKET'][1:]); time.sleep(30)"
+    )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + address)
+        sock.settimeout(20)
+        env = dict(os.environ, NOTIFY_SOCKET="@" + address)
+        with Namespace(["--ready", "notify", "--", TARGET_PYTHON, "-c", main], env=env) as ns:
+            assert sock.recv(4096) == b"READY=1"
+            assert marker.exists()  # not before the main said so
+            ns.signal(signal.SIGTERM)
+            assert sock.recv(4096) == b"STOPPING=1"
+            code, _, err = ns.wait()
+    assert code == 128 + signal.SIGTERM, err
