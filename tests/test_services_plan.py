@@ -519,7 +519,7 @@ def test_dry_run_text(tmp_path: Path) -> None:
 def test_dry_run_json(tmp_path: Path) -> None:
     path = write(tmp_path, EXAMPLE)
     code, out, err = run(
-        [*PYINIT, "--dry-run", "--json", "--config", path, "--ready", "fd:3"],
+        [*PYINIT, "--dry-run", "--json", "--config", path, "--ready", "unix:/run/app.sock"],
         env=base_environment(),
     )
     assert (code, err) == (0, ""), err
@@ -538,7 +538,7 @@ def test_dry_run_json(tmp_path: Path) -> None:
     assert (db["max_restarts"], db["restart_window"], db["on_giveup"]) == (5, 60.0, "stop")
     assert (db["stop_signal"], db["stop_signal_name"], db["log"]) == (15, "SIGTERM", "prefix")
     assert data["items"][2]["env"] == [["C_FORCE_ROOT", "false"]]
-    assert data["ready"]["kind"] == "fd" and data["ready"]["fd"] == 3
+    assert data["ready"]["kind"] == "unix" and data["ready"]["path"] == "/run/app.sock"
 
 
 def test_dry_run_json_without_items() -> None:
@@ -553,6 +553,7 @@ def test_dry_run_json_without_items() -> None:
         (["--sidecar", "db restart=maybe -- x"], "pyinit: --sidecar 'db restart=maybe -- x': "),
         (["--task", "t ready=notify -- x"], "pyinit: --task 't ready=notify -- x': "),
         (["--ready", "tcp:99999"], "pyinit: --ready 'tcp:99999': "),
+        (["--ready", "fd:3"], "pyinit: --ready 'fd:3': fd:N is for sidecars only"),
         (["--mode", "exec", "--task", "t -- x"], "pyinit: --sidecar/--task needs --mode"),
     ],
 )

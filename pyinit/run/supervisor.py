@@ -58,11 +58,6 @@ def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
         from pyinit.root.prctl import set_child_subreaper
 
         set_child_subreaper()
-    if plan.ready is not None and plan.ready.kind == "fd":
-        log.error(
-            f"--ready {plan.ready.text}: not supported for the main yet (use notify, tcp:, ...)"
-        )
-        return 125
     apply_root_setup(plan)
     reaper = Reaper()
     notify_socket = plan.env.get("NOTIFY_SOCKET")
