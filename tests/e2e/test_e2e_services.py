@@ -9,7 +9,6 @@ container, ``NAME | line`` in ``podman logs``, and ``podman stop``'s status.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,7 +52,7 @@ FETCH = (
     "data = b'' if sys.argv[2] == 'POST' else None\n"
     "print(u.urlopen(u.Request(sys.argv[1], data=data), timeout=5).read().decode())"
 )
-# A stop budget: podman stop's --time, above the examples' stop-timeout of 8 s.
+# podman stop's --time (then SIGKILL), above the examples' stop-timeout of 8 s.
 STOP_TIME = 10
 
 
@@ -74,13 +73,6 @@ def events(data: Path) -> list[tuple[str, float, int]]:
     """(event, time, uid) rows of /data/events.log, as the processes wrote them."""
     rows = [line.split() for line in (data / "events.log").read_text().splitlines()]
     return [(event, float(when), int(uid)) for event, when, _pid, uid in rows]
-
-
-def stop_and_time(ctr: Container) -> float:
-    """``podman stop`` (SIGTERM, SIGKILL after STOP_TIME s); the seconds it took."""
-    started = time.monotonic()
-    ctr.stop(STOP_TIME)
-    return time.monotonic() - started
 
 
 def by_script(procs: list[Proc], script: str) -> Proc:
@@ -131,9 +123,9 @@ def test_webapp_task_then_worker_then_gunicorn(
     uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
     assert uids == [str(worker_uid)] * 4, status
 
-    took = stop_and_time(ctr)
+    # Within the stop budget: had podman needed SIGKILL, the status would be 137.
+    ctr.stop(STOP_TIME)
     assert ctr.exit_code() == 0, ctr.logs()  # gunicorn's status: 0 after SIGTERM
-    assert took < STOP_TIME, f"podman stop took {took:.1f}s: did it have to SIGKILL?"
     out = ctr.stdout
     for line in ("migrate | schema ready", "worker | waiting for jobs", "worker | job 1 done"):
         assert line in out, ctr.logs()
@@ -194,7 +186,6 @@ def test_redis_with_exporter_sidecar(container: ContainerFactory, form: str) -> 
     wait_for(restarted, 30, "the exporter to be restarted", interval=0.3, details=ctr.logs)
     assert ctr.stdout.count("exporter | listening on 127.0.0.1:9121") == 2, ctr.logs()
 
-    took = stop_and_time(ctr)
-    assert ctr.exit_code() == 0, ctr.logs()  # redis' status: it saves and exits 0
-    assert took < STOP_TIME, f"podman stop took {took:.1f}s: did it have to SIGKILL?"
+    ctr.stop(STOP_TIME)
+    assert ctr.exit_code() == 0, ctr.logs()  # redis' status (it saves), not 137: no SIGKILL
     assert "DB saved on disk" in ctr.stdout + ctr.stderr, ctr.logs()
