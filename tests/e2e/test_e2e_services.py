@@ -189,3 +189,16 @@ def test_redis_with_exporter_sidecar(container: ContainerFactory, form: str) -> 
     ctr.stop(STOP_TIME)
     assert ctr.exit_code() == 0, ctr.logs()  # redis' status (it saves), not 137: no SIGKILL
     assert "DB saved on disk" in ctr.stdout + ctr.stderr, ctr.logs()
+
+
+@pytest.mark.e2e
+def test_webapp_failing_migration_keeps_gunicorn_down(
+    container: ContainerFactory, data_dir: Path
+) -> None:
+    """A task that fails: exit 125 naming it, and neither the worker nor gunicorn ever started."""
+    at = WEBAPP_FLAGS.index("--task")
+    flags = [*WEBAPP_FLAGS[:at], "--task", "broken -- python3 -c 'raise SystemExit(3)'"]
+    ctr = container("webapp", entrypoint=flags + WEBAPP_FLAGS[at:])
+    assert ctr.wait(30) == 125, ctr.logs()
+    assert "task broken failed (exit 3)" in ctr.stderr, ctr.logs()
+    assert not (data_dir / "events.log").exists(), (data_dir / "events.log").read_text()
