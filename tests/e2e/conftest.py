@@ -187,8 +187,9 @@ def container(
     Keyword arguments: ``cmd`` (replaces CMD), ``pyinit_flags`` (inserted into the
     ENTRYPOINT before its ``--``: ``--entrypoint``), ``env`` (``-e``), ``data`` (host
     folder for /data, default ``data_dir``; None for the image's anonymous volume),
-    ``user`` (``--user``), ``cap_drop``, ``volumes`` (``-v`` values).  Each container
-    is removed at teardown.
+    ``user`` (``--user``), ``cap_drop``, ``volumes`` (``-v`` values), ``entrypoint``
+    (a whole ENTRYPOINT replacing the image's, CMD kept).  Each container is removed
+    at teardown.
     """
     made: list[Container] = []
 
@@ -202,6 +203,7 @@ def container(
         user: str | None = None,
         cap_drop: tuple[str, ...] = (),
         volumes: tuple[str, ...] = (),
+        entrypoint: list[str] | None = None,
     ) -> Container:
         image = images(name)
         cname = f"pyinit-e2e-{name}-{uuid.uuid4().hex[:8]}"
@@ -209,6 +211,9 @@ def container(
         if pyinit_flags:
             options += ["--entrypoint", image.entrypoint_with(pyinit_flags)]
             # Like docker, podman drops the image's CMD when --entrypoint is given.
+            cmd = image.cmd if cmd is None else cmd
+        elif entrypoint is not None:
+            options += ["--entrypoint", json.dumps(entrypoint)]
             cmd = image.cmd if cmd is None else cmd
         options += [f"--env={k}={v}" for k, v in (env or {}).items()]
         if data is not None:
