@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from pyinit.errors import UsageError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 # Numbers from linux/capability.h; stable kernel ABI.
 CAPABILITY_NUMBERS = {
     "CHOWN": 0,
@@ -77,6 +81,33 @@ def read_capability_set(field: str = "CapEff", status_path: str = "/proc/self/st
         pass
     # No /proc (unusual in a container): assume nothing, so checks are explicit.
     return 0
+
+
+def read_capability_sets(status_path: str = "/proc/self/status") -> dict[str, int]:
+    """Every ``Cap*`` mask of this process (CapInh, CapPrm, CapEff, CapBnd, CapAmb), one read."""
+    sets: dict[str, int] = {}
+    try:
+        with open(status_path, encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Cap"):
+                    name, _, value = line.partition(":")
+                    sets[name] = int(value.split()[0], 16)
+    except OSError:
+        pass
+    return sets
+
+
+def capability_mask(names: Iterable[str]) -> int:
+    """The bit mask of capability ``names``."""
+    mask = 0
+    for name in names:
+        mask |= 1 << CAPABILITY_NUMBERS[name]
+    return mask
+
+
+def capability_names(mask: int) -> list[str]:
+    """The names of the capabilities in ``mask``, by number."""
+    return [name for name, number in CAPABILITY_NUMBERS.items() if mask >> number & 1]
 
 
 def has_capability(name: str, mask: int | None = None) -> bool:

@@ -10,7 +10,7 @@ import errno
 import os
 
 from pyinit.errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, PyinitError
-from pyinit.plan.capabilities import CAPABILITY_NUMBERS
+from pyinit.plan.capabilities import CAPABILITY_NUMBERS, capability_mask
 from pyinit.plan.signals import reset_child_signal_state
 from pyinit.root.identity import step_down, switch_ids, verify_step_down
 
@@ -84,14 +84,14 @@ def _step_down_keeping_caps(plan: Plan) -> None:
     from pyinit.root import prctl  # already imported by become_target
 
     assert plan.identity is not None
-    mask = sum(1 << CAPABILITY_NUMBERS[name] for name in plan.keep_caps)
+    mask = capability_mask(plan.keep_caps)
     _checked(lambda: prctl.set_keep_caps(True), "--keep-cap")
     groups = switch_ids(plan.identity, plan.extra_groups)
     _checked(lambda: prctl.set_capabilities(mask), "--keep-cap")
     for name in plan.keep_caps:
         _checked(lambda n=name: prctl.raise_ambient(CAPABILITY_NUMBERS[n]), f"--keep-cap {name}")
     _checked(lambda: prctl.set_keep_caps(False), "--keep-cap")
-    verify_step_down(plan.identity, groups)
+    verify_step_down(plan.identity, groups, mask)
 
 
 def _checked(action: object, flag: str) -> None:

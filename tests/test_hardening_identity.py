@@ -1,0 +1,128 @@
+"""Privilege hardening of the step-down (issue 8 items 4, 5, 7, 12, 16; issue 9 item 3).
+
+Each test shows what the service user sees: capability sets, the controlling
+terminal, inherited descriptors, resource limits, and plans that refuse
+exactly as the run would.  Everything runs in the fixture sandbox.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sandbox import PYINIT, Sandbox
+
+MODES = ("exec", "supervise")
+
+#: What an old runtime (or ``setpriv --inh-caps``) leaves in CapInh.
+INHERITABLE = "+dac_override,+net_bind_service,+chown,+setuid,+setgid"
+
+
+def status_field(text: str, field: str) -> str:
+    """The value of ``field:`` in a /proc/PID/status dump."""
+    for line in text.splitlines():
+        if line.startswith(field + ":"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"{field} not in {text!r}")
+
+
+@pytest.fixture
+def capable_cat() -> Iterator[tuple[Path, Path]]:
+    """A copy of cat with file capabilities ``cap_dac_override+ei`` and a 0600 root file."""
+    if shutil.which("setcap") is None:
+        pytest.skip("setcap (libcap2-bin) is not installed")
+    directory = Path(tempfile.mkdtemp(prefix="pyinit-caps-"))
+    try:
+        directory.chmod(0o755)
+        cat = directory / "cat"
+        shutil.copy("/bin/cat", cat)
+        cat.chmod(0o755)
+        os.system(f"setcap cap_dac_override+ei {cat}")
+        secret = directory / "secret"
+        secret.write_text("root only\n")
+        secret.chmod(0o600)
+        yield cat, secret
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# --- item 4: the inheritable set does not survive the step-down -------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_inheritable_caps_do_not_reach_a_file_capability_binary(
+    sandbox: Sandbox, capable_cat: tuple[Path, Path], mode: str
+) -> None:
+    cat, secret = capable_cat
+    result = sandbox.run(
+        [
+            "setpriv",
+            "--inh-caps",
+            INHERITABLE,
+            *PYINIT,
+            "--mode",
+            mode,
+            "--user",
+            "nobody",
+            "--",
+            str(cat),
+            str(secret),
+        ],
+        pid_namespace=True,
+    )
+    assert "root only" not in result.stdout
+    assert result.returncode != 0, result
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_target_capability_sets_are_empty_after_inheritable_start(
+    sandbox: Sandbox, mode: str
+) -> None:
+    result = sandbox.run(
+        [
+            "setpriv",
+            "--inh-caps",
+            INHERITABLE,
+            *PYINIT,
+            "--mode",
+            mode,
+            "--user",
+            "nobody",
+            "--",
+            "cat",
+            "/proc/self/status",
+        ],
+        pid_namespace=True,
+    )
+    assert result.returncode == 0, result
+    for field in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+        assert int(status_field(result.stdout, field), 16) == 0, field
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_keep_cap_keeps_only_that_capability_in_every_set(sandbox: Sandbox, mode: str) -> None:
+    result = sandbox.run(
+        [
+            "setpriv",
+            "--inh-caps",
+            INHERITABLE,
+            *PYINIT,
+            "--mode",
+            mode,
+            "--user",
+            "nobody",
+            "--keep-cap",
+            "NET_BIND_SERVICE",
+            "--",
+            "cat",
+            "/proc/self/status",
+        ],
+        pid_namespace=True,
+    )
+    assert result.returncode == 0, result
+    for field in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+        assert int(status_field(result.stdout, field), 16) == 1 << 10, field
