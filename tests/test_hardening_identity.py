@@ -126,3 +126,88 @@ def test_keep_cap_keeps_only_that_capability_in_every_set(sandbox: Sandbox, mode
     assert result.returncode == 0, result
     for field in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
         assert int(status_field(result.stdout, field), 16) == 1 << 10, field
+
+
+# --- item 5: --setsid means no controlling terminal, also when pyinit leads the session ---
+
+TTY_PROBE = """
+import fcntl, os, termios
+tty_nr = int(open("/proc/self/stat").read().rpartition(")")[2].split()[4])
+try:
+    fcntl.ioctl(0, termios.TIOCSTI, b"x")
+    sti = "worked"
+except OSError as e:
+    sti = "failed"
+try:
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    sctty = "worked"
+except OSError as e:
+    sctty = "failed"
+print(f"tty_nr={tty_nr} sti={sti} sctty={sctty}")
+"""
+
+
+def run_on_a_terminal(argv: list[str], timeout: float = 20.0) -> tuple[int, str]:
+    """Run ``argv`` as the session leader of a new pty (``docker run -it``); (status, output)."""
+    import pty
+    import select
+    import time
+
+    pid, master = pty.fork()
+    if pid == 0:  # pragma: no cover - the child execs at once
+        try:
+            os.execvp(argv[0], argv)
+        finally:
+            os._exit(127)
+    output = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: every slave fd is closed
+                    break
+                if not chunk:
+                    break
+                output += chunk
+        else:
+            os.kill(pid, 9)
+    finally:
+        os.close(master)
+        _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_setsid_target_has_no_controlling_terminal_when_pyinit_leads_the_session(
+    sandbox: Sandbox, mode: str
+) -> None:
+    if not os.access("/usr/bin/python3", os.X_OK):
+        pytest.skip("needs /usr/bin/python3 for the target")
+    # setsid -c: pyinit is PID 1, leads its session and the pty is its
+    # controlling terminal, as with `docker run -it`.
+    argv = sandbox.argv(
+        [
+            "setsid",
+            "-c",
+            *PYINIT,
+            "--mode",
+            mode,
+            "--setsid",
+            "--user",
+            "nobody",
+            "--",
+            "/usr/bin/python3",
+            "-I",
+            "-c",
+            TTY_PROBE,
+        ],
+        pid_namespace=True,
+    )
+    status, output = run_on_a_terminal(argv)
+    if mode == "exec" and "cannot start a new session" in output:
+        return  # exec mode refuses clearly: the target never runs with the terminal
+    assert "tty_nr=0 sti=failed sctty=failed" in output, (status, output)
+    assert status == 0, output

@@ -74,8 +74,12 @@ def start_target(plan: Plan, original_mask: Iterable[int]) -> Child:
     """
     new_session = plan.setsid or plan.forward_to_group
     tty = terminal_fd()
-    if new_session and tty is not None:
-        _release_controlling_terminal(tty)
+    # --setsid means no controlling terminal.  pyinit then keeps its own: a
+    # terminal that is still some session's cannot be taken (TIOCSCTTY, an
+    # open without O_NOCTTY) by a target without CAP_SYS_ADMIN.
+    hand_over = tty if new_session and not plan.setsid else None
+    if hand_over is not None:
+        _release_controlling_terminal(hand_over)
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -98,7 +102,7 @@ def _child_main(
     try:
         if new_session:
             os.setsid()
-            if tty is not None:
+            if tty is not None and not plan.setsid:
                 _acquire_controlling_terminal(tty)
         else:
             os.setpgid(0, 0)
