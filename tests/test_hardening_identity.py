@@ -211,3 +211,96 @@ def test_setsid_target_has_no_controlling_terminal_when_pyinit_leads_the_session
         return  # exec mode refuses clearly: the target never runs with the terminal
     assert "tty_nr=0 sti=failed sctty=failed" in output, (status, output)
     assert status == 0, output
+
+
+# --- items 7 and 16: inherited fds closed in both modes; LISTEN_FDS decided by the plan ---
+
+FD_PROBE = """
+import os
+print(*sorted(int(fd) for fd in os.listdir("/proc/self/fd")))
+print(os.environ.get("LISTEN_PID"), os.getpid())
+"""
+
+
+def run_with_inherited_fds(mode: str, env_extra: dict[str, str]) -> tuple[int, str, str]:
+    """Run pyinit (PID 1) with fds 3, 5, 7 and 1000 inherited, ``--keep-fd 5``."""
+    import subprocess
+
+    from pidns import TARGET_PYTHON, UNSHARE
+
+    read_end, write_end = os.pipe()
+    os.dup2(read_end, 20)
+    cmd = [*UNSHARE, *PYINIT, "--mode", mode, "--keep-fd", "5", "--", TARGET_PYTHON, "-c"]
+    env = dict(os.environ, **env_extra)
+    try:
+        result = subprocess.run(
+            [
+                "bash",
+                "-c",
+                'exec 3<&20 5<&20 7<&20 1000<&20 20<&-; exec "$@"',
+                "bash",
+                *cmd,
+                FD_PROBE,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            pass_fds=(20,),
+        )
+    finally:
+        for fd in (read_end, write_end, 20):
+            os.close(fd)
+    return result.returncode, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_inherited_fds_are_closed_in_both_modes(mode: str) -> None:
+    code, out, err = run_with_inherited_fds(mode, {})
+    assert code == 0, err
+    fds = out.splitlines()[0].split()
+    # 0, 1, 2, the kept 5, and listdir's own descriptor.
+    assert "5" in fds and "7" not in fds and "1000" not in fds and len(fds) == 5, out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_listen_fds_are_kept_and_name_the_target(mode: str) -> None:
+    code, out, err = run_with_inherited_fds(mode, {"LISTEN_FDS": "1", "LISTEN_PID": "1"})
+    assert code == 0, err
+    fds_line, pid_line = out.splitlines()
+    fds = fds_line.split()
+    assert "3" in fds and "5" in fds and "7" not in fds and "1000" not in fds, out
+    assert len(fds) == 6, out  # 0, 1, 2, 3, 5 and listdir's own
+    listen_pid, target_pid = pid_line.split()
+    assert listen_pid == target_pid
+
+
+def test_listen_fds_for_another_process_are_closed() -> None:
+    code, out, err = run_with_inherited_fds("exec", {"LISTEN_FDS": "1", "LISTEN_PID": "4242"})
+    assert code == 0, err
+    assert "7" not in out.splitlines()[0].split()
+
+
+def test_listen_fds_beyond_the_fd_table_is_refused_in_the_plan(sandbox: Sandbox) -> None:
+    env = {"LISTEN_FDS": "5000000", "LISTEN_PID": "1"}
+    result = sandbox.pyinit("--dry-run", "--", "true", pid_namespace=True, env=_env(env))
+    assert result.returncode == 125, result
+    assert result.stderr.startswith("pyinit: LISTEN_FDS"), result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_plan_records_the_listen_fds() -> None:
+    from pyinit.cli import parse_options
+    from pyinit.plan import build_plan
+
+    options = parse_options(["--", "true"], {})
+    env = {"LISTEN_FDS": "2", "LISTEN_PID": "77"}
+    assert build_plan(options, env, pid=77, euid=0).listen_fds == 2
+    assert build_plan(options, env, pid=78, euid=0).listen_fds == 0
+    assert build_plan(options, {"LISTEN_FDS": "²", "LISTEN_PID": "77"}, pid=77).listen_fds == 0
+
+
+def _env(extra: dict[str, str]) -> dict[str, str]:
+    from sandbox import base_environment
+
+    return base_environment(**extra)

@@ -84,6 +84,7 @@ class Plan(Record):
         "items",
         "keep_caps",
         "keep_fds",
+        "listen_fds",
         "mkdirs",
         "mode",
         "mode_requested",
@@ -121,6 +122,8 @@ class Plan(Record):
     no_new_privs: bool
     keep_caps: tuple[str, ...]
     keep_fds: tuple[int, ...]
+    # Socket activation: how many fds from 3 were passed to pyinit (LISTEN_PID = our pid).
+    listen_fds: int
     setsid: bool
     stop_timeout: float
     forward_to_group: bool
@@ -283,6 +286,26 @@ def parse_fd(text: str, limit: int | None = None) -> int:
     return fd
 
 
+def parse_listen_fds(environ: Mapping[str, str], pid: int, limit: int | None = None) -> int:
+    """How many socket-activation fds (from 3) were passed to pyinit: LISTEN_FDS, if for us.
+
+    sd_listen_fds(3) semantics: the count is ignored unless ``LISTEN_PID`` is
+    our pid.  A count the fd table (``limit``, default RLIMIT_NOFILE hard)
+    cannot hold is refused rather than trusted.
+    """
+    count = environ.get("LISTEN_FDS", "")
+    if not _ascii_digits(count) or environ.get("LISTEN_PID") != str(pid):
+        return 0
+    if limit is None:
+        limit = fd_table_size()
+    if int(count) > limit - 3:
+        raise UsageError(
+            f"LISTEN_FDS={count}: more descriptors than the fd table holds ({limit} entries,"
+            " RLIMIT_NOFILE hard limit)"
+        )
+    return int(count)
+
+
 def _ascii_digits(*texts: str) -> bool:
     return all(t.isascii() and t.isdigit() for t in texts)
 
@@ -435,6 +458,7 @@ def build_plan(
         no_new_privs=options.no_new_privs,
         keep_caps=tuple(dict.fromkeys(parse_capability(c, "--keep-cap") for c in options.keep_cap)),
         keep_fds=tuple(parse_fd(f) for f in options.keep_fd),
+        listen_fds=parse_listen_fds(environ, pid),
         setsid=options.setsid,
         stop_timeout=parse_stop_timeout(options.stop_timeout),
         forward_to_group=options.signal_group,

@@ -171,3 +171,24 @@ def _exec_error(name: str, error: OSError) -> PyinitError:
     return PyinitError(
         f"{name}: cannot execute: {reason} (as uid {os.getuid()})", EXIT_CANNOT_EXECUTE
     )
+
+
+def inherited_fds_to_keep(plan: Plan, *extra: int) -> set[int]:
+    """The fds >= 3 the target keeps: the LISTEN_FDS ones, ``--keep-fd``, and ``extra``."""
+    return {*extra, *plan.keep_fds, *range(3, 3 + plan.listen_fds)}
+
+
+def close_inherited_fds(keep: set[int]) -> None:
+    """Close every descriptor >= 3 except those in ``keep``."""
+    start = 3
+    for fd in sorted(f for f in keep if f >= 3):
+        os.closerange(start, fd)
+        start = fd + 1
+    os.closerange(start, _max_fd())
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (OSError, ValueError):
+        return 1 << 16
