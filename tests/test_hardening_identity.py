@@ -304,3 +304,14 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
     from sandbox import base_environment
 
     return base_environment(**extra)
+
+
+# --- issue 9 item 3: --dry-run refuses what the run refuses ---------------------------
+
+
+@pytest.mark.parametrize("extra", [(), ("--dry-run",)])
+def test_keep_cap_setuid_is_refused_by_the_plan(sandbox: Sandbox, extra: tuple[str, ...]) -> None:
+    result = sandbox.pyinit(*extra, "--user", "nobody", "--keep-cap", "SETUID", "--", "true")
+    assert result.returncode == 125, result
+    assert result.stderr.startswith("pyinit: --keep-cap SETUID:"), result.stderr
+    assert len(result.stderr.splitlines()) == 1

@@ -468,7 +468,23 @@ def build_plan(
         ready=services.ready,
     )
     check_capabilities(plan, euid, capability_mask)
+    check_step_down(plan)
     return plan
+
+
+def check_step_down(plan: Plan) -> None:
+    """Refuse, before anything is done, a step-down the run-time verification would refuse.
+
+    With CAP_SETUID kept a non-root target can ``setuid(0)``: the drop would
+    not be a drop (identity.verify_step_down checks the same at run time).
+    """
+    identity = plan.identity
+    if plan.switch_identity and identity is not None and identity.uid != 0:
+        if "SETUID" in plan.keep_caps:
+            raise UsageError(
+                f"--keep-cap SETUID: with it uid {identity.uid} (--user {identity.spec!r}) could "
+                "setuid(0) back to root; the step-down would not be one"
+            )
 
 
 def _secret_target(
