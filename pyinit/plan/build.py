@@ -479,12 +479,12 @@ def check_step_down(plan: Plan) -> None:
     not be a drop (identity.verify_step_down checks the same at run time).
     """
     identity = plan.identity
-    if plan.switch_identity and identity is not None and identity.uid != 0:
-        if "SETUID" in plan.keep_caps:
-            raise UsageError(
-                f"--keep-cap SETUID: with it uid {identity.uid} (--user {identity.spec!r}) could "
-                "setuid(0) back to root; the step-down would not be one"
-            )
+    dropping = plan.switch_identity and identity is not None and identity.uid != 0
+    if dropping and identity is not None and "SETUID" in plan.keep_caps:
+        raise UsageError(
+            f"--keep-cap SETUID: with it uid {identity.uid} (--user {identity.spec!r}) could "
+            "setuid(0) back to root; the step-down would not be one"
+        )
 
 
 def _secret_target(
