@@ -315,3 +315,29 @@ def test_keep_cap_setuid_is_refused_by_the_plan(sandbox: Sandbox, extra: tuple[s
     assert result.returncode == 125, result
     assert result.stderr.startswith("pyinit: --keep-cap SETUID:"), result.stderr
     assert len(result.stderr.splitlines()) == 1
+
+
+# --- item 12: rlimits are the target's, not PID 1's --------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("user", [(), ("--user", "nobody")])
+def test_rlimit_nofile_applies_to_the_target_only(
+    sandbox: Sandbox, mode: str, user: tuple[str, ...]
+) -> None:
+    # nofile=4: trio's wakeup pipes and epoll alone would not fit in PID 1.
+    script = "cat /proc/self/limits; exit 3"
+    result = sandbox.pyinit(
+        "--mode",
+        mode,
+        "--rlimit",
+        "nofile=4",
+        *user,
+        "--",
+        "/bin/sh",
+        "-c",
+        script,
+        pid_namespace=True,
+    )
+    assert result.returncode == 3, result
+    assert "Max open files            4                    4" in result.stdout, result.stdout

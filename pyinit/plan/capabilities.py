@@ -85,15 +85,20 @@ def read_capability_set(field: str = "CapEff", status_path: str = "/proc/self/st
 
 def read_capability_sets(status_path: str = "/proc/self/status") -> dict[str, int]:
     """Every ``Cap*`` mask of this process (CapInh, CapPrm, CapEff, CapBnd, CapAmb), one read."""
-    sets: dict[str, int] = {}
     try:
         with open(status_path, encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Cap"):
-                    name, _, value = line.partition(":")
-                    sets[name] = int(value.split()[0], 16)
+            return parse_capability_sets(f.read())
     except OSError:
-        pass
+        return {}
+
+
+def parse_capability_sets(status: str) -> dict[str, int]:
+    """The ``Cap*`` masks in the text of a /proc/PID/status file."""
+    sets: dict[str, int] = {}
+    for line in status.splitlines():
+        if line.startswith("Cap"):
+            name, _, value = line.partition(":")
+            sets[name] = int(value.split()[0], 16)
     return sets
 
 

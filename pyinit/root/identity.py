@@ -14,7 +14,11 @@ from __future__ import annotations
 import os
 
 from pyinit.errors import PyinitError
-from pyinit.plan.capabilities import capability_names, read_capability_sets
+from pyinit.plan.capabilities import (
+    capability_names,
+    parse_capability_sets,
+    read_capability_sets,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,21 +30,46 @@ def target_groups(identity: Identity, extra_groups: tuple[int, ...] = ()) -> lis
     return list(dict.fromkeys(identity.groups + extra_groups))
 
 
-def step_down(identity: Identity, extra_groups: tuple[int, ...] = ()) -> None:
-    """setgroups, setresgid, setresuid to ``identity``, clear CapInh, verify (PyinitError 125)."""
+def step_down(
+    identity: Identity, extra_groups: tuple[int, ...] = (), status_fd: int | None = None
+) -> None:
+    """setgroups, setresgid, setresuid to ``identity``, clear CapInh, verify (PyinitError 125).
+
+    ``status_fd``: /proc/self/status opened beforehand, for when no new
+    descriptor can be opened any more (``--rlimit nofile=3``).
+    """
     # Before the uid change: after it, pyinit's Python (ctypes) may be unreadable.
-    limit_inheritable(0)
+    limit_inheritable(0, status_fd)
     groups = switch_ids(identity, extra_groups)
-    verify_step_down(identity, groups)
+    verify_step_down(identity, groups, 0, status_fd)
 
 
-def limit_inheritable(keep_mask: int) -> None:
+def open_status() -> int | None:
+    """/proc/self/status, opened now to be read later (None when there is no /proc)."""
+    try:
+        return os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def capability_sets(status_fd: int | None = None) -> dict[str, int]:
+    """This process's ``Cap*`` masks, read now (through ``status_fd`` when given)."""
+    if status_fd is None:
+        return read_capability_sets()
+    try:
+        # seq_file: a read at offset 0 generates the text afresh.
+        return parse_capability_sets(os.pread(status_fd, 1 << 16, 0).decode("ascii", "replace"))
+    except OSError:
+        return {}
+
+
+def limit_inheritable(keep_mask: int, status_fd: int | None = None) -> None:
     """Cut the inheritable capability set down to ``keep_mask`` (PyinitError 125 on failure).
 
     ctypes is only loaded when there is something to clear: a runtime that
     starts us with an empty CapInh (today's Docker, Kubernetes) costs nothing.
     """
-    if not read_capability_sets().get("CapInh", 0) & ~keep_mask:
+    if not capability_sets(status_fd).get("CapInh", 0) & ~keep_mask:
         return
     from pyinit.root import prctl
 
@@ -67,7 +96,9 @@ def switch_ids(identity: Identity, extra_groups: tuple[int, ...] = ()) -> list[i
     return groups
 
 
-def verify_step_down(identity: Identity, groups: list[int], keep_mask: int = 0) -> None:
+def verify_step_down(
+    identity: Identity, groups: list[int], keep_mask: int = 0, status_fd: int | None = None
+) -> None:
     """Check ids, groups and capability sets are exactly as asked and root cannot be regained.
 
     ``keep_mask`` is the ``--keep-cap`` set: as a non-root uid the permitted,
@@ -85,7 +116,7 @@ def verify_step_down(identity: Identity, groups: list[int], keep_mask: int = 0) 
         problems.append(f"groups are {sorted(os.getgroups())}, expected {sorted(groups)}")
     if identity.uid != 0 and _can_regain_root():
         problems.append("setuid(0) succeeded after the drop")
-    problems.extend(_capability_problems(identity.uid, keep_mask))
+    problems.extend(_capability_problems(identity.uid, keep_mask, capability_sets(status_fd)))
     if problems:
         raise PyinitError(
             f"--user {identity.spec!r}: step-down not verified: {'; '.join(problems)}"
@@ -100,8 +131,7 @@ def _can_regain_root() -> bool:
     return True
 
 
-def _capability_problems(uid: int, keep_mask: int) -> list[str]:
-    sets = read_capability_sets()
+def _capability_problems(uid: int, keep_mask: int, sets: dict[str, int]) -> list[str]:
     if not sets:
         return []  # no /proc: the ids checks above are all we can do
     # Root keeps its permitted set by design (--user root only changes groups).

@@ -12,7 +12,8 @@ import os
 from pyinit.errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, PyinitError
 from pyinit.plan.capabilities import CAPABILITY_NUMBERS, capability_mask
 from pyinit.plan.signals import reset_child_signal_state
-from pyinit.root.identity import step_down, switch_ids, verify_step_down
+from pyinit.root.identity import open_status, step_down, switch_ids, verify_step_down
+from pyinit.root.setup import apply_rlimits
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,11 +37,20 @@ def become_target(plan: Plan, signal_mask: Iterable[int] | None = None) -> None:
         from pyinit.root import prctl
     if plan.umask is not None:
         os.umask(plan.umask)
-    if plan.switch_identity and plan.identity is not None:
-        if plan.keep_caps:
-            _step_down_keeping_caps(plan)
-        else:
-            step_down(plan.identity, plan.extra_groups)
+    # Limits apply to the target only, as root (raising a hard limit needs
+    # CAP_SYS_RESOURCE): after this, a new descriptor may be out of reach
+    # (nofile=3), so the step-down reads its status through one opened before.
+    status_fd = open_status() if plan.rlimits else None
+    try:
+        apply_rlimits(plan)
+        if plan.switch_identity and plan.identity is not None:
+            if plan.keep_caps:
+                _step_down_keeping_caps(plan, status_fd)
+            else:
+                step_down(plan.identity, plan.extra_groups, status_fd)
+    finally:
+        if status_fd is not None:
+            os.close(status_fd)
     if plan.workdir is not None:
         change_directory(plan)
     if plan.no_new_privs:
@@ -77,7 +87,7 @@ def _has_controlling_terminal() -> bool:
     return True
 
 
-def _step_down_keeping_caps(plan: Plan) -> None:
+def _step_down_keeping_caps(plan: Plan, status_fd: int | None) -> None:
     # PR_SET_KEEPCAPS keeps the permitted set across setresuid; then the sets
     # are cut down to the kept capabilities and those are raised as ambient,
     # the only kind that survives execve of an ordinary binary as non-root.
@@ -91,7 +101,7 @@ def _step_down_keeping_caps(plan: Plan) -> None:
     for name in plan.keep_caps:
         _checked(lambda n=name: prctl.raise_ambient(CAPABILITY_NUMBERS[n]), f"--keep-cap {name}")
     _checked(lambda: prctl.set_keep_caps(False), "--keep-cap")
-    verify_step_down(plan.identity, groups, mask)
+    verify_step_down(plan.identity, groups, mask, status_fd)
 
 
 def _checked(action: object, flag: str) -> None:
