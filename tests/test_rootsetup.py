@@ -9,6 +9,7 @@ command.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import stat
@@ -18,8 +19,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-
-import resource
 
 import pytest
 
