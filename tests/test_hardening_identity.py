@@ -341,3 +341,13 @@ def test_rlimit_nofile_applies_to_the_target_only(
     )
     assert result.returncode == 3, result
     assert "Max open files            4                    4" in result.stdout, result.stdout
+
+
+def test_exec_mode_setsid_that_cannot_work_is_refused_by_dry_run_too(sandbox: Sandbox) -> None:
+    argv = sandbox.argv(
+        ["setsid", "-c", *PYINIT, "--mode", "exec", "--setsid", "--dry-run", "--", "true"],
+        pid_namespace=True,
+    )
+    status, output = run_on_a_terminal(argv)
+    assert status == 125, output
+    assert output.startswith("pyinit: --setsid:"), output

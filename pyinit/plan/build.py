@@ -469,7 +469,35 @@ def build_plan(
     )
     check_capabilities(plan, euid, capability_mask)
     check_step_down(plan)
+    if pid == os.getpid():
+        check_exec_setsid(plan)
     return plan
+
+
+def check_exec_setsid(plan: Plan) -> None:
+    """Refuse in the plan what target.new_session would refuse: --setsid that exec mode cannot do.
+
+    setsid() fails for a process-group leader; leading a session with no
+    terminal already meets the goal, anything else needs the fork of
+    supervise mode.
+    """
+    if plan.mode != "exec" or not plan.setsid or os.getpgrp() != os.getpid():
+        return
+    if os.getsid(0) == os.getpid() and not _has_controlling_terminal():
+        return
+    raise UsageError(
+        f"--setsid: pyinit (pid {os.getpid()}) leads process group {os.getpgrp()} "
+        "and cannot start a new session in exec mode; use --mode supervise"
+    )
+
+
+def _has_controlling_terminal() -> bool:
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
 
 
 def check_step_down(plan: Plan) -> None:
