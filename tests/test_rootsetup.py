@@ -9,6 +9,7 @@ command.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import stat
@@ -206,12 +207,20 @@ def test_umask_and_rlimits_as_the_target_sees_them(public_dir: Path) -> None:
     assert mode_owner(public_dir / "work" / "new") == (0o640, UID, GID)
 
 
-def test_rlimit_unlimited_and_hooks_inherit_it() -> None:
+def test_rlimit_unlimited_reaches_the_target_only() -> None:
+    # Limits are the target's (issue 8 item 12): hooks run with pyinit's own.
     out = ok(
-        run_pyinit("--rlimit", "core=unlimited", "--pre", "echo pre $(ulimit -c)",
+        run_pyinit("--rlimit", "core=0", "--pre", "echo pre $(ulimit -c)",
                    "--", "sh", "-c", "echo target $(ulimit -c)")
     )  # fmt: skip
-    assert out.splitlines() == ["pre unlimited", "target unlimited"]
+    pre, target = out.splitlines()
+    assert target == "target 0"
+    assert pre == f"pre {_shell_limit(resource.RLIMIT_CORE)}"
+
+
+def _shell_limit(which: int) -> str:
+    soft, _ = resource.getrlimit(which)
+    return "unlimited" if soft == resource.RLIM_INFINITY else str(soft // 512)
 
 
 def test_rlimit_failure_names_the_limit() -> None:

@@ -85,6 +85,7 @@ class Plan(Record):
         "items",
         "keep_caps",
         "keep_fds",
+        "listen_fds",
         "mkdirs",
         "mode",
         "mode_requested",
@@ -122,6 +123,8 @@ class Plan(Record):
     no_new_privs: bool
     keep_caps: tuple[str, ...]
     keep_fds: tuple[int, ...]
+    # Socket activation: how many fds from 3 were passed to pyinit (LISTEN_PID = our pid).
+    listen_fds: int
     setsid: bool
     stop_timeout: float
     forward_to_group: bool
@@ -284,6 +287,26 @@ def parse_fd(text: str, limit: int | None = None) -> int:
     return fd
 
 
+def parse_listen_fds(environ: Mapping[str, str], pid: int, limit: int | None = None) -> int:
+    """How many socket-activation fds (from 3) were passed to pyinit: LISTEN_FDS, if for us.
+
+    sd_listen_fds(3) semantics: the count is ignored unless ``LISTEN_PID`` is
+    our pid.  A count the fd table (``limit``, default RLIMIT_NOFILE hard)
+    cannot hold is refused rather than trusted.
+    """
+    count = environ.get("LISTEN_FDS", "")
+    if not _ascii_digits(count) or environ.get("LISTEN_PID") != str(pid):
+        return 0
+    if limit is None:
+        limit = fd_table_size()
+    if int(count) > limit - 3:
+        raise UsageError(
+            f"LISTEN_FDS={count}: more descriptors than the fd table holds ({limit} entries,"
+            " RLIMIT_NOFILE hard limit)"
+        )
+    return int(count)
+
+
 def _ascii_digits(*texts: str) -> bool:
     return all(t.isascii() and t.isdigit() for t in texts)
 
@@ -444,6 +467,7 @@ def build_plan(
         no_new_privs=options.no_new_privs,
         keep_caps=tuple(dict.fromkeys(parse_capability(c, "--keep-cap") for c in options.keep_cap)),
         keep_fds=tuple(parse_fd(f) for f in options.keep_fd),
+        listen_fds=parse_listen_fds(environ, pid),
         setsid=options.setsid,
         stop_timeout=parse_stop_timeout(options.stop_timeout),
         forward_to_group=options.signal_group,
@@ -453,7 +477,51 @@ def build_plan(
         ready=services.ready,
     )
     check_capabilities(plan, euid, capability_mask)
+    check_step_down(plan)
+    if pid == os.getpid():
+        check_exec_setsid(plan)
     return plan
+
+
+def check_exec_setsid(plan: Plan) -> None:
+    """Refuse in the plan what target.new_session would refuse: --setsid that exec mode cannot do.
+
+    setsid() fails for a process-group leader; leading a session with no
+    terminal already meets the goal, anything else needs the fork of
+    supervise mode.
+    """
+    if plan.mode != "exec" or not plan.setsid or os.getpgrp() != os.getpid():
+        return
+    if os.getsid(0) == os.getpid() and not _has_controlling_terminal():
+        return
+    raise UsageError(
+        f"--setsid: pyinit (pid {os.getpid()}) leads process group {os.getpgrp()} "
+        "and cannot start a new session in exec mode; use --mode supervise"
+    )
+
+
+def _has_controlling_terminal() -> bool:
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def check_step_down(plan: Plan) -> None:
+    """Refuse, before anything is done, a step-down the run-time verification would refuse.
+
+    With CAP_SETUID kept a non-root target can ``setuid(0)``: the drop would
+    not be a drop (identity.verify_step_down checks the same at run time).
+    """
+    identity = plan.identity
+    dropping = plan.switch_identity and identity is not None and identity.uid != 0
+    if dropping and identity is not None and "SETUID" in plan.keep_caps:
+        raise UsageError(
+            f"--keep-cap SETUID: with it uid {identity.uid} (--user {identity.spec!r}) could "
+            "setuid(0) back to root; the step-down would not be one"
+        )
 
 
 def _secret_target(

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from pyinit.errors import UsageError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 # Numbers from linux/capability.h; stable kernel ABI.
 CAPABILITY_NUMBERS = {
     "CHOWN": 0,
@@ -68,27 +72,40 @@ def parse_capability(text: str, flag: str) -> str:
 
 def read_capability_set(field: str = "CapEff", status_path: str = "/proc/self/status") -> int:
     """This process's capability mask for ``field`` (CapEff, CapPrm, CapBnd, ...)."""
-    return read_capability_sets((field,), status_path)[field]
+    # No /proc (unusual in a container): assume nothing, so checks fail explicitly.
+    return read_capability_sets(status_path).get(field, 0)
 
 
-def read_capability_sets(
-    fields: tuple[str, ...], status_path: str = "/proc/self/status"
-) -> dict[str, int]:
-    """The masks of several capability sets, from one read of /proc/self/status.
-
-    A set that cannot be read counts as empty (no /proc, unusual in a
-    container): assume nothing, so checks fail explicitly rather than pass.
-    """
-    found = dict.fromkeys(fields, 0)
+def read_capability_sets(status_path: str = "/proc/self/status") -> dict[str, int]:
+    """Every ``Cap*`` mask of this process (CapInh, CapPrm, CapEff, CapBnd, CapAmb), one read."""
     try:
         with open(status_path, encoding="ascii") as f:
-            for line in f:
-                name, _, value = line.partition(":")
-                if name in found:
-                    found[name] = int(value.split()[0], 16)
-    except (OSError, ValueError, IndexError):
-        pass
-    return found
+            return parse_capability_sets(f.read())
+    except OSError:
+        return {}
+
+
+def parse_capability_sets(status: str) -> dict[str, int]:
+    """The ``Cap*`` masks in the text of a /proc/PID/status file."""
+    sets: dict[str, int] = {}
+    for line in status.splitlines():
+        if line.startswith("Cap"):
+            name, _, value = line.partition(":")
+            sets[name] = int(value.split()[0], 16)
+    return sets
+
+
+def capability_mask(names: Iterable[str]) -> int:
+    """The bit mask of capability ``names``."""
+    mask = 0
+    for name in names:
+        mask |= 1 << CAPABILITY_NUMBERS[name]
+    return mask
+
+
+def capability_names(mask: int) -> list[str]:
+    """The names of the capabilities in ``mask``, by number."""
+    return [name for name, number in CAPABILITY_NUMBERS.items() if mask >> number & 1]
 
 
 def has_capability(name: str, mask: int | None = None) -> bool:

@@ -13,9 +13,6 @@ import os
 from pyinit.plan.capabilities import read_capability_sets
 from pyinit.record import Record
 
-#: The capability sets read from /proc/self/status.
-CAPABILITY_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapAmb", "CapBnd")
-
 
 class Host(Record):
     """Who and where pyinit runs: ids, groups, capabilities, its pid and parent."""
@@ -26,7 +23,7 @@ class Host(Record):
     uids: tuple[int, int, int]  # real, effective, saved
     gids: tuple[int, int, int]  # real, effective, saved
     groups: tuple[int, ...]  # supplementary groups
-    capabilities: tuple[tuple[str, int], ...]  # (CapEff, mask) ... for CAPABILITY_FIELDS
+    capabilities: tuple[tuple[str, int], ...]  # ("CapEff", mask), ... from /proc/self/status
 
     @property
     def euid(self) -> int:
@@ -51,5 +48,5 @@ def read_host() -> Host:
         uids=os.getresuid(),
         gids=os.getresgid(),
         groups=tuple(os.getgroups()),
-        capabilities=tuple(read_capability_sets(CAPABILITY_FIELDS).items()),
+        capabilities=tuple(sorted(read_capability_sets().items())),
     )

@@ -59,11 +59,35 @@ class _CapData(ctypes.Structure):
 
 def set_capabilities(mask: int) -> None:
     """capset: effective = permitted = inheritable = ``mask`` for this process."""
+    _capset(mask, mask, mask)
+
+
+def limit_inheritable(mask: int) -> None:
+    """capset: cut the inheritable set down to ``mask``, effective and permitted unchanged.
+
+    An inheritable capability left over from the runtime (``setpriv
+    --inh-caps``, old Docker) is granted again by any binary whose file
+    capabilities name it (``setcap cap_dac_override+ei``), even to a non-root uid.
+    """
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    if _libc.capget(ctypes.byref(header), data) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"capget: {os.strerror(errno)}")
+    effective = data[0].effective | data[1].effective << 32
+    permitted = data[0].permitted | data[1].permitted << 32
+    inheritable = data[0].inheritable | data[1].inheritable << 32
+    _capset(effective, permitted, inheritable & mask)
+
+
+def _capset(effective: int, permitted: int, inheritable: int) -> None:
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
     for i in range(2):
-        word = (mask >> (32 * i)) & 0xFFFFFFFF
-        data[i].effective = data[i].permitted = data[i].inheritable = word
+        shift = 32 * i
+        data[i].effective = (effective >> shift) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
     if _libc.capset(ctypes.byref(header), data) != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, f"capset: {os.strerror(errno)}")

@@ -6,9 +6,12 @@ before the step-down, in this order:
 1. ``--mkdir``: create each directory (and missing parents), owned by the
    target, with the exact mode asked;
 2. ``--chown``: give each tree to the target (see :mod:`pyinit.root.chown`);
-3. ``--rlimit``: set resource limits (inherited by hooks and the target);
-4. ``--pre`` then ``--pre-dir`` hooks, in order, as root, with the plan's
+3. ``--pre`` then ``--pre-dir`` hooks, in order, as root, with the plan's
    environment; the first failure stops start-up (exit 125).
+
+``--rlimit`` is not part of it: :func:`apply_rlimits` is called for the
+target only (in the forked child in supervise mode, just before the
+step-down in exec mode), so ``nofile=8`` cannot starve pyinit as PID 1.
 
 ``--mkdir`` follows systemd's ``StateDirectory=``: only the last component
 is the target's; parents that have to be created belong to root, mode 0755.
@@ -48,7 +51,7 @@ def target_ids(plan: Plan) -> tuple[int, int]:
 
 
 def apply_root_setup(plan: Plan) -> None:
-    """Carry out the plan's root-setup steps in order: mkdir, chown, rlimits, pre hooks.
+    """Carry out the plan's root-setup steps in order: mkdir, chown, pre hooks.
 
     Raises PyinitError (exit 125) naming the flag and path on the first
     failure; nothing after the failing step runs.
@@ -63,8 +66,6 @@ def apply_root_setup(plan: Plan) -> None:
 
         for c in plan.chowns:
             chown_tree(c.path, uid, gid, policy=c.policy, cross_mounts=c.cross_mounts)
-    for limit in plan.rlimits:
-        set_rlimit(limit)
     if plan.pre_hooks:
         run_pre_hooks(plan)
 
@@ -225,6 +226,12 @@ def _reason(e: OSError) -> str:
 
 
 # --- --rlimit --------------------------------------------------------------------------
+
+
+def apply_rlimits(plan: Plan) -> None:
+    """Set the plan's ``--rlimit`` limits on this process, which is about to become the target."""
+    for limit in plan.rlimits:
+        set_rlimit(limit)
 
 
 def set_rlimit(step: RlimitStep) -> None:

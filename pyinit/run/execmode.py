@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from pyinit import log
 from pyinit.root.setup import apply_root_setup
-from pyinit.run.target import become_target, exec_command
+from pyinit.run.target import (
+    become_target,
+    close_inherited_fds,
+    exec_command,
+    inherited_fds_to_keep,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,6 +31,9 @@ def run_exec_mode(plan: Plan, original_mask: Iterable[int]) -> NoReturn:
     apply_root_setup(plan)
     become_target(plan, signal_mask=original_mask)
     log.info(f"exec {plan.command[0]} as {_who(plan)}")
+    # As supervise mode does: a leaked runtime fd must not reach the target
+    # (CVE-2024-21626).  LISTEN_PID already names us, and so the target.
+    close_inherited_fds(keep=inherited_fds_to_keep(plan))
     exec_command(plan.command, plan.env)
 
 

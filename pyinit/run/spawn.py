@@ -18,7 +18,12 @@ import os
 import sys
 
 from pyinit.errors import EXIT_SETUP_FAILED, PyinitError
-from pyinit.run.target import become_target, exec_command
+from pyinit.run.target import (
+    become_target,
+    close_inherited_fds,
+    exec_command,
+    inherited_fds_to_keep,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -74,8 +79,12 @@ def start_target(plan: Plan, original_mask: Iterable[int]) -> Child:
     """
     new_session = plan.setsid or plan.forward_to_group
     tty = terminal_fd()
-    if new_session and tty is not None:
-        _release_controlling_terminal(tty)
+    # --setsid means no controlling terminal.  pyinit then keeps its own: a
+    # terminal that is still some session's cannot be taken (TIOCSCTTY, an
+    # open without O_NOCTTY) by a target without CAP_SYS_ADMIN.
+    hand_over = tty if new_session and not plan.setsid else None
+    if hand_over is not None:
+        _release_controlling_terminal(hand_over)
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -98,7 +107,7 @@ def _child_main(
     try:
         if new_session:
             os.setsid()
-            if tty is not None:
+            if tty is not None and not plan.setsid:
                 _acquire_controlling_terminal(tty)
         else:
             os.setpgid(0, 0)
@@ -107,8 +116,8 @@ def _child_main(
                 # background group succeeds instead of stopping us: hand the
                 # terminal over *before* the signal mask is restored.
                 os.tcsetpgrp(tty, os.getpid())
-        env = _socket_activation_env(plan.env, os.getpid())
-        close_inherited_fds(keep=_fds_to_keep(plan, error_fd))
+        env = _socket_activation_env(plan, os.getpid())
+        close_inherited_fds(keep=inherited_fds_to_keep(plan, error_fd))
         become_target(plan.replace(setsid=False), signal_mask=original_mask)
         exec_command(plan.command, env)
     except PyinitError as e:
@@ -152,42 +161,13 @@ def _acquire_controlling_terminal(tty: int) -> None:
         fcntl.ioctl(tty, termios.TIOCSCTTY, 0)
 
 
-def _listen_fds(env: dict[str, str]) -> int:
-    """How many socket-activation fds (from 3) were passed to pyinit itself."""
-    count = env.get("LISTEN_FDS", "")
-    if not count.isdigit() or env.get("LISTEN_PID") != str(os.getppid()):
-        return 0
-    return int(count)
-
-
-def _socket_activation_env(env: dict[str, str], child_pid: int) -> dict[str, str]:
+def _socket_activation_env(plan: Plan, child_pid: int) -> dict[str, str]:
     # LISTEN_PID names the process the fds are for: it was pyinit, now it is the target.
-    if _listen_fds(env):
+    env = plan.env
+    if plan.listen_fds:
         env = dict(env)
         env["LISTEN_PID"] = str(child_pid)
     return env
-
-
-def _fds_to_keep(plan: Plan, error_fd: int) -> set[int]:
-    keep = {error_fd, *plan.keep_fds}
-    keep.update(range(3, 3 + _listen_fds(plan.env)))
-    return keep
-
-
-def close_inherited_fds(keep: set[int]) -> None:
-    """Close every descriptor >= 3 except those in ``keep``."""
-    start = 3
-    for fd in sorted(f for f in keep if f >= 3):
-        os.closerange(start, fd)
-        start = fd + 1
-    os.closerange(start, _max_fd())
-
-
-def _max_fd() -> int:
-    try:
-        return os.sysconf("SC_OPEN_MAX")
-    except (OSError, ValueError):
-        return 1 << 16
 
 
 def start_item(

@@ -10,9 +10,10 @@ import errno
 import os
 
 from pyinit.errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, PyinitError
-from pyinit.plan.capabilities import CAPABILITY_NUMBERS
+from pyinit.plan.capabilities import CAPABILITY_NUMBERS, capability_mask
 from pyinit.plan.signals import reset_child_signal_state
-from pyinit.root.identity import step_down, switch_ids, verify_step_down
+from pyinit.root.identity import open_status, step_down, switch_ids, verify_step_down
+from pyinit.root.setup import apply_rlimits
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,11 +37,20 @@ def become_target(plan: Plan, signal_mask: Iterable[int] | None = None) -> None:
         from pyinit.root import prctl
     if plan.umask is not None:
         os.umask(plan.umask)
-    if plan.switch_identity and plan.identity is not None:
-        if plan.keep_caps:
-            _step_down_keeping_caps(plan)
-        else:
-            step_down(plan.identity, plan.extra_groups)
+    # Limits apply to the target only, as root (raising a hard limit needs
+    # CAP_SYS_RESOURCE): after this, a new descriptor may be out of reach
+    # (nofile=3), so the step-down reads its status through one opened before.
+    status_fd = open_status() if plan.rlimits else None
+    try:
+        apply_rlimits(plan)
+        if plan.switch_identity and plan.identity is not None:
+            if plan.keep_caps:
+                _step_down_keeping_caps(plan, status_fd)
+            else:
+                step_down(plan.identity, plan.extra_groups, status_fd)
+    finally:
+        if status_fd is not None:
+            os.close(status_fd)
     if plan.workdir is not None:
         change_directory(plan)
     if plan.no_new_privs:
@@ -77,21 +87,21 @@ def _has_controlling_terminal() -> bool:
     return True
 
 
-def _step_down_keeping_caps(plan: Plan) -> None:
+def _step_down_keeping_caps(plan: Plan, status_fd: int | None) -> None:
     # PR_SET_KEEPCAPS keeps the permitted set across setresuid; then the sets
     # are cut down to the kept capabilities and those are raised as ambient,
     # the only kind that survives execve of an ordinary binary as non-root.
     from pyinit.root import prctl  # already imported by become_target
 
     assert plan.identity is not None
-    mask = sum(1 << CAPABILITY_NUMBERS[name] for name in plan.keep_caps)
+    mask = capability_mask(plan.keep_caps)
     _checked(lambda: prctl.set_keep_caps(True), "--keep-cap")
     groups = switch_ids(plan.identity, plan.extra_groups)
     _checked(lambda: prctl.set_capabilities(mask), "--keep-cap")
     for name in plan.keep_caps:
         _checked(lambda n=name: prctl.raise_ambient(CAPABILITY_NUMBERS[n]), f"--keep-cap {name}")
     _checked(lambda: prctl.set_keep_caps(False), "--keep-cap")
-    verify_step_down(plan.identity, groups)
+    verify_step_down(plan.identity, groups, mask, status_fd)
 
 
 def _checked(action: object, flag: str) -> None:
@@ -171,3 +181,24 @@ def _exec_error(name: str, error: OSError) -> PyinitError:
     return PyinitError(
         f"{name}: cannot execute: {reason} (as uid {os.getuid()})", EXIT_CANNOT_EXECUTE
     )
+
+
+def inherited_fds_to_keep(plan: Plan, *extra: int) -> set[int]:
+    """The fds >= 3 the target keeps: the LISTEN_FDS ones, ``--keep-fd``, and ``extra``."""
+    return {*extra, *plan.keep_fds, *range(3, 3 + plan.listen_fds)}
+
+
+def close_inherited_fds(keep: set[int]) -> None:
+    """Close every descriptor >= 3 except those in ``keep``."""
+    start = 3
+    for fd in sorted(f for f in keep if f >= 3):
+        os.closerange(start, fd)
+        start = fd + 1
+    os.closerange(start, _max_fd())
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (OSError, ValueError):
+        return 1 << 16
