@@ -21,8 +21,6 @@ from pathlib import Path
 import pytest
 from sandbox import PROJECT_ROOT, PYINIT, Sandbox, base_environment, children
 
-from pyinit.errors import UsageError
-
 AS_NOBODY = ("setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups")
 
 
@@ -632,31 +630,32 @@ def test_root_without_setuid_capability_fails_before_anything(sandbox: Sandbox) 
 # --- refusing a setuid install ---------------------------------------------------------
 
 
-def test_refuses_to_run_setuid(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pyinit.plan import build as plan
-
-    monkeypatch.setattr(plan.os, "getresuid", lambda: (1000, 0, 0))
-    with pytest.raises(UsageError) as info:
-        plan._refuse_setuid_install()
-    assert "setuid" in info.value.message
-    assert info.value.exit_code == 125
+#: A real setuid/setgid start: setpriv leaves differing real and effective ids, as
+#: exec of a setuid-root (or setgid-root) copy would.
+SETUID_START = ("setpriv", "--ruid", "1000", "--euid", "0", "--keep-groups")
+SETGID_START = ("setpriv", "--rgid", "1000", "--egid", "0", "--keep-groups")
 
 
-def test_refuses_to_run_setgid(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pyinit.plan import build as plan
+def test_refuses_to_run_setuid(sandbox: Sandbox) -> None:
+    result = sandbox.run([*SETUID_START, *PYINIT, "--", "true"])
+    assert result.returncode == 125
+    line = one_error_line(result.stderr)
+    assert "setuid" in line
+    assert "real uid 1000, effective uid 0" in line
 
-    monkeypatch.setattr(plan.os, "getresuid", lambda: (0, 0, 0))
-    monkeypatch.setattr(plan.os, "getresgid", lambda: (1000, 0, 0))
-    with pytest.raises(UsageError):
-        plan._refuse_setuid_install()
+
+def test_refuses_to_run_setgid(sandbox: Sandbox) -> None:
+    result = sandbox.run([*SETGID_START, *PYINIT, "--", "true"])
+    assert result.returncode == 125
+    assert "setgid" in one_error_line(result.stderr)
 
 
-def test_same_real_and_effective_ids_are_fine(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pyinit.plan import build as plan
-
-    monkeypatch.setattr(plan.os, "getresuid", lambda: (1000, 1000, 1000))
-    monkeypatch.setattr(plan.os, "getresgid", lambda: (1000, 1000, 1000))
-    plan._refuse_setuid_install()
+def test_same_real_and_effective_ids_are_fine(sandbox: Sandbox) -> None:
+    result = sandbox.run(
+        ["setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups", *PYINIT, "--", "id"]
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("uid=1000(alice) gid=1000(alice)"), result.stdout
 
 
 # --- dry run ---------------------------------------------------------------------------
