@@ -175,8 +175,9 @@ def test_mkdir_without_user_is_roots(tmp_path: Path) -> None:
 
 
 def test_mkdir_and_chown_refuse_the_root_directory() -> None:
+    # --dry-run: a refusal must never be tested against the real root directory.
     for flag in ("--mkdir", "--chown"):
-        proc = run_pyinit("--user", "nobody", flag, "/", "--", "true")
+        proc = run_pyinit("--dry-run", "--user", "nobody", flag, "/", "--", "true")
         assert proc.returncode == 125
         assert "refusing to act on the root directory" in proc.stderr
 
