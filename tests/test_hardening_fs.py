@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from sandbox import base_environment
+from sandbox import Result, base_environment, run_pyinit
 
 from pyinit.cli import parse_options
 from pyinit.errors import UsageError
@@ -48,18 +48,9 @@ def plan_for(argv: list[str], environ: dict[str, str] | None = None):  # type: i
     return build_plan(parse_options(argv, env), env, pid=4242, euid=0, capability_mask=ALL_CAPS)
 
 
-def pyinit(
-    *args: str, env: dict[str, str] | None = None, timeout: float = TIMEOUT
-) -> subprocess.CompletedProcess[str]:
+def pyinit(*args: str, env: dict[str, str] | None = None, timeout: float = TIMEOUT) -> Result:
     """Run ``python -m pyinit ARGS`` as root with a small environment and a timeout."""
-    return subprocess.run(
-        [sys.executable, "-m", "pyinit", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=base_environment(**(env or {})),
-        cwd="/",
-    )
+    return run_pyinit(*args, env=base_environment(**(env or {})), timeout=timeout)
 
 
 def owner(path: Path) -> tuple[int, int]:

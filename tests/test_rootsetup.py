@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sandbox
+from sandbox import Result
 
 from pyinit.errors import PyinitError
 from pyinit.plan import Hook, RlimitStep
@@ -46,19 +48,19 @@ def run_pyinit(
     prefix: tuple[str, ...] = (),
     python: str = sys.executable,
     cwd: str = "/",
-) -> subprocess.CompletedProcess[str]:
+) -> Result:
     """Run ``[prefix...] python -m pyinit ARGS`` with a timeout."""
-    return subprocess.run(
-        [*prefix, python, "-m", "pyinit", *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
+    return sandbox.run_pyinit(
+        *args,
+        prefix=prefix,
+        python=python,
         env=clean_env() if env is None else env,
+        timeout=TIMEOUT,
         cwd=cwd,
     )
 
 
-def ok(proc: subprocess.CompletedProcess[str]) -> str:
+def ok(proc: Result) -> str:
     """Assert exit 0 and return stdout."""
     assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
     return proc.stdout
