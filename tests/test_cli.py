@@ -6,11 +6,10 @@ import json
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-from sandbox import PROJECT_ROOT, PYINIT, base_environment, run
+from sandbox import PROJECT_ROOT, PYINIT, base_environment, run, run_pyinit
 
 from pyinit import __version__
 from pyinit.cli import build_parser, parse_options
@@ -100,7 +99,7 @@ def test_console_script() -> None:
 
 
 def test_python_dash_m_runs_a_target() -> None:
-    code, out, _ = run([sys.executable, "-m", "pyinit", "--", "sh", "-c", "echo ran"])
+    code, out, _ = run_pyinit("--", "sh", "-c", "echo ran")
     assert (code, out) == (0, "ran\n")
 
 

@@ -507,13 +507,10 @@ def test_secrets_over_the_arg_max_budget_are_refused_in_the_plan(tmp_path: Path)
         env[f"{name}_FILE"] = str(path)
     args = [a for name in names for a in ("--file-env", name)]
     # A 4 MiB stack: 1 MiB for argv + environment; 24 x 120 kB do not fit.
-    proc = subprocess.run(
-        ["prlimit", "--stack=4194304", sys.executable, "-m", "pyinit", *args, "--", "true"],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env=base_environment(**env),
-    )
+    proc = run_pyinit(
+        *args, "--", "true", prefix=("prlimit", "--stack=4194304"),
+        env=base_environment(**env), timeout=TIMEOUT,
+    )  # fmt: skip
     assert proc.returncode == 125, proc.stderr
     assert proc.stderr.startswith("pyinit: --file-env S")
     assert "ARG_MAX" in proc.stderr
