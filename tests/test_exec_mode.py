@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox import PROJECT_ROOT, PYINIT, Sandbox, base_environment, children
+from sandbox import PROJECT_ROOT, PYINIT, Sandbox, base_environment, children, run_pyinit
 
 AS_NOBODY = ("setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups")
 
@@ -637,7 +637,7 @@ SETGID_START = ("setpriv", "--rgid", "1000", "--egid", "0", "--keep-groups")
 
 
 def test_refuses_to_run_setuid(sandbox: Sandbox) -> None:
-    result = sandbox.run([*SETUID_START, *PYINIT, "--", "true"])
+    result = run_pyinit("--", "true", sandbox=sandbox, prefix=SETUID_START)
     assert result.returncode == 125
     line = one_error_line(result.stderr)
     assert "setuid" in line
@@ -645,15 +645,14 @@ def test_refuses_to_run_setuid(sandbox: Sandbox) -> None:
 
 
 def test_refuses_to_run_setgid(sandbox: Sandbox) -> None:
-    result = sandbox.run([*SETGID_START, *PYINIT, "--", "true"])
+    result = run_pyinit("--", "true", sandbox=sandbox, prefix=SETGID_START)
     assert result.returncode == 125
     assert "setgid" in one_error_line(result.stderr)
 
 
 def test_same_real_and_effective_ids_are_fine(sandbox: Sandbox) -> None:
-    result = sandbox.run(
-        ["setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups", *PYINIT, "--", "id"]
-    )
+    as_alice = ("setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups")
+    result = run_pyinit("--", "id", sandbox=sandbox, prefix=as_alice)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("uid=1000(alice) gid=1000(alice)"), result.stdout
 
@@ -773,12 +772,14 @@ def test_keep_groups_keeps_runtime_groups_but_never_roots(
     # Like docker --group-add 2000 / Kubernetes fsGroup: root starts with extra
     # groups next to its own gid 0; --keep-groups passes on those, never gid 0.
     runtime = ("setpriv", "--groups", "0,2000,2001")
-    result = sandbox.run([*runtime, *PYINIT, "--user", "nobody", *flags, "--", "id", "-G"])
+    result = run_pyinit(
+        "--user", "nobody", *flags, "--", "id", "-G", sandbox=sandbox, prefix=runtime
+    )
     assert result.returncode == 0, result.stderr
     assert sorted(result.stdout.split(), key=int) == sorted(expected, key=int)
 
 
 def test_keep_groups_needs_user(sandbox: Sandbox) -> None:
-    result = sandbox.run([*PYINIT, "--keep-groups", "--", "true"])
+    result = run_pyinit("--keep-groups", "--", "true", sandbox=sandbox)
     assert result.returncode == 125
     assert "--keep-groups needs --user" in one_error_line(result.stderr)
