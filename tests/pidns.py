@@ -15,9 +15,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-#: pyinit through the real interpreter (not a pyenv shim), as an entry point would.
-PYINIT = (sys.executable, "-m", "pyinit")
-UNSHARE = ("unshare", "--pid", "--fork", "--mount-proc")
+import sandbox
+from sandbox import PROJECT_ROOT, PYINIT, UNSHARE_PID
+
+#: ``unshare --pid --fork --mount-proc`` (see :data:`sandbox.UNSHARE_PID`).
+UNSHARE = UNSHARE_PID
 WAIT_SECONDS = 20.0
 #: Targets often run as nobody, who cannot enter /root (where pyenv lives).
 TARGET_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
@@ -45,6 +47,8 @@ class Namespace:
         pid1: bool = True,
         **popen: object,
     ) -> None:
+        if pid1:
+            sandbox.require_pid_namespace()
         argv = [*UNSHARE, *PYINIT, *args] if pid1 else [*PYINIT, *args]
         full_env = dict(os.environ if env is None else env)
         full_env.setdefault("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
@@ -108,8 +112,9 @@ def run_pyinit(
     env: dict[str, str] | None = None,
 ) -> tuple[int, str, str]:
     """Run pyinit to completion (as PID 1 by default); returns (code, stdout, stderr)."""
-    with Namespace(args, env=env, pid1=pid1) as ns:
-        return ns.wait(timeout)
+    full_env = dict(os.environ if env is None else env)
+    full_env.setdefault("PYTHONPATH", str(PROJECT_ROOT))
+    return sandbox.run_pyinit(*args, pid1=pid1, env=full_env, timeout=timeout)
 
 
 def python_target(code: str) -> list[str]:

@@ -34,6 +34,7 @@ The fixture database (see :data:`PASSWD` and :data:`GROUP`) has:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -334,14 +335,72 @@ class Sandbox:
         timeout: float = DEFAULT_TIMEOUT,
         input: str | None = None,
     ) -> Result:
-        """Run ``pyinit ARGS...`` in the sandbox."""
-        return self.run(
-            [*PYINIT, *args], pid_namespace=pid_namespace, env=env, timeout=timeout, input=input
+        """Run ``pyinit ARGS...`` in the sandbox (see :func:`run_pyinit`)."""
+        return run_pyinit(
+            *args, pid1=pid_namespace, sandbox=self, env=env, timeout=timeout, input=input
         )
 
     def cleanup(self) -> None:
         """Remove the sandbox directory."""
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+#: How a test makes pyinit the real PID 1 of a new PID namespace, with its own /proc.
+UNSHARE_PID: tuple[str, ...] = ("unshare", "--pid", "--fork", "--mount-proc")
+
+
+@functools.cache
+def pid_namespace_unavailable() -> str | None:
+    """None when ``unshare --pid --fork --mount-proc`` works here, else why not (probed once)."""
+    if os.geteuid() != 0:
+        return "PID-namespace tests need root (unshare --pid --fork --mount-proc)"
+    if shutil.which("unshare") is None:
+        return "unshare (util-linux) is not installed"
+    try:
+        probe = run([*UNSHARE_PID, "true"], timeout=10)
+    except AssertionError as timed_out:
+        return f"unshare --pid --fork --mount-proc hangs here: {timed_out}"
+    if probe.returncode != 0:
+        return f"unshare --pid --fork --mount-proc fails here: {probe.stderr.strip()}"
+    return None
+
+
+def require_pid_namespace() -> None:
+    """Skip the calling test, with the reason, when PID namespaces are unavailable."""
+    reason = pid_namespace_unavailable()
+    if reason is not None:
+        import pytest  # only tests call this; sandbox.py stays importable without pytest
+
+        pytest.skip(reason)
+
+
+def run_pyinit(
+    *args: str,
+    pid1: bool = False,
+    sandbox: Sandbox | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    input: str | None = None,
+    cwd: str = "/",
+    prefix: tuple[str, ...] = (),
+    python: str = PYINIT[0],
+) -> Result:
+    """Run ``[prefix...] python -m pyinit ARGS`` to completion: the one way tests start pyinit.
+
+    ``pid1=True``: as the real PID 1 of a new PID namespace (skips with a reason
+    where that is unavailable).  ``sandbox``: in its private mount namespace,
+    with the fixture /etc/passwd and /etc/group.  ``env`` defaults to
+    :func:`base_environment`.  Always bounded by ``timeout``: on expiry the
+    process group and the namespace's PID 1 are killed and AssertionError says so.
+    """
+    if pid1:
+        require_pid_namespace()
+    command = [*prefix, python, *PYINIT[1:], *args]
+    if sandbox is not None:
+        argv = sandbox.argv(command, pid_namespace=pid1)
+    else:
+        argv = [*UNSHARE_PID, *command] if pid1 else command
+    return run(argv, env=env, timeout=timeout, input=input, cwd=cwd)
 
 
 def sandbox_available() -> str | None:

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import sandbox
+from sandbox import Result
 
 from pyinit import log
 from pyinit.errors import PyinitError
@@ -28,19 +30,10 @@ GID = 1000
 TIMEOUT = 60
 
 
-def run_pyinit(
-    *args: str, prefix: tuple[str, ...] = (), check_rc: int | None = None
-) -> subprocess.CompletedProcess[str]:
+def run_pyinit(*args: str, prefix: tuple[str, ...] = (), check_rc: int | None = None) -> Result:
     """Run ``[prefix...] python -m pyinit ARGS`` with a timeout; optionally check its status."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYINIT_")}
-    proc = subprocess.run(
-        [*prefix, sys.executable, "-m", "pyinit", *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env=env,
-        cwd="/",
-    )
+    proc = sandbox.run_pyinit(*args, prefix=prefix, env=env, timeout=TIMEOUT)
     if check_rc is not None:
         assert proc.returncode == check_rc, (proc.returncode, proc.stdout, proc.stderr)
     return proc

@@ -6,11 +6,10 @@ import json
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-from sandbox import PROJECT_ROOT, PYINIT, base_environment, run
+from sandbox import PROJECT_ROOT, base_environment, run, run_pyinit
 
 from pyinit import __version__
 from pyinit.cli import build_parser, parse_options
@@ -71,12 +70,12 @@ def plan_for(
 
 
 def test_version() -> None:
-    code, out, err = run([*PYINIT, "--version"])
+    code, out, err = run_pyinit("--version")
     assert (code, out, err) == (0, f"pyinit {__version__}\n", "")
 
 
 def test_help_lists_the_contract() -> None:
-    code, out, err = run([*PYINIT, "--help"])
+    code, out, err = run_pyinit("--help")
     assert (code, err) == (0, "")
     for flag in CONTRACT_FLAGS:
         assert flag in out, flag
@@ -85,7 +84,7 @@ def test_help_lists_the_contract() -> None:
 
 
 def test_short_options() -> None:
-    code, out, _ = run([*PYINIT, "-h"])
+    code, out, _ = run_pyinit("-h")
     assert code == 0
     for short in ("-u", "-m", "-v", "-q", "-h"):
         assert re.search(rf"(^|\s){short}[ ,]", out), short
@@ -100,7 +99,7 @@ def test_console_script() -> None:
 
 
 def test_python_dash_m_runs_a_target() -> None:
-    code, out, _ = run([sys.executable, "-m", "pyinit", "--", "sh", "-c", "echo ran"])
+    code, out, _ = run_pyinit("--", "sh", "-c", "echo ran")
     assert (code, out) == (0, "ran\n")
 
 
@@ -359,5 +358,5 @@ def test_numbers_at_the_edges_of_their_range_are_planned() -> None:
 
 def test_columns_with_odd_digits_does_not_break_help() -> None:
     env = base_environment(COLUMNS="\u00b2")
-    proc = run([*PYINIT, "--help"], env=env)
+    proc = run_pyinit("--help", env=env)
     assert proc.returncode == 0, proc.stderr

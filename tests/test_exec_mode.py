@@ -19,10 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox import PROJECT_ROOT, PYINIT, Sandbox, base_environment, children
-
-from pyinit.errors import UsageError
-from pyinit.plan.host import Host, read_host
+from sandbox import PROJECT_ROOT, PYINIT, Sandbox, base_environment, children, run_pyinit
 
 AS_NOBODY = ("setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups")
 
@@ -633,30 +630,31 @@ def test_root_without_setuid_capability_fails_before_anything(sandbox: Sandbox) 
 # --- refusing a setuid install ---------------------------------------------------------
 
 
-def _host(uids: tuple[int, int, int], gids: tuple[int, int, int]) -> Host:
-    return read_host().replace(uids=uids, gids=gids)
+#: A real setuid/setgid start: setpriv leaves differing real and effective ids, as
+#: exec of a setuid-root (or setgid-root) copy would.
+SETUID_START = ("setpriv", "--ruid", "1000", "--euid", "0", "--keep-groups")
+SETGID_START = ("setpriv", "--rgid", "1000", "--egid", "0", "--keep-groups")
 
 
-def test_refuses_to_run_setuid() -> None:
-    from pyinit.plan import build as plan
-
-    with pytest.raises(UsageError) as info:
-        plan._refuse_setuid_install(_host((1000, 0, 0), (0, 0, 0)))
-    assert "setuid" in info.value.message
-    assert info.value.exit_code == 125
-
-
-def test_refuses_to_run_setgid() -> None:
-    from pyinit.plan import build as plan
-
-    with pytest.raises(UsageError):
-        plan._refuse_setuid_install(_host((0, 0, 0), (1000, 0, 0)))
+def test_refuses_to_run_setuid(sandbox: Sandbox) -> None:
+    result = run_pyinit("--", "true", sandbox=sandbox, prefix=SETUID_START)
+    assert result.returncode == 125
+    line = one_error_line(result.stderr)
+    assert "setuid" in line
+    assert "real uid 1000, effective uid 0" in line
 
 
-def test_same_real_and_effective_ids_are_fine() -> None:
-    from pyinit.plan import build as plan
+def test_refuses_to_run_setgid(sandbox: Sandbox) -> None:
+    result = run_pyinit("--", "true", sandbox=sandbox, prefix=SETGID_START)
+    assert result.returncode == 125
+    assert "setgid" in one_error_line(result.stderr)
 
-    plan._refuse_setuid_install(_host((1000, 1000, 1000), (1000, 1000, 1000)))
+
+def test_same_real_and_effective_ids_are_fine(sandbox: Sandbox) -> None:
+    as_alice = ("setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups")
+    result = run_pyinit("--", "id", sandbox=sandbox, prefix=as_alice)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("uid=1000(alice) gid=1000(alice)"), result.stdout
 
 
 # --- dry run ---------------------------------------------------------------------------
@@ -774,12 +772,14 @@ def test_keep_groups_keeps_runtime_groups_but_never_roots(
     # Like docker --group-add 2000 / Kubernetes fsGroup: root starts with extra
     # groups next to its own gid 0; --keep-groups passes on those, never gid 0.
     runtime = ("setpriv", "--groups", "0,2000,2001")
-    result = sandbox.run([*runtime, *PYINIT, "--user", "nobody", *flags, "--", "id", "-G"])
+    result = run_pyinit(
+        "--user", "nobody", *flags, "--", "id", "-G", sandbox=sandbox, prefix=runtime
+    )
     assert result.returncode == 0, result.stderr
     assert sorted(result.stdout.split(), key=int) == sorted(expected, key=int)
 
 
 def test_keep_groups_needs_user(sandbox: Sandbox) -> None:
-    result = sandbox.run([*PYINIT, "--keep-groups", "--", "true"])
+    result = run_pyinit("--keep-groups", "--", "true", sandbox=sandbox)
     assert result.returncode == 125
     assert "--keep-groups needs --user" in one_error_line(result.stderr)

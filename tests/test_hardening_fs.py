@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from sandbox import base_environment
+from sandbox import Result, base_environment, run_pyinit
 
 from pyinit.cli import parse_options
 from pyinit.errors import UsageError
@@ -48,18 +48,9 @@ def plan_for(argv: list[str], environ: dict[str, str] | None = None):  # type: i
     return build_plan(parse_options(argv, env), env, pid=4242, euid=0, capability_mask=ALL_CAPS)
 
 
-def pyinit(
-    *args: str, env: dict[str, str] | None = None, timeout: float = TIMEOUT
-) -> subprocess.CompletedProcess[str]:
+def pyinit(*args: str, env: dict[str, str] | None = None, timeout: float = TIMEOUT) -> Result:
     """Run ``python -m pyinit ARGS`` as root with a small environment and a timeout."""
-    return subprocess.run(
-        [sys.executable, "-m", "pyinit", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=base_environment(**(env or {})),
-        cwd="/",
-    )
+    return run_pyinit(*args, env=base_environment(**(env or {})), timeout=timeout)
 
 
 def owner(path: Path) -> tuple[int, int]:
@@ -516,13 +507,10 @@ def test_secrets_over_the_arg_max_budget_are_refused_in_the_plan(tmp_path: Path)
         env[f"{name}_FILE"] = str(path)
     args = [a for name in names for a in ("--file-env", name)]
     # A 4 MiB stack: 1 MiB for argv + environment; 24 x 120 kB do not fit.
-    proc = subprocess.run(
-        ["prlimit", "--stack=4194304", sys.executable, "-m", "pyinit", *args, "--", "true"],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env=base_environment(**env),
-    )
+    proc = run_pyinit(
+        *args, "--", "true", prefix=("prlimit", "--stack=4194304"),
+        env=base_environment(**env), timeout=TIMEOUT,
+    )  # fmt: skip
     assert proc.returncode == 125, proc.stderr
     assert proc.stderr.startswith("pyinit: --file-env S")
     assert "ARG_MAX" in proc.stderr

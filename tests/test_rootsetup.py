@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sandbox
+from sandbox import Result
 
 from pyinit.errors import PyinitError
 from pyinit.plan import Hook, RlimitStep
@@ -47,19 +49,19 @@ def run_pyinit(
     prefix: tuple[str, ...] = (),
     python: str = sys.executable,
     cwd: str = "/",
-) -> subprocess.CompletedProcess[str]:
+) -> Result:
     """Run ``[prefix...] python -m pyinit ARGS`` with a timeout."""
-    return subprocess.run(
-        [*prefix, python, "-m", "pyinit", *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
+    return sandbox.run_pyinit(
+        *args,
+        prefix=prefix,
+        python=python,
         env=clean_env() if env is None else env,
+        timeout=TIMEOUT,
         cwd=cwd,
     )
 
 
-def ok(proc: subprocess.CompletedProcess[str]) -> str:
+def ok(proc: Result) -> str:
     """Assert exit 0 and return stdout."""
     assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
     return proc.stdout
@@ -176,8 +178,9 @@ def test_mkdir_without_user_is_roots(tmp_path: Path) -> None:
 
 
 def test_mkdir_and_chown_refuse_the_root_directory() -> None:
+    # --dry-run: a refusal must never be tested against the real root directory.
     for flag in ("--mkdir", "--chown"):
-        proc = run_pyinit("--user", "nobody", flag, "/", "--", "true")
+        proc = run_pyinit("--dry-run", "--user", "nobody", flag, "/", "--", "true")
         assert proc.returncode == 125
         assert "refusing to act on the root directory" in proc.stderr
 

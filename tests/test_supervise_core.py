@@ -9,7 +9,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from pidns import PYINIT, UNSHARE, Namespace, python_target, run_pyinit, wait_for
+import sandbox
+from pidns import PYINIT, Namespace, python_target, run_pyinit, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for PID namespaces")
 
@@ -116,21 +117,16 @@ def test_dry_run_into_a_closed_pipe_is_no_traceback() -> None:
 
 def test_pid1_does_not_pin_its_start_up_directory(tmp_path: Path) -> None:
     out = tmp_path / "cwd"
-    proc = subprocess.run(
-        # The forwarded USR2 proves pyinit is past start-up before we look.
-        [
-            *UNSHARE,
-            *PYINIT,
-            "--",
-            "sh",
-            "-c",
-            f"trap 'readlink /proc/1/cwd > {out}; exit 0' USR2; kill -USR2 1; "
-            "while :; do sleep 0.01; done",
-        ],
+    # The forwarded USR2 proves pyinit is past start-up before we look.
+    proc = sandbox.run_pyinit(
+        "--",
+        "sh",
+        "-c",
+        f"trap 'readlink /proc/1/cwd > {out}; exit 0' USR2; kill -USR2 1; "
+        "while :; do sleep 0.01; done",
+        pid1=True,
         env=ENV,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
+        cwd=str(tmp_path),
         timeout=20,
     )
     assert proc.returncode == 0, proc.stderr
