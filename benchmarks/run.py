@@ -12,11 +12,14 @@ Measures (NAME for --only):
   signals     kill(PID 1, SIGUSR1) to the target's handler entry (CLOCK_MONOTONIC), then SIGTERM
   zombies     a target double-forks N orphans: peak zombies at PID 1, time until none are left
   idle        voluntary context switches per second and RSS of PID 1 while the target sleeps
+  stop, idlestop, truerun, sidecars
+              the issue-9 goal sections of goals.py (SIGTERM soon after start, after 1 s idle,
+              namespace gone, `INIT -- /bin/true`; sidecars when pyinit runs them)
 
 Writes a Markdown report to stdout; --output also writes it to a file (if the file has
 the results markers, only the part between them is replaced, keeping hand-written text).
 Needs root (pid namespaces), gcc, hyperfine (exec only), util-linux unshare. Every
-subprocess has a timeout: the full run takes about 2-3 minutes, --quick well under one.
+subprocess has a timeout: the full run takes about 5 minutes, --quick well under one.
 """
 
 from __future__ import annotations
