@@ -124,7 +124,8 @@ def write_entry_script(path: Path, python: str) -> Path:
     path.write_text(
         f"#!{python}\n"
         "import sys\n"
-        "from pyinit.cli import main\n"
+        f"sys.path.insert(0, {str(REPO_ROOT)!r})\n"
+        "from pyinit.__main__ import main\n"
         "if __name__ == '__main__':\n"
         "    sys.exit(main())\n"
     )

@@ -1,0 +1,362 @@
+"""Issue-9 goal sections: stop latency, docker-stop, `-- /bin/true`, namespace gone, sidecars.
+
+Each section is an entry of SECTIONS: name -> (measure(env, quick), render(result)).
+run.py runs them after its own sections; render_goals() is the goals table.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from measure import mono_ns, percentile
+from setup_env import BENCH_DIR, Environment, ns_prefix
+
+Row = dict[str, Any]
+STOP_SOURCE = BENCH_DIR / "stop_helper.c"
+INITS = ("tini", "dumb-init", "pyinit")
+
+
+def compile_stop_helper(workdir: Path) -> Path | None:
+    """gcc -O2 stop_helper.c into workdir; None when gcc is missing or fails."""
+    out = workdir / "stop_helper"
+    if out.exists():
+        return out
+    if shutil.which("gcc") is None:
+        return None
+    made = subprocess.run(
+        ["gcc", "-O2", "-o", str(out), str(STOP_SOURCE)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    return out if made.returncode == 0 else None
+
+
+def stop_inits(env: Environment) -> list[tuple[str, list[str]]]:
+    """(name, argv prefix before `-- TARGET`) of the inits compared; `none` = target is PID 1."""
+    index = {i.name: i for i in env.inits if i.available}
+    out: list[tuple[str, list[str]]] = [("none", [])]
+    for name in INITS:
+        if name in index:
+            out.append((name, [*index[name].prefix, "--"]))
+    return out
+
+
+def stop_session(
+    helper: Path, prefix: list[str], delay_us: int, leftovers: int, workdir: Path
+) -> Row:
+    """One run: start INIT -- target, send SIGTERM to PID 1 at start + delay, wait for exit."""
+    fd, name = tempfile.mkstemp(dir=workdir, prefix="stop-")
+    os.close(fd)
+    os.unlink(name)
+    target = [str(helper), "target", name, str(leftovers)]
+    proc = subprocess.Popen([*ns_prefix(), *prefix, *target], stdin=subprocess.DEVNULL)
+    try:
+        sent = subprocess.run(
+            [str(helper), "send", str(proc.pid), name, str(delay_us), str(int(signal.SIGTERM))],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        rc = proc.wait(timeout=30)
+        gone = mono_ns()
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+        return {"error": "timed out"}
+    if sent.returncode != 0 or not sent.stdout.startswith("sent "):
+        return {"error": f"sender exited {sent.returncode}"}
+    t_sent = int(sent.stdout.split()[1])
+    handler = None
+    for line in Path(name).read_text().splitlines():
+        if line.startswith("handler "):
+            handler = int(line.split()[1])
+    os.unlink(name)
+    return {
+        "latency_us": (handler - t_sent) / 1000 if handler else None,
+        "gone_ms": (gone - t_sent) / 1e6,
+        "rc": rc,
+    }
+
+
+def stats(values: list[float]) -> dict[str, float] | None:
+    """p50 and p95 (nearest rank) of values, None when empty."""
+    if not values:
+        return None
+    return {"n": len(values), "p50": statistics.median(values), "p95": percentile(values, 95)}
+
+
+def run_cases(env: Environment, cases: dict[str, Callable[[], int]], reps: int, left: int) -> Row:
+    """Interleaved sessions for every init and case; stats of latency and time to gone."""
+    helper = compile_stop_helper(env.workdir)
+    if helper is None:
+        return {"error": "gcc missing or stop_helper.c failed to compile"}
+    inits = stop_inits(env)
+    raw: dict[str, dict[str, dict[str, list[float]]]] = {
+        c: {n: {"latency_us": [], "gone_ms": []} for n, _ in inits} for c in cases
+    }
+    errors: dict[str, str] = {}
+    for _ in range(reps):
+        for case, delay in cases.items():
+            for name, prefix in inits:
+                row = stop_session(
+                    helper, prefix, delay(), left if "leftover" in case else 0, env.workdir
+                )
+                if "error" in row:
+                    errors[name] = row["error"]
+                    continue
+                for key in ("latency_us", "gone_ms"):
+                    if row[key] is not None:
+                        raw[case][name][key].append(row[key])
+    out = {
+        case: {n: {k: stats(v) for k, v in per.items()} for n, per in by.items()}
+        for case, by in raw.items()
+    }
+    return {"cases": out, "reps": reps, "errors": errors, "load": os.getloadavg()[0]}
+
+
+def measure_stop(env: Environment, quick: bool) -> Row:
+    """(a) SIGTERM 20 ms after the target started, and at random 0-50 ms."""
+    rng = random.Random(9)
+    cases = {"20 ms": lambda: 20_000, "random 0-50 ms": lambda: rng.randrange(0, 50_000)}
+    return run_cases(env, cases, 3 if quick else 40, 0)
+
+
+def measure_idlestop(env: Environment, quick: bool) -> Row:
+    """(b, d) one SIGTERM after 1 s idle; namespace gone, plain and with 20 leftovers."""
+    cases = {"1 s idle": lambda: 1_000_000, "1 s idle, 20 leftovers": lambda: 1_000_000}
+    return run_cases(env, cases, 1 if quick else 12, 20)
+
+
+def measure_truerun(env: Environment, quick: bool) -> Row:
+    """(c) whole run of `INIT -- /bin/true` as PID 1, interleaved, ms."""
+    entry = env.interpreters[0].pyinit if env.interpreters else None
+    cmds: dict[str, list[str]] = {"none": ["/bin/true"]}
+    for name, prefix in stop_inits(env)[1:]:
+        cmds[name if name != "pyinit" else "pyinit supervise"] = [*prefix, "/bin/true"]
+    if entry:
+        cmds["pyinit exec"] = [entry, "--mode", "exec", "--", "/bin/true"]
+    times: dict[str, list[float]] = {k: [] for k in cmds}
+    for _ in range(4 if quick else 40):
+        for label, argv in cmds.items():
+            t0 = time.perf_counter()
+            subprocess.run([*ns_prefix(), *argv], timeout=30, check=False)
+            times[label].append((time.perf_counter() - t0) * 1000)
+    return {"times": {k: stats(v) for k, v in times.items()}, "load": os.getloadavg()[0]}
+
+
+def sidecars_run(env: Environment, workdir: Path) -> str:
+    """'' when `pyinit --sidecar` really starts a sidecar, else why not."""
+    entry = env.interpreters[0].pyinit if env.interpreters else None
+    if not entry:
+        return "pyinit not available"
+    helptext = subprocess.run([entry, "--help"], capture_output=True, text=True, timeout=30)
+    if "--sidecar" not in helptext.stdout:
+        return "`pyinit --help` has no --sidecar"
+    mark = workdir / "sidecar-ran"
+    item = f"s -- sh -c 'echo ran > {mark}; sleep 30'"
+    subprocess.run(
+        [*ns_prefix(), entry, "--sidecar", item, "--", "sh", "-c", "sleep 0.5"],
+        capture_output=True,
+        timeout=40,
+        check=False,
+    )
+    if not mark.exists():
+        return (
+            "`pyinit --sidecar 's -- ...' -- CMD` accepts the flag but does not run the sidecar yet"
+        )
+    return ""
+
+
+def measure_sidecars(env: Environment, quick: bool) -> Row:
+    """(e) issue 10: only when the runtime runs sidecars; otherwise the reason."""
+    why = sidecars_run(env, env.workdir)
+    if why:
+        return {"error": why}
+    return {"error": "sidecars run, but the comparison with supervisord/s6 is not written yet"}
+
+
+# --------------------------------------------------------------------------
+# rendering
+
+
+def fmt(value: float | None) -> str:
+    """A number with 3 significant digits or 'n/a'."""
+    if value is None:
+        return "n/a"
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    """a / b as '1.2x'."""
+    return "n/a" if a is None or not b else f"{a / b:.1f}x"
+
+
+def get(res: Row, case: str, init: str, key: str, q: str) -> float | None:
+    """One statistic from a stop result, or None."""
+    s = res.get("cases", {}).get(case, {}).get(init, {}).get(key)
+    return s[q] if s else None
+
+
+def render_stop_table(res: Row, title: str, intro: str, key: str, unit: str) -> str:
+    """A table per case: init, p50, p95, x tini."""
+    head = f"## {title}\n\n{intro}\n\n"
+    if "error" in res:
+        return head + f"not available: {res['error']}"
+    rows = []
+    for case, by in res["cases"].items():
+        for init in by:
+            p50, p95 = get(res, case, init, key, "p50"), get(res, case, init, key, "p95")
+            n = (by[init].get(key) or {}).get("n", 0)
+            tini = get(res, case, "tini", key, "p50")
+            rows.append(f"| {case} | {init} | {fmt(p50)} | {fmt(p95)} | {ratio(p50, tini)} | {n} |")
+    errs = "".join(f"\n\n{n}: {e} in some runs" for n, e in res["errors"].items())
+    return (
+        head
+        + f"| case | init | p50 {unit} | p95 {unit} | p50 x tini | n |\n|---|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + f"\n\nload average (1 min) after the section: {res['load']:.2f}"
+        + errs
+    )
+
+
+def render_stop(res: Row) -> str:
+    """(a) section."""
+    return render_stop_table(
+        res,
+        "g1. SIGTERM soon after the target started -> target's handler",
+        "`unshare --pid --fork --mount-proc --kill-child INIT -- stop_helper target`; a C sender "
+        "kills the namespace's PID 1 at the target's start stamp + delay (CLOCK_MONOTONIC); "
+        "latency = handler entry - kill(). `none` = the target is PID 1 itself.",
+        "latency_us",
+        "us",
+    )
+
+
+def render_idlestop(res: Row) -> str:
+    """(b) and (d) sections."""
+    lat = render_stop_table(
+        res,
+        "g2. One SIGTERM after 1 s idle (docker stop) -> target's handler",
+        "As g1 with the kill 1 s after the target started; in the leftovers case the target "
+        "forks 20 children that die on TERM and stay behind when it exits.",
+        "latency_us",
+        "us",
+    )
+    gone = render_stop_table(
+        res,
+        "g4. SIGTERM -> namespace gone (unshare returned)",
+        "Same runs as g2: from kill() to the harness's waitpid() of unshare.",
+        "gone_ms",
+        "ms",
+    )
+    return lat + "\n\n" + gone
+
+
+def render_truerun(res: Row) -> str:
+    """(c) section."""
+    head = (
+        "## g3. Whole run of `INIT -- /bin/true` as PID 1\n\n"
+        "`unshare --pid --fork --mount-proc --kill-child INIT -- /bin/true`, all commands "
+        "interleaved, from fork to waitpid in the harness; ms.\n\n"
+    )
+    t = res["times"]
+    ex = (t.get("pyinit exec") or {}).get("p50")
+    ti = (t.get("tini") or {}).get("p50")
+    rows = [
+        f"| {k} | {fmt(v['p50'] if v else None)} | {fmt(v['p95'] if v else None)} | "
+        f"{ratio(v['p50'] if v else None, ti)} | {ratio(v['p50'] if v else None, ex)} |"
+        for k, v in t.items()
+    ]
+    return (
+        head
+        + "| command | p50 | p95 | x tini | x pyinit exec |\n|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + f"\n\nload average (1 min) after the section: {res['load']:.2f}"
+    )
+
+
+def render_sidecars(res: Row) -> str:
+    """(e) section."""
+    head = "## g5. Sidecars (issue 10): launch and stop with 10 sidecars\n\n"
+    return head + f"not available: {res['error']}"
+
+
+SECTIONS: dict[str, tuple[Callable[[Environment, bool], Row], Callable[[Row], str]]] = {
+    "stop": (measure_stop, render_stop),
+    "idlestop": (measure_idlestop, render_idlestop),
+    "truerun": (measure_truerun, render_truerun),
+    "sidecars": (measure_sidecars, render_sidecars),
+}
+
+
+def verdict(ok: bool | None) -> str:
+    """met / NOT met / n/a."""
+    return "n/a" if ok is None else ("met" if ok else "**not met**")
+
+
+def render_goals(results: dict[str, Any]) -> str:
+    """The issue-9 goals table: goal, measured, met or not."""
+    rows: list[list[str]] = []
+
+    def cmp(a: float | None, b: float | None, limit: float) -> tuple[str, bool | None]:
+        if a is None or not b:
+            return "n/a", None
+        return f"{fmt(a)} vs {fmt(b)} ({a / b:.1f}x)", a / b <= limit
+
+    stop = results.get("stop")
+    if stop and "cases" in stop:
+        for case in stop["cases"]:
+            p50 = get(stop, case, "pyinit", "latency_us", "p50")
+            p95 = get(stop, case, "pyinit", "latency_us", "p95")
+            text, ok = cmp(p50, get(stop, case, "tini", "latency_us", "p50"), 3)
+            rows.append([f"SIGTERM at {case}: p50 <= 3x tini (us)", text, verdict(ok)])
+            rows.append(
+                [
+                    f"SIGTERM at {case}: p95 <= 1 ms",
+                    f"{fmt(p95)} us",
+                    verdict(None if p95 is None else p95 <= 1000),
+                ]
+            )
+    idle = results.get("idlestop")
+    if idle and "cases" in idle:
+        c = "1 s idle"
+        text, ok = cmp(
+            get(idle, c, "pyinit", "latency_us", "p50"),
+            get(idle, c, "tini", "latency_us", "p50"),
+            3,
+        )
+        rows.append(["one SIGTERM after 1 s idle: p50 <= 3x tini (us)", text, verdict(ok)])
+        for case, limit in ((c, 6), ("1 s idle, 20 leftovers", 10)):
+            text, ok = cmp(
+                get(idle, case, "pyinit", "gone_ms", "p50"),
+                get(idle, case, "tini", "gone_ms", "p50"),
+                limit,
+            )
+            what = "plain target" if case == c else "20 leftovers"
+            rows.append(
+                [f"SIGTERM -> namespace gone, {what}: <= {limit}x tini (ms)", text, verdict(ok)]
+            )
+    true = results.get("truerun")
+    if true and "times" in true:
+        t = true["times"]
+        sup, ex = t.get("pyinit supervise"), t.get("pyinit exec")
+        text, ok = cmp(sup["p50"] if sup else None, ex["p50"] if ex else None, 1.5)
+        rows.append(["`--mode supervise -- /bin/true` <= 1.5x exec mode (ms)", text, verdict(ok)])
+    if not rows:
+        return ""
+    return (
+        "## Issue 9 goals\n\n| goal | measured (pyinit vs reference) | verdict |\n|---|---|---|\n"
+        + "\n".join("| " + " | ".join(r) + " |" for r in rows)
+    )
