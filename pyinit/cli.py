@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="FD",
-        help="supervise: pass inherited descriptor FD to the target "
+        help="pass inherited descriptor FD to the target, in both modes "
         "(others >= 3 are closed; LISTEN_FDS ones are kept)",
     )
 
