@@ -27,7 +27,7 @@ from pyinit.run.target import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from typing import NoReturn
 
     from pyinit.plan import Plan
@@ -85,20 +85,30 @@ def start_target(plan: Plan, original_mask: Iterable[int]) -> Child:
     hand_over = tty if new_session and not plan.setsid else None
     if hand_over is not None:
         _release_controlling_terminal(hand_over)
-    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        _child_main(plan, tuple(original_mask), write_fd, tty, new_session)
-    os.close(write_fd)
+    mask = tuple(original_mask)
+    pid, read_fd = _fork(lambda error_fd: _child_main(plan, mask, error_fd, tty, new_session))
     if not new_session:
         # Also set it here: whichever of parent and child runs first, the group
         # exists before the parent might signal it.
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)
     return Child(pid, read_fd)
+
+
+def _fork(child_main: Callable[[int], NoReturn]) -> tuple[int, int]:
+    """Fork; the child runs ``child_main(error_fd)``.  Returns (pid, the read end of error_fd).
+
+    error_fd is close-on-exec: EOF on the read end means the child exec'd.
+    """
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        child_main(write_fd)
+    os.close(write_fd)
+    return pid, read_fd
 
 
 def _child_main(
@@ -183,14 +193,9 @@ def start_item(
     inherited) and ``pass_fds`` (child fd -> our fd: a readiness pipe).
     Call inside ``reaper.spawning()`` with every forwardable signal blocked.
     """
-    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        _item_child_main(plan, tuple(original_mask), write_fd, {**stdio, **pass_fds})
-    os.close(write_fd)
+    mask = tuple(original_mask)
+    fds = {**stdio, **pass_fds}
+    pid, read_fd = _fork(lambda error_fd: _item_child_main(plan, mask, error_fd, fds))
     with contextlib.suppress(OSError):
         os.setpgid(pid, pid)
     return Child(pid, read_fd)
