@@ -31,6 +31,23 @@ def test_pending_signal_that_kills_the_target_is_logged_as_forwarded() -> None:
     assert "not forwarded" not in err
 
 
+def test_signal_and_exit_storm_while_trio_loads() -> None:
+    # During trio's import, signals are taken by Python handlers that may
+    # nest (a SIGCHLD arriving while a SIGUSR1 is forwarded): none may be
+    # lost, deadlock the intake, or end in a traceback.  The target keeps
+    # signalling PID 1 and forking children that exit at once, then exits 3.
+    storm = (
+        "trap 'n=$((n+1))' USR1; n=0; i=0; "
+        "while [ $i -lt 300 ]; do kill -USR1 1; (exit 0) & i=$((i+1)); done; "
+        "wait; exit 3"
+    )
+    for _ in range(8):  # the window is short: give the race several chances
+        code, _, err = run_pyinit(["-v", "--", "sh", "-c", storm], timeout=20)
+        assert code == 3, err
+        assert "Traceback" not in err and "Exception ignored" not in err, err
+        assert "forwarded SIGUSR1" in err
+
+
 def test_queued_realtime_signals_are_each_delivered(tmp_path: Path) -> None:
     counter = textwrap.dedent("""
         import signal, sys, time

@@ -1,22 +1,34 @@
-"""The signal intake: pyinit's main thread takes every signal with ``sigwaitinfo``, for life.
+"""The signal intake: pyinit's main thread forwards every signal and reaps every child, for life.
 
-Every signal stays blocked in every thread from pyinit's first statement;
-this loop is the only place one is ever taken.  That gives, from the
-instant the target exists and without waiting for trio:
+Every signal stays blocked in every thread from pyinit's first statement.
+The main thread takes them in two phases, both running this one class's
+:meth:`Intake.handle`:
 
-* forwarding at once (``os.kill`` right after ``sigwaitinfo`` returns),
-  rewritten per ``--rewrite``;
-* reaping on SIGCHLD (:class:`pyinit.run.reaper.Reaper`);
-* each queued real-time signal taken, and forwarded, one by one (a handler
-  would see one pending signal for fifty sent);
-* ``si_pid``/``si_code``: a SIGPIPE or SIGXFSZ raised by pyinit's own write
-  (a dead stderr) is dropped, not forwarded to kill a healthy service.
+1. **While trio is imported** (:meth:`Intake.import_loop`, ~40-100 ms, in
+   the main thread itself): Python handlers, with the classic signals
+   unblocked in this thread only.  A handler runs between two bytecodes of
+   the import, with no second thread to wake and no GIL to hand over, so a
+   ``docker stop`` in the first milliseconds is forwarded as fast as later.
+   SIGPIPE, SIGXFSZ and the real-time signals stay blocked in this phase:
+   only ``sigwaitinfo`` tells pyinit's own SIGPIPE from a sent one and
+   keeps fifty queued real-time signals fifty; they wait, queued, for
+   phase 2.  A target that exits now with nothing left for the loop to do
+   (no leftovers, post hooks or services) ends pyinit without the import.
+2. **For the rest of pyinit's life** (:meth:`Intake.run`): ``sigwaitinfo``
+   with everything blocked, while the event loop (:mod:`pyinit.run.loop`)
+   runs in a second thread.  That gives ``si_pid``/``si_code`` (a SIGPIPE or
+   SIGXFSZ raised by pyinit's own write to a dead stderr is dropped, not
+   forwarded to kill a healthy service) and each queued real-time signal
+   one by one.
 
-The event loop (:mod:`pyinit.run.loop`) runs in a second thread once trio is
-imported; it :meth:`Intake.attach`\\ es itself and is told of stops and reaps
-through ``TrioToken.run_sync_soon``.  When it finishes it calls
-:meth:`Intake.finish`, which wakes this loop.  If it fails, this thread
-still owns the target and runs the synchronous stop (:meth:`Intake.emergency_stop`).
+In both, a signal is forwarded at once (``os.kill``), rewritten per
+``--rewrite``, and SIGCHLD reaps (:class:`pyinit.run.reaper.Reaper`).  The
+loop :meth:`Intake.attach`\\ es itself and is told of stops and reaps
+through ``TrioToken.run_sync_soon``; when it finishes it calls
+:meth:`Intake.finish`, which wakes phase 2.  When the main has exited and
+nothing needs the loop, phase 2 ends pyinit itself, without waiting for it.
+If the loop fails, this thread still owns the target and runs the
+synchronous stop (:meth:`Intake.emergency_stop`).
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ from pyinit import log
 from pyinit.errors import EXIT_SETUP_FAILED, exit_code_for_wait_status
 from pyinit.plan.signals import (
     JOB_CONTROL_SIGNALS,
+    PYTHON_IGNORED_SIGNALS,
     STOP_SIGNALS,
     blockable_signals,
     is_own_signal,
@@ -44,6 +57,7 @@ from pyinit.run.reaper import Reaper, describe_status
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from types import ModuleType
 
     from pyinit.plan import Plan
 
@@ -75,6 +89,9 @@ class Intake:
         #: The exit code once the supervisor is done; None while it runs.
         self._result: int | None = None
         self._failed = False
+        #: Signals a running handler has yet to take (see _on_signal).
+        self._queued: list[int] = []
+        self._in_handler = False
 
     # --- the loop's side ------------------------------------------------------------
 
@@ -121,6 +138,55 @@ class Intake:
 
     # --- the main thread ------------------------------------------------------------
 
+    def import_loop(self) -> ModuleType:
+        """Import the event loop (and trio) here, forwarding and reaping from handlers meanwhile.
+
+        Returns :mod:`pyinit.run.loop`.  If the main exits meanwhile and
+        nothing is left for the loop to do, pyinit exits from the handler.
+        """
+        handled = handler_signals(self.signals)
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in handled}
+        try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
+            try:
+                with _no_ldconfig():
+                    from pyinit.run import loop
+            finally:
+                # pthread_sigmask runs the handlers of signals that arrived
+                # just before the block, before it returns.
+                signal.pthread_sigmask(signal.SIG_BLOCK, handled)
+        finally:
+            # A child forked later must not run pyinit's handler between
+            # restoring its mask and exec.
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        return loop
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        # Python runs a handler between two bytecodes of whatever runs,
+        # another handler included: a nested one only queues its signal, or
+        # it would take the intake's lock a second time.
+        self._queued.append(signum)
+        if self._in_handler:
+            return
+        self._in_handler = True
+        try:
+            while self._queued:
+                signum = self._queued.pop(0)
+                if signum == signal.SIGCHLD:
+                    self._reap()
+                else:
+                    self.forward(signum)
+        finally:
+            self._in_handler = False
+        if self._result is not None:
+            # Done: leave now, from inside the import.  (An exception raised
+            # here could land in a weakref callback of importlib's and be
+            # printed and ignored.)  Every log line is written already.
+            os._exit(self._result)
+        if self._queued:  # queued between the loop's end and the flag's reset
+            self._on_signal(self._queued.pop(0), frame)
+
     def run(self) -> int:
         """Take signals until the supervisor is done; returns pyinit's exit code."""
         while (result := self._result) is None:
@@ -140,25 +206,34 @@ class Intake:
             self.forward(signum)
 
     def _reap(self) -> None:
-        self.reaper.reap()
-        if self.target is None:
-            return
-        status = self.reaper.status_of(self.target)
+        reaped = self.reaper.reap(tell=False)
+        if not self._finish_on_main_exit():
+            self.reaper.tell(reaped)  # the loop takes it from here
+
+    def _finish_on_main_exit(self) -> bool:
+        """End pyinit here if the main has exited and nothing is left for the loop to do.
+
+        Then the loop (loaded or not) is never told of the exit: its
+        shutdown sequence would stop nothing and run nothing.
+        """
+        target = self.target
+        status = None if target is None else self.reaper.status_of(target)
         if status is None:
-            return
+            return False
         with self._lock:
-            if self._call_soon is not None or self._result is not None:
-                return  # the loop (or the emergency stop) takes it from here
-            if self.plan.post_hooks:
-                return  # the loop is needed: wait for it
+            if self._result is not None or self.plan.post_hooks or self.plan.items:
+                return False
+            if self.notify_socket:
+                return False  # STOPPING=1 goes to pyinit's own manager first
             leftovers = descendants()
             if leftovers:
-                return
+                return False
             if leftovers is None:
                 log.warning(FOREIGN_PROC)
-            # Done before trio was even imported: no need to wait for it.
-            log.info(f"target {self.target} exited ({describe_status(status)})")
+            self._call_soon = None
+            log.info(f"target {target} exited ({describe_status(status)})")
             self._result = exit_code_for_wait_status(status)
+            return True
 
     def forward(self, signum: int) -> None:
         """Send ``signum`` (rewritten) to the target, and start the stop on a stop signal."""
@@ -232,3 +307,30 @@ class Intake:
             info = signal.sigtimedwait(self.signals, left)
             if info is not None:
                 self.handle(info)
+
+
+def handler_signals(signals: list[int]) -> list[int]:
+    """What the import-time handlers take: all but SIGPIPE, SIGXFSZ and the real-time signals."""
+    realtime = range(signal.SIGRTMIN, signal.SIGRTMAX + 1)
+    return [s for s in signals if s not in PYTHON_IGNORED_SIGNALS and s not in realtime]
+
+
+class _no_ldconfig:
+    """Keep trio's import from forking ``/sbin/ldconfig -p`` from PID 1.
+
+    trio's thread cache asks ``ctypes.util.find_library("pthread")`` to name
+    its threads, and glibc's answer comes from running ldconfig: a fork from
+    PID 1 whose child our ``waitpid(-1)`` would race.  Without an answer trio
+    just does not name its threads.
+    """
+
+    def __enter__(self) -> None:
+        import ctypes.util
+
+        self._real = ctypes.util.find_library
+        ctypes.util.find_library = lambda name: None
+
+    def __exit__(self, *exc: object) -> None:
+        import ctypes.util
+
+        ctypes.util.find_library = self._real

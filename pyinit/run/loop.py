@@ -336,22 +336,31 @@ class Supervision:
         self._alive = found
         while self._alive:
             began = time.monotonic()
+            # Taken before the scan: a reap during the scan must wake the wait
+            # below at once, not after a poll interval.
+            changed = self._changed
             found = await self._scan()
             self._alive = found or []
+            if not self._alive:
+                return
             # Rescan when something was reaped, at the latest after a poll
             # interval, and never more often than a scan takes.
             with trio.move_on_after(max(DRAIN_POLL_SECONDS, time.monotonic() - began)):
-                await self._changed.wait()
+                await changed.wait()
 
     async def _kill_leftovers(self) -> None:
         if self._alive:
             log.notice(f"{len(self._alive)} leftover process(es) ignored SIGTERM: sending SIGKILL")
             signal_all(self._alive, signal.SIGKILL)
         with trio.move_on_at(_trio_time(self.deadline.exit_at)):
-            while alive := (await self._scan() or []):
+            while True:
+                changed = self._changed
+                alive = await self._scan() or []
+                if not alive:
+                    break
                 signal_all(alive, signal.SIGKILL)
                 with trio.move_on_after(DRAIN_POLL_SECONDS):
-                    await self._changed.wait()
+                    await changed.wait()
 
     # --- post hooks ----------------------------------------------------------------------
 

@@ -66,14 +66,23 @@ class Reaper:
         with self._lock:
             self._listener = listener
 
-    def reap(self) -> list[tuple[int, int]]:
-        """Reap every child that has exited, without blocking; returns (pid, status) pairs."""
+    def reap(self, *, tell: bool = True) -> list[tuple[int, int]]:
+        """Reap every child that has exited, without blocking; returns (pid, status) pairs.
+
+        With ``tell=False`` the listener is not told: the caller decides
+        first, then calls :meth:`tell` (or ends pyinit).
+        """
         with self._lock:
             reaped = self._reap_locked()
-            listener = self._listener
+        if tell:
+            self.tell(reaped)
+        return reaped
+
+    def tell(self, reaped: list[tuple[int, int]]) -> None:
+        """Tell the listener of these reaps."""
+        listener = self._listener
         if reaped and listener is not None:
             listener(reaped)
-        return reaped
 
     def _reap_locked(self) -> list[tuple[int, int]]:
         reaped = []

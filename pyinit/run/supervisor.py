@@ -1,33 +1,25 @@
-"""Supervise mode's launcher: start-up, the signal intake, the early exit; no trio.
+"""Supervise mode's launcher: start-up, the signal intake, the early exit; no trio here.
 
 pyinit stays PID 1 and root and runs the target as a child:
 
 1. root setup (mkdir, chown, rlimits, pre hooks), every signal still
    blocked since pyinit's first statement;
 2. fork the target (:func:`pyinit.run.spawn.start_target`);
-3. start a thread that imports trio and runs the event loop
-   (:mod:`pyinit.run.loop`: shutdown sequence, leftovers, post hooks);
-4. meanwhile the main thread takes every signal with ``sigwaitinfo``
-   (:mod:`pyinit.run.intake`): forwarding and reaping run from the instant
-   the target exists, not once trio (~0.1 s) has loaded.  A target that
-   exits before trio is loaded, with nothing left for the loop to do (no
-   leftovers, no post hooks), ends pyinit at once.
+3. import trio in this thread while signal handlers forward and reap
+   (:meth:`pyinit.run.intake.Intake.import_loop`): a target that exits in
+   the meantime, with nothing left for the loop to do, ends pyinit at once;
+4. run the event loop (:mod:`pyinit.run.loop`: services, the shutdown
+   sequence, leftovers, post hooks) in a second thread, while this one
+   takes every signal with ``sigwaitinfo`` for the rest of pyinit's life.
 
-Why a ``sigwaitinfo`` intake rather than Python handlers installed before
-the fork: handlers forward a little faster while trio is being imported
-(~0.1 ms vs ~0.3-1 ms, the importing thread holds the GIL until the switch
-interval, lowered to 0.2 ms during the import), but they see one pending
-signal where fifty real-time signals were queued, and no ``si_pid``, so a
-SIGPIPE raised by pyinit's own write to a dead stderr cannot be told from
-``docker kill -s PIPE``.  The intake serves the whole life, so there is one
-signal path, not one for start-up and one for the loop.  Measured numbers
-are in docs/benchmarks.md.
+Why handlers during the import, and ``sigwaitinfo`` after, is in
+:mod:`pyinit.run.intake` and docs/design.md; the numbers are in
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import threading
 
 from pyinit import log
@@ -42,17 +34,13 @@ if TYPE_CHECKING:
 
     from pyinit.plan import Plan
 
-#: GIL switch interval while trio is imported: how long a signal may wait for
-#: the importing thread to let the intake run (Python's default is 5 ms).
-IMPORT_SWITCH_INTERVAL = 0.0002
-
 
 def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
     """Run the plan in supervise mode; returns the exit code pyinit should exit with.
 
     Expects every signal in :func:`pyinit.plan.signals.blockable_signals` to
     be blocked already (and leaves them blocked: only the intake takes them).
-    Exit with ``os._exit``: the loop thread may still be importing trio.
+    Exit with ``os._exit``: the loop thread may still be running.
     """
     if not plan.is_pid1:
         from pyinit.root.prctl import set_child_subreaper
@@ -71,12 +59,10 @@ def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
         intake = Intake(plan, reaper, None)
         intake.original_mask = tuple(original_mask)
         intake.notify_socket = notify_socket
-        _start_loop_thread(plan, intake)
-        return intake.run()
+        return _run_loop(plan, intake)
     child = start_target(plan, tuple(original_mask))
     reaper.watch(child.pid)
     intake = Intake(plan, reaper, child.pid)
-    _start_loop_thread(plan, intake)
     error = child.exec_error()
     if error is not None:
         os.waitpid(child.pid, 0)  # the intake is not running yet: nobody else reaps
@@ -87,23 +73,20 @@ def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
         # container's whole life, as catatonit does not.
         os.chdir("/")
     log.info(f"started pid {child.pid} as {_who(plan)}: {' '.join(plan.command)}")
-    return intake.run()
+    return _run_loop(plan, intake)
 
 
 def _who(plan: Plan) -> str:
     return plan.identity.describe() if plan.identity is not None else f"uid {os.getuid()}"
 
 
-def _start_loop_thread(plan: Plan, intake: Intake) -> None:
-    switch_interval = sys.getswitchinterval()
-    sys.setswitchinterval(IMPORT_SWITCH_INTERVAL)
+def _run_loop(plan: Plan, intake: Intake) -> int:
+    """Import the loop (signals handled meanwhile), run it in a thread, take signals here."""
+    loop = intake.import_loop()
 
     def loop_thread() -> None:
         code: int | None = None
         try:
-            with _no_ldconfig():
-                from pyinit.run import loop  # imports trio: ~0.1 s
-            sys.setswitchinterval(switch_interval)
             code = loop.run(plan, intake)
             if code is None:
                 return  # pyinit finished before the loop was needed
@@ -113,27 +96,7 @@ def _start_loop_thread(plan: Plan, intake: Intake) -> None:
         intake.finish(code)
 
     threading.Thread(target=loop_thread, name="pyinit-loop", daemon=True).start()
-
-
-class _no_ldconfig:
-    """Keep trio's import from forking ``/sbin/ldconfig -p`` from PID 1.
-
-    trio's thread cache asks ``ctypes.util.find_library("pthread")`` to name
-    its threads, and glibc's answer comes from running ldconfig: a fork from
-    PID 1 whose child our ``waitpid(-1)`` would race.  Without an answer trio
-    just does not name its threads.
-    """
-
-    def __enter__(self) -> None:
-        import ctypes.util
-
-        self._real = ctypes.util.find_library
-        ctypes.util.find_library = lambda name: None
-
-    def __exit__(self, *exc: object) -> None:
-        import ctypes.util
-
-        ctypes.util.find_library = self._real
+    return intake.run()
 
 
 def _describe(error: BaseException) -> str:
