@@ -62,8 +62,6 @@ class Intake:
         self.early_stop: int | None = None
         #: The signal mask the children restore before exec (loop-started children).
         self.original_mask: tuple[int, ...] = ()
-        #: pyinit's own manager's NOTIFY_SOCKET (READY=1/STOPPING=1 go there).
-        self.notify_socket: str | None = None
         self.signals = blockable_signals()
         self._own_pid = os.getpid()
         self._main_thread = threading.get_ident()
