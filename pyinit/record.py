@@ -3,10 +3,14 @@
 ``import dataclasses`` pulls in :mod:`inspect` and costs about 9 ms, most of
 pyinit's exec-path budget (the goal is < 2x a bare ``python3 -c pass``).
 A subclass lists its fields in ``__slots__`` (with annotations for mypy) and
-is built with keyword arguments; afterwards it cannot be changed.
+is built with keyword arguments; afterwards it cannot be changed, and
+neither can what it holds: a list, dict, set or bytearray field is refused
+(use a tuple, frozenset or :class:`types.MappingProxyType`).
 """
 
 from __future__ import annotations
+
+from types import MappingProxyType
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -22,6 +26,10 @@ else:
     _RecordMeta = type
 
 
+#: What a field may not hold: a frozen record of shared mutable state is not frozen.
+_MUTABLE = (list, dict, set, bytearray)
+
+
 class Record(metaclass=_RecordMeta):
     """Keyword-constructed, immutable, comparable, printable value object."""
 
@@ -34,6 +42,11 @@ class Record(metaclass=_RecordMeta):
         if missing or extra:
             raise TypeError(f"{type(self).__name__}: missing {missing}, unexpected {extra}")
         for name, value in fields.items():
+            if isinstance(value, _MUTABLE):
+                raise TypeError(
+                    f"{type(self).__name__}.{name}: a {type(value).__name__} can be changed in "
+                    "place; use a tuple, frozenset or MappingProxyType"
+                )
             object.__setattr__(self, name, value)
 
     @classmethod
@@ -77,6 +90,6 @@ def _plain(value: Any) -> Any:
         return value.as_dict()
     if isinstance(value, (tuple, list)):
         return [_plain(v) for v in value]
-    if isinstance(value, dict):
+    if isinstance(value, (dict, MappingProxyType)):
         return {k: _plain(v) for k, v in value.items()}
     return value

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 from sandbox import PROJECT_ROOT, base_environment, run, run_pyinit
@@ -14,9 +15,10 @@ from sandbox import PROJECT_ROOT, base_environment, run, run_pyinit
 from pyinit import __version__
 from pyinit.cli import build_parser, parse_options
 from pyinit.errors import UsageError
-from pyinit.plan import Plan, build_plan, required_capabilities
+from pyinit.plan import Plan, build_plan, frozen_env, required_capabilities
 from pyinit.plan.capabilities import CAPABILITY_NUMBERS
 from pyinit.plan.render import render_plan
+from pyinit.record import Record
 
 ALL_CAPS = (1 << (max(CAPABILITY_NUMBERS.values()) + 1)) - 1
 
@@ -207,6 +209,92 @@ def test_plan_without_user_keeps_the_environment() -> None:
     plan = plan_for(["true"], env)
     assert plan.identity is None
     assert plan.env == env
+
+
+def _mutable_parts(value: object, where: str) -> list[str]:
+    """Where ``value`` (a Record, tuple or mapping, at any depth) holds a mutable container."""
+    if isinstance(value, (list, dict, set, bytearray)):
+        return [where]
+    if isinstance(value, Record):
+        return [m for n in value._field_names() for m in _mutable_parts(getattr(value, n), n)]
+    if isinstance(value, tuple):
+        return [m for i, v in enumerate(value) for m in _mutable_parts(v, f"{where}[{i}]")]
+    if isinstance(value, MappingProxyType):
+        return [m for k, v in value.items() for m in _mutable_parts(v, f"{where}[{k!r}]")]
+    return []
+
+
+def test_the_plan_holds_nothing_mutable(tmp_path: Path) -> None:
+    plan = plan_for(
+        ["--user", "nobody", "--groups", "0", "--mkdir", "/srv/a", "--chown", "/srv/a",
+         "--rlimit", "nofile=1024", "--pre", "true", "--post", "true", "--keep-cap", "CHOWN",
+         "--rewrite", "TERM:INT", "--ready", "tcp:80",
+         "--sidecar", "s env=A=1 ready=exec:true -- sleep 1", "--task", "t -- true", "main"],
+        base_environment(NOTIFY_SOCKET="/run/n"),
+        pid=1,
+    )  # fmt: skip
+    assert plan.items and plan.env and plan.pre_hooks
+    assert _mutable_parts(plan, "plan") == []
+    with pytest.raises(TypeError):
+        plan.env["PATH"] = "/evil"  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        plan.env.pop("PATH")  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError, match="immutable"):
+        plan.env = {}  # type: ignore[misc]
+    # A derived plan must freeze its env too: a dict is refused, not silently kept.
+    with pytest.raises(TypeError, match=r"Plan\.env: a dict"):
+        plan.replace(env=dict(plan.env))
+    assert plan.replace(env=frozen_env({"A": "1"})).env == {"A": "1"}
+
+
+def test_frozen_env_is_a_private_copy() -> None:
+    source = {"A": "1"}
+    env = frozen_env(source)
+    source["A"] = "changed"
+    assert env == {"A": "1"}
+
+
+def test_notify_socket_is_pyinit_s_own_in_supervise_mode() -> None:
+    env = base_environment(NOTIFY_SOCKET="/run/podman/notify.sock")
+    plan = plan_for(["--mode", "supervise", "true"], env)
+    assert plan.notify_socket == "/run/podman/notify.sock"
+    assert "NOTIFY_SOCKET" not in plan.env
+    assert plan_for(["true"], env, pid=1).notify_socket == "/run/podman/notify.sock"
+    # Empty is no manager (sd_notify(3)): nothing to report to, and still not inherited.
+    empty = plan_for(["--mode", "supervise", "true"], base_environment(NOTIFY_SOCKET=""))
+    assert empty.notify_socket is None
+    assert "NOTIFY_SOCKET" not in empty.env
+    assert plan_for(["--mode", "supervise", "true"]).notify_socket is None
+
+
+def test_notify_socket_is_the_target_s_in_exec_mode() -> None:
+    # In exec mode the target becomes pyinit's process: the socket is meant for it.
+    env = base_environment(NOTIFY_SOCKET="/run/podman/notify.sock")
+    plan = plan_for(["--mode", "exec", "true"], env)
+    assert plan.notify_socket is None
+    assert plan.env["NOTIFY_SOCKET"] == "/run/podman/notify.sock"
+
+
+def test_render_shows_the_notify_socket_decision() -> None:
+    env = base_environment(NOTIFY_SOCKET="/run/podman/notify.sock")
+    supervise = plan_for(["--mode", "supervise", "true"], env)
+    text = render_plan(supervise, env)
+    assert (
+        "  NOTIFY_SOCKET: kept for pyinit (READY=1/STOPPING=1), not passed to children"
+        in text.splitlines()
+    )
+    data = json.loads(render_plan(supervise, env, as_json=True))
+    assert data["notify_socket"] == "<from NOTIFY_SOCKET>"
+    assert "NOTIFY_SOCKET" in data["env_changes"]["unset"]
+    exec_plan = plan_for(["--mode", "exec", "true"], env)
+    assert "NOTIFY_SOCKET: left to the target" in render_plan(exec_plan, env)
+    data = json.loads(render_plan(exec_plan, env, as_json=True))
+    assert data["notify_socket"] is None
+    assert data["env_changes"] == {"set": {}, "unset": []}
+    for output in (text, render_plan(exec_plan, env)):
+        assert "/run/podman" not in output  # an inherited value, like any other: not shown
+    without = render_plan(plan_for(["--mode", "supervise", "true"]), base_environment())
+    assert "NOTIFY_SOCKET" not in without
 
 
 def test_root_to_root_still_switches() -> None:

@@ -226,6 +226,26 @@ def test_ready_and_stopping_are_reported_upward_and_notify_socket_is_not_inherit
     assert "s | sidecar=none" in out.splitlines()
 
 
+def test_hooks_do_not_inherit_pyinit_s_notify_socket_but_an_exec_target_does() -> None:
+    address = f"pyinit-test-hooks-{os.getpid()}"
+    echo = "echo {0}=${{NOTIFY_SOCKET:-none}}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + address)
+        env = dict(os.environ, NOTIFY_SOCKET="@" + address)
+        code, out, err = run_pyinit(
+            ["--pre", echo.format("pre"), "--post", echo.format("post"),
+             "--", "sh", "-c", echo.format("main")],
+            env=env,
+        )  # fmt: skip
+        assert code == 0, err
+        assert {"pre=none", "main=none", "post=none"} <= set(out.splitlines()), out
+        # exec mode: the target is pyinit's own process, the socket is meant for it.
+        code, out, err = run_pyinit(
+            ["--mode", "exec", "--", "sh", "-c", echo.format("main")], env=env, pid1=False
+        )
+    assert (code, out) == (0, f"main=@{address}\n"), err
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -17,6 +17,7 @@ from pyinit.plan.build import (
     RlimitStep,
     build_plan,
     format_limit,
+    frozen_env,
     required_capabilities,
 )
 
@@ -32,5 +33,6 @@ __all__ = [
     "RlimitStep",
     "build_plan",
     "format_limit",
+    "frozen_env",
     "required_capabilities",
 ]

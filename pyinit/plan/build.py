@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import resource
+from types import MappingProxyType
 
 from pyinit.errors import UsageError
 from pyinit.plan.capabilities import missing_capabilities, parse_capability
@@ -91,6 +92,7 @@ class Plan(Record):
         "mode_requested",
         "no_new_privs",
         "notices",
+        "notify_socket",
         "post_hooks",
         "pre_hooks",
         "ready",
@@ -117,7 +119,8 @@ class Plan(Record):
     rlimits: tuple[RlimitStep, ...]
     workdir: str | None
     file_env: tuple[str, ...]
-    env: dict[str, str]
+    # The target's whole environment, read-only (see frozen_env).
+    env: Mapping[str, str]
     pre_hooks: tuple[Hook, ...]
     post_hooks: tuple[Hook, ...]
     no_new_privs: bool
@@ -128,11 +131,24 @@ class Plan(Record):
     setsid: bool
     stop_timeout: float
     forward_to_group: bool
+    # Supervise mode: the NOTIFY_SOCKET pyinit was given, for its own READY=1/STOPPING=1;
+    # no child inherits it (it is not in env).  None in exec mode, where the target is
+    # pyinit's process and keeps it in env, and when there is none (or it is empty).
+    notify_socket: str | None
     rewrites: tuple[tuple[int, int], ...]
     notices: tuple[str, ...]
     # Sidecars and tasks (GUIDE section 8), in start order; the main's --ready probe.
     items: tuple[Item, ...]
     ready: Probe | None
+
+
+def frozen_env(env: Mapping[str, str]) -> Mapping[str, str]:
+    """A read-only copy of ``env``, as ``Plan.env`` holds it (``os.execve`` takes it as is).
+
+    A derived environment (an item's, LISTEN_PID, PYINIT_EXIT_CODE) is built
+    as a new dict from it; one that goes back into a Plan is frozen again.
+    """
+    return MappingProxyType(dict(env))
 
 
 # --- small parsers, each naming its flag in errors ---------------------------------
@@ -431,6 +447,11 @@ def build_plan(
         env.pop("USER", None)
         env.pop("LOGNAME", None)
         env.update(_identity_environment(identity))
+    notify_socket: str | None = None
+    if mode == "supervise":
+        # pyinit's own manager's socket: pyinit reports READY=1/STOPPING=1 to it
+        # itself, and a child that inherited it could report for the container.
+        notify_socket = env.pop("NOTIFY_SOCKET", None) or None
     stack = [r.soft for r in rlimits if r.resource == resource.RLIMIT_STACK]
     check_exec_budget(options.command, env, secrets, stack[-1] if stack else None)
 
@@ -461,7 +482,7 @@ def build_plan(
         rlimits=rlimits if root_setup else (),
         workdir=parse_workdir(options.workdir),
         file_env=file_env_names,
-        env=env,
+        env=frozen_env(env),
         pre_hooks=tuple(pre_hooks) if root_setup else (),
         post_hooks=post_hooks,
         no_new_privs=options.no_new_privs,
@@ -471,6 +492,7 @@ def build_plan(
         setsid=options.setsid,
         stop_timeout=parse_stop_timeout(options.stop_timeout),
         forward_to_group=options.signal_group,
+        notify_socket=notify_socket,
         rewrites=tuple(parse_rewrite(r) for r in options.rewrite),
         notices=tuple(notices),
         items=services.items,

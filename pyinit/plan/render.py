@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from pyinit.plan import Plan
 
 
+NOTIFY_KEPT = "NOTIFY_SOCKET: kept for pyinit (READY=1/STOPPING=1), not passed to children"
+NOTIFY_PASSED = "NOTIFY_SOCKET: left to the target (exec mode: the target is pyinit's own process)"
+
+
 def render_plan(plan: Plan, environ: Mapping[str, str], as_json: bool = False) -> str:
     """The plan, step by step in the order pyinit would carry it out.
 
@@ -27,6 +31,8 @@ def render_plan(plan: Plan, environ: Mapping[str, str], as_json: bool = False) -
         data = plan.as_dict()
         del data["env"]
         data["env_changes"] = env_changes(plan, environ)
+        if plan.notify_socket is not None:
+            data["notify_socket"] = "<from NOTIFY_SOCKET>"  # an inherited value: not shown
         _annotate_items(plan, data)
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
     return "\n".join(_lines(plan)) + "\n"
@@ -102,6 +108,10 @@ def _lines(plan: Plan) -> list[str]:
             )
         for h in plan.post_hooks:
             lines.append(f"  post hook {h.label}")
+        if plan.notify_socket is not None:
+            lines.append(f"  {NOTIFY_KEPT}")
+    elif "NOTIFY_SOCKET" in plan.env:
+        lines.append(NOTIFY_PASSED)
     return lines
 
 

@@ -76,8 +76,6 @@ class Intake:
         self.early_stop: int | None = None
         #: The signal mask the children restore before exec (loop-started children).
         self.original_mask: tuple[int, ...] = ()
-        #: pyinit's own manager's NOTIFY_SOCKET (READY=1/STOPPING=1 go there).
-        self.notify_socket: str | None = None
         self.signals = blockable_signals()
         self._own_pid = os.getpid()
         self._main_thread = threading.get_ident()
@@ -223,7 +221,7 @@ class Intake:
         with self._lock:
             if self._result is not None or self.plan.post_hooks or self.plan.items:
                 return False
-            if self.notify_socket:
+            if self.plan.notify_socket:
                 return False  # STOPPING=1 goes to pyinit's own manager first
             leftovers = descendants()
             if leftovers:

@@ -30,6 +30,7 @@ import trio
 
 from pyinit import log
 from pyinit.errors import SIGNAL_EXIT_BASE, PyinitError, exit_code_for_wait_status
+from pyinit.plan.build import frozen_env
 from pyinit.plan.signals import signal_name
 from pyinit.plan.stop import StopDeadline, stop_schedule
 from pyinit.root.hooks import escalation_notice, kill_group, spawn_hook
@@ -199,7 +200,7 @@ class Supervision:
             from pyinit.run.probes import NotifySocket
 
             channel = NotifySocket("main")
-            plan = plan.replace(env={**plan.env, **channel.env})
+            plan = plan.replace(env=frozen_env({**plan.env, **channel.env}))
         with self.reaper.spawning() as watch:
             child = start_target(plan, self.intake.original_mask)
             watch(child.pid)
@@ -266,7 +267,7 @@ class Supervision:
             self._notify_upward("READY=1")
 
     def _notify_upward(self, message: str) -> None:
-        address = self.intake.notify_socket
+        address = self.plan.notify_socket
         if not address:
             return
         import socket

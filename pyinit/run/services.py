@@ -22,6 +22,7 @@ import trio
 
 from pyinit import log
 from pyinit.errors import EXIT_SETUP_FAILED, PyinitError
+from pyinit.plan.build import frozen_env
 from pyinit.plan.services import SIDECAR
 from pyinit.plan.signals import signal_name
 from pyinit.root.hooks import kill_group
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 def item_plan(plan: Plan, item: Item, extra_env: dict[str, str]) -> Plan:
     """The main's plan with the item's command, user, environment and working directory."""
     env = dict(plan.env)
-    env.pop("NOTIFY_SOCKET", None)
     if item.identity is not None:
         for name in ("USER", "LOGNAME"):
             env.pop(name, None)
@@ -56,7 +56,7 @@ def item_plan(plan: Plan, item: Item, extra_env: dict[str, str]) -> Plan:
         identity=item.identity,
         switch_identity=item.switch_identity,
         workdir=item.workdir,
-        env=env,
+        env=frozen_env(env),
         extra_groups=(),
         keep_caps=(),
         keep_fds=(),

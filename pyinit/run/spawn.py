@@ -27,7 +27,7 @@ from pyinit.run.target import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Mapping
     from typing import NoReturn
 
     from pyinit.plan import Plan
@@ -171,13 +171,11 @@ def _acquire_controlling_terminal(tty: int) -> None:
         fcntl.ioctl(tty, termios.TIOCSCTTY, 0)
 
 
-def _socket_activation_env(plan: Plan, child_pid: int) -> dict[str, str]:
+def _socket_activation_env(plan: Plan, child_pid: int) -> Mapping[str, str]:
     # LISTEN_PID names the process the fds are for: it was pyinit, now it is the target.
-    env = plan.env
-    if plan.listen_fds:
-        env = dict(env)
-        env["LISTEN_PID"] = str(child_pid)
-    return env
+    if not plan.listen_fds:
+        return plan.env
+    return {**plan.env, "LISTEN_PID": str(child_pid)}
 
 
 def start_item(

@@ -48,17 +48,10 @@ def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
         set_child_subreaper()
     apply_root_setup(plan)
     reaper = Reaper()
-    notify_socket = plan.env.get("NOTIFY_SOCKET")
-    if notify_socket is not None:
-        # pyinit's own manager's socket is pyinit's alone: no child inherits it.
-        env = dict(plan.env)
-        del env["NOTIFY_SOCKET"]
-        plan = plan.replace(env=env)
-    if plan.items or notify_socket is not None or plan.ready is not None:
+    if plan.items or plan.notify_socket is not None or plan.ready is not None:
         # Sidecars and tasks start before the main, from the loop (GUIDE section 8).
         intake = Intake(plan, reaper, None)
         intake.original_mask = tuple(original_mask)
-        intake.notify_socket = notify_socket
         return _run_loop(plan, intake)
     child = start_target(plan, tuple(original_mask))
     reaper.watch(child.pid)
