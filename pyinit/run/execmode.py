@@ -8,12 +8,7 @@ from __future__ import annotations
 
 from pyinit import log
 from pyinit.root.setup import apply_root_setup
-from pyinit.run.target import (
-    become_target,
-    close_inherited_fds,
-    exec_command,
-    inherited_fds_to_keep,
-)
+from pyinit.run.target import inherited_fds_to_keep, turn_into_target
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,12 +24,9 @@ def run_exec_mode(plan: Plan, original_mask: Iterable[int]) -> NoReturn:
     ``original_mask`` is the signal mask pyinit started with; the target gets it back.
     """
     apply_root_setup(plan)
-    become_target(plan, signal_mask=original_mask)
     log.info(f"exec {plan.command[0]} as {_who(plan)}")
-    # As supervise mode does: a leaked runtime fd must not reach the target
-    # (CVE-2024-21626).  LISTEN_PID already names us, and so the target.
-    close_inherited_fds(keep=inherited_fds_to_keep(plan))
-    exec_command(plan.command, plan.env)
+    # LISTEN_PID already names us, and so the target.
+    turn_into_target(plan, original_mask, inherited_fds_to_keep(plan), plan.env)
 
 
 def _who(plan: Plan) -> str:

@@ -18,12 +18,7 @@ import os
 import sys
 
 from pyinit.errors import EXIT_SETUP_FAILED, PyinitError
-from pyinit.run.target import (
-    become_target,
-    close_inherited_fds,
-    exec_command,
-    inherited_fds_to_keep,
-)
+from pyinit.run.target import inherited_fds_to_keep, turn_into_target
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -127,9 +122,8 @@ def _child_main(
                 # terminal over *before* the signal mask is restored.
                 os.tcsetpgrp(tty, os.getpid())
         env = _socket_activation_env(plan, os.getpid())
-        close_inherited_fds(keep=inherited_fds_to_keep(plan, error_fd))
-        become_target(plan.replace(setsid=False), signal_mask=original_mask)
-        exec_command(plan.command, env)
+        keep = inherited_fds_to_keep(plan, error_fd)
+        turn_into_target(plan.replace(setsid=False), original_mask, keep, env)
     except PyinitError as e:
         _report(error_fd, e.exit_code, e.message)
         os._exit(e.exit_code)
@@ -213,9 +207,7 @@ def _item_child_main(
         moved = {child: fcntl.fcntl(ours, fcntl.F_DUPFD, floor) for child, ours in fds.items()}
         for child, ours in moved.items():
             os.dup2(ours, child)
-        close_inherited_fds(keep={error_fd, *fds})
-        become_target(plan.replace(setsid=False), signal_mask=original_mask)
-        exec_command(plan.command, plan.env)
+        turn_into_target(plan.replace(setsid=False), original_mask, {error_fd, *fds}, plan.env)
     except PyinitError as e:
         _report(error_fd, e.exit_code, e.message)
         os._exit(e.exit_code)

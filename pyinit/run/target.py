@@ -26,6 +26,20 @@ if TYPE_CHECKING:
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+def turn_into_target(
+    plan: Plan, signal_mask: Iterable[int], keep_fds: set[int], env: Mapping[str, str]
+) -> NoReturn:
+    """The one sequence every mode ends with: close fds, become the target, exec.
+
+    Exec mode runs it in pyinit's own process, supervise mode in the forked
+    child (main, sidecar or task).  Raises PyinitError (125/126/127).
+    """
+    # A leaked runtime fd must not reach the target (CVE-2024-21626).
+    close_inherited_fds(keep=keep_fds)
+    become_target(plan, signal_mask=signal_mask)
+    exec_command(plan.command, env)
+
+
 def become_target(plan: Plan, signal_mask: Iterable[int] | None = None) -> None:
     """Apply umask, identity, capabilities, workdir and signal state; everything but exec.
 
