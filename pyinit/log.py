@@ -10,13 +10,24 @@ from __future__ import annotations
 import os
 import signal
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
+
 _PIPE = (signal.SIGPIPE,)
+_PIPE_BUF = 4096
+#: How long a line waits for a stalled stderr before it is dropped (PID 1 must not hang on it).
+STALLED_WAIT_MS = 1000
 
 QUIET = 0
 NORMAL = 1
 VERBOSE = 2
 
 _level = NORMAL
+_writer: Callable[[bytes], None] | None = None
+_stalled = False
+_select: ModuleType | None = None
 
 
 def set_level(level: int) -> None:
@@ -30,13 +41,16 @@ def level() -> int:
     return _level
 
 
-def _emit(text: str) -> None:
-    # One write per line: the supervisor and its children share stderr, and
-    # a single write(2) keeps lines from interleaving mid-line.
-    # fd 2 itself, not sys.stderr: that is None when pyinit was started with
-    # stderr closed.  A dead reader (EPIPE, and a SIGPIPE that the signal
-    # intake recognises as our own) or a full disk must never stop pyinit.
-    line = f"pyinit: {text}\n".encode(errors="replace")
+def set_writer(writer: Callable[[bytes], None] | None) -> None:
+    """Hand every line to ``writer`` (the supervisor's relay: never blocks); None: write fd 2."""
+    global _writer
+    _writer = writer
+
+
+def write_line(line: bytes) -> None:
+    """Write one finished line to fd 2, or drop it if a stalled reader leaves no room for 1 s."""
+    if not _room_for(line):
+        return
     # Blocked SIGPIPE while writing: once exec mode has restored the
     # target's signal state, a dead stderr would otherwise kill pyinit.
     was_blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _PIPE)
@@ -50,6 +64,52 @@ def _emit(text: str) -> None:
     finally:
         if signal.SIGPIPE not in was_blocked:
             signal.pthread_sigmask(signal.SIG_SETMASK, was_blocked)
+
+
+def guard_stalls() -> None:
+    """From now on a line waits at most STALLED_WAIT_MS for a stalled stderr (PID 1's rule).
+
+    Exec mode does not call it: a process about to become the target may
+    block on its stderr as the target would.
+    """
+    global _select
+    import select
+
+    _select = select
+
+
+def _room_for(line: bytes) -> bool:
+    # stderr is shared with the target, so it must not be made O_NONBLOCK.
+    # POLLOUT on a pipe means PIPE_BUF bytes are free: a line that short is
+    # then written at once, in one piece.  Longer lines, terminals and files
+    # are written as they are.  Once a line was dropped, the next ones do not
+    # wait until one gets through: a stall costs PID 1 one wait, not one per line.
+    global _stalled
+    select = _select
+    if select is None or len(line) > _PIPE_BUF:
+        return True
+    poller = select.poll()
+    poller.register(2, select.POLLOUT)
+    try:
+        room = bool(poller.poll(0 if _stalled else STALLED_WAIT_MS))
+    except OSError:
+        return True
+    _stalled = not room
+    return room
+
+
+def _emit(text: str) -> None:
+    # One write per line: the supervisor and its children share stderr, and
+    # a single write(2) keeps lines from interleaving mid-line.
+    # fd 2 itself, not sys.stderr: that is None when pyinit was started with
+    # stderr closed.  A dead reader (EPIPE, and a SIGPIPE that the signal
+    # intake recognises as our own) or a full disk must never stop pyinit.
+    line = f"pyinit: {text}\n".encode(errors="replace")
+    writer = _writer
+    if writer is None:
+        write_line(line)
+    else:
+        writer(line)
 
 
 def error(text: str) -> None:

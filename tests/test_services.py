@@ -212,9 +212,13 @@ def test_ready_and_stopping_are_reported_upward_and_notify_socket_is_not_inherit
         sock.bind("\0" + address)
         sock.settimeout(20)
         env = dict(os.environ, NOTIFY_SOCKET="@" + address)
+        # READY=1 waits for the main's echo (--ready file:), so the TERM
+        # below cannot kill it before it has written its line.
+        echoed = tmp_path / "echoed"
         with Namespace(
             ["--sidecar", 's -- sh -c "echo sidecar=${NOTIFY_SOCKET:-none}; sleep 30"',
-             "--", "sh", "-c", "echo main=${NOTIFY_SOCKET:-none}; sleep 30"],
+             "--ready", f"file:{echoed}",
+             "--", "sh", "-c", f"echo main=${{NOTIFY_SOCKET:-none}}; touch {echoed}; sleep 30"],
             env=env,
         ) as ns:  # fmt: skip
             assert sock.recv(4096) == b"READY=1"
@@ -318,6 +322,46 @@ def test_a_stalled_stdout_neither_blocks_forwarding_nor_the_exit(tmp_path: Path)
         os.close(write_end)
     assert code == 128 + signal.SIGTERM, err
     assert "log line(s) of sidecars/tasks: output stalled" in err
+
+
+@pytest.mark.parametrize("sidecars", [[], ["--sidecar", "s -- sleep 30"]], ids=["plain", "sidecar"])
+def test_a_stalled_stderr_blocks_neither_the_intake_nor_the_exit(
+    tmp_path: Path, sidecars: list[str]
+) -> None:
+    # pyinit's own lines (here -v's "reaped ..." for 3000 orphans: ~90 KB)
+    # must not block PID 1 when nobody reads its stderr:
+    # they are queued, then dropped and counted, never waited for.
+    got = tmp_path / "got-usr1"
+    done = tmp_path / "forked"
+    main = (
+        "import os, signal, time\n"
+        f"signal.signal(signal.SIGUSR1, lambda *a: open({str(got)!r}, 'w'))\n"
+        "for _ in range(3000):\n"
+        "    child = os.fork()\n"
+        "    if child == 0:\n"
+        "        os.fork()\n"
+        "        os._exit(0)\n"  # the grandchild is an orphan: PID 1 reaps it
+        "    os.waitpid(child, 0)\n"
+        f"open({str(done)!r}, 'w')\n"
+        "time.sleep(30)\n"
+    )
+    read_end, write_end = os.pipe()  # nobody reads it: pyinit's stderr stalls
+    try:
+        with Namespace(
+            ["-v", "--stop-timeout", "3", *sidecars, "--", TARGET_PYTHON, "-c", main],
+            stderr=write_end,
+        ) as ns:
+            assert ns.init_pid
+            wait_for(done.exists, what="the main's 3000 orphans")
+            wait_for(lambda: _stdout_full(read_end), what="pyinit's stderr to fill up")
+            ns.signal(signal.SIGUSR1)
+            wait_for(got.exists, what="the forwarded SIGUSR1")
+            ns.signal(signal.SIGTERM)
+            code, _, _ = ns.wait()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert code == 128 + signal.SIGTERM
 
 
 def _stdout_full(read_end: int) -> bool:

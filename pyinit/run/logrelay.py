@@ -11,6 +11,11 @@ readers and the writer is a bounded queue: when it is full the readers stop
 reading their pipes, and the children block in their own writes
 (backpressure), never PID 1's loop and never a line dropped.  Only at exit,
 with the reader still stalled, what is queued is dropped and counted.
+
+With services, pyinit's own lines take the same queue to stderr while the
+loop runs (:meth:`LogRelay.own_lines`), from any thread: whole lines
+among the relayed ones, never blocking the loop or the signal intake on a
+stalled reader.  Past a bound they are dropped and counted.
 """
 
 from __future__ import annotations
@@ -22,12 +27,18 @@ import trio
 
 from pyinit import log
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 #: Batches queued per output before the readers stop reading (each at most READ_SIZE lines' worth).
 QUEUE_BATCHES = 16
 #: Bytes read from a pipe at once.
 READ_SIZE = 65536
 #: A line longer than this is cut and relayed in pieces.
 MAX_LINE = 65536
+#: Bytes of pyinit's own lines held while stderr is stalled; more are dropped and counted.
+OWN_LINES_LIMIT = 262144
 
 
 class Output:
@@ -42,9 +53,21 @@ class Output:
 
     async def put(self, data: bytes, lines: int) -> None:
         """Queue a batch; waits (backpressure) while the queue is full."""
+        self._busy(lines)
+        await self.send.send((data, lines))
+
+    def put_nowait(self, data: bytes, lines: int) -> bool:
+        """Queue a batch if there is room; False (nothing queued) if the queue is full."""
+        try:
+            self.send.send_nowait((data, lines))
+        except trio.WouldBlock:
+            return False
+        self._busy(lines)
+        return True
+
+    def _busy(self, lines: int) -> None:
         self.queued_lines += lines
         self.idle = trio.Event() if self.idle.is_set() else self.idle
-        await self.send.send((data, lines))
 
     async def write_forever(self) -> None:
         """Write queued batches in order, in a worker thread."""
@@ -76,6 +99,47 @@ class LogRelay:
         self._open_pipes = 0
         self._all_closed = trio.Event()
         self._all_closed.set()
+        self._own: list[bytes] = []
+        self._own_bytes = 0
+        self._own_waiting = trio.Event()
+        self._own_taken = trio.Event()
+        self._own_dropped = 0
+
+    def own_lines(self, token: trio.lowlevel.TrioToken) -> Callable[[bytes], None]:
+        """A :func:`pyinit.log.set_writer` writer: pyinit's lines into the stderr queue.
+
+        Callable from any thread.  Lines wait in a buffer of OWN_LINES_LIMIT
+        bytes, taken in batches; past it they are dropped and counted.  Once
+        the loop is over it writes directly.
+        """
+        output = self._output(2)
+        self._nursery.start_soon(self._pump_own, output)
+
+        def write(line: bytes) -> None:
+            try:
+                token.run_sync_soon(self._buffer_own, line)
+            except trio.RunFinishedError:
+                log.write_line(line)
+
+        return write
+
+    def _buffer_own(self, line: bytes) -> None:
+        if self._own_bytes + len(line) > OWN_LINES_LIMIT:
+            self._own_dropped += 1
+            return
+        self._own.append(line)
+        self._own_bytes += len(line)
+        self._own_waiting.set()
+
+    async def _pump_own(self, output: Output) -> None:
+        while True:
+            await self._own_waiting.wait()
+            self._own_waiting = trio.Event()
+            lines, self._own = self._own, []
+            self._own_bytes = 0
+            taken, self._own_taken = self._own_taken, trio.Event()
+            taken.set()
+            await output.put(b"".join(lines), len(lines))
 
     def pipes(self, name: str) -> dict[int, int]:
         """Pipes for one start of ``name``: {child fd: write end}, to close after the fork."""
@@ -131,9 +195,16 @@ class LogRelay:
         """
         with trio.move_on_at(until):
             await self._all_closed.wait()
+            while self._own:  # pyinit's own lines, still to be taken into the queue
+                await self._own_taken.wait()
             for output in self._outputs.values():
                 await output.idle.wait()
+        log.set_writer(None)  # from here on pyinit's own lines go straight out
+        self._own_dropped += len(self._own)
         dropped = sum(output.queued_lines for output in self._outputs.values())
         if dropped:
             with contextlib.suppress(OSError):
                 log.warning(f"dropped {dropped} log line(s) of sidecars/tasks: output stalled")
+        if self._own_dropped:
+            with contextlib.suppress(OSError):
+                log.warning(f"dropped {self._own_dropped} line(s) of pyinit's own: stderr stalled")

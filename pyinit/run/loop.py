@@ -58,9 +58,19 @@ def run(plan: Plan, intake: Intake) -> int | None:
 
 
 async def _supervise(plan: Plan, intake: Intake) -> int | None:
+    try:
+        return await _supervise_in_nursery(plan, intake)
+    finally:
+        log.set_writer(None)
+
+
+async def _supervise_in_nursery(plan: Plan, intake: Intake) -> int | None:
     async with trio.open_nursery() as nursery:
         supervision = Supervision(plan, intake, nursery)
         token = trio.lowlevel.current_trio_token()
+        if plan.items:
+            # Among relayed lines, pyinit's own take the relay's queue, whole.
+            log.set_writer(supervision.relay.own_lines(token))
         intake.reaper.listen(lambda reaped: _call(token, supervision.on_reaped, reaped))
         if not intake.attach(token.run_sync_soon, supervision.on_stop):
             nursery.cancel_scope.cancel()

@@ -42,6 +42,7 @@ def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
     be blocked already (and leaves them blocked: only the intake takes them).
     Exit with ``os._exit``: the loop thread may still be running.
     """
+    log.guard_stalls()
     if not plan.is_pid1:
         from pyinit.root.prctl import set_child_subreaper
 
