@@ -212,12 +212,16 @@ def test_ready_and_stopping_are_reported_upward_and_notify_socket_is_not_inherit
         sock.bind("\0" + address)
         sock.settimeout(20)
         env = dict(os.environ, NOTIFY_SOCKET="@" + address)
+        said = tmp_path / "said"
+        echo = "echo {0}=${{NOTIFY_SOCKET:-none}}; echo {0} >> " + str(said) + "; sleep 30"
         with Namespace(
-            ["--sidecar", 's -- sh -c "echo sidecar=${NOTIFY_SOCKET:-none}; sleep 30"',
-             "--", "sh", "-c", "echo main=${NOTIFY_SOCKET:-none}; sleep 30"],
+            ["--sidecar", f"s -- sh -c '{echo.format('sidecar')}'",
+             "--", "sh", "-c", echo.format("main")],
             env=env,
         ) as ns:  # fmt: skip
             assert sock.recv(4096) == b"READY=1"
+            # READY=1 comes once the main has exec'd: a TERM before its echo would hide it.
+            wait_for(lambda: sorted(lines(said)) == ["main", "sidecar"], what="both echoes")
             ns.signal(signal.SIGTERM)
             assert sock.recv(4096) == b"STOPPING=1"
             code, out, err = ns.wait()
