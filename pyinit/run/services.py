@@ -177,10 +177,7 @@ class ItemRun:
             self.pid = None
             kill_group(pid, signal.SIGKILL)  # no orphan of it may hold its port
             if self.stopping or self.sup.stopping:
-                if not ready:
-                    # Only a stop signal ends the start-up early, and it cancels
-                    # the start-up's scope: wait for that rather than report ready.
-                    await trio.sleep_forever()
+                await self._stopped(ready)
                 return
             decision = self.tracker.exited(status, time.monotonic(), ready=ready)
             exited = "exited" if ready else "exited before it was ready"
@@ -193,6 +190,7 @@ class ItemRun:
                     assert timeout is not None
                     raise probes.not_ready(self.label, timeout, f"it {exited}: {last}")
                 if self.stopping or self.sup.stopping:
+                    await self._stopped(ready)
                     return
                 self._backoff = trio.CancelScope()
                 continue
@@ -212,6 +210,13 @@ class ItemRun:
                 return
             log.info(f"{self.label} {exited} ({last}): {decision.reason}")
             return
+
+    async def _stopped(self, ready: bool) -> None:
+        """Shutdown began: nothing to restart.  Before readiness, wait to be cancelled."""
+        if not ready:
+            # Only a stop signal ends the start-up early, and it cancels the
+            # start-up's scope: wait for that rather than report a readiness.
+            await trio.sleep_forever()
 
     async def _first_ready(
         self,
