@@ -155,3 +155,18 @@ def test_properties(
     for i, first in enumerate(restarts):
         within = [r for r in restarts[i:] if r - first < window]
         assert len(within) <= count
+
+
+def test_staying_down_before_the_first_readiness_is_a_give_up() -> None:
+    for policy in ("on-failure", "never"):
+        t = tracker(policy)
+        t.started(0.0)
+        decision = t.exited(exit_status(0), 1.0, ready=False)
+        assert (decision.action, decision.exit_code) == (GIVE_UP, 1), policy
+        assert decision.reason == f"restart={policy} after a clean exit"
+    t = tracker("on-failure")
+    t.started(0.0)
+    assert t.exited(exit_status(3), 1.0, ready=False).action == RESTART
+    t = tracker("never")
+    t.started(0.0)
+    assert t.exited(exit_status(7), 1.0, ready=False).exit_code == 7

@@ -212,16 +212,16 @@ def test_ready_and_stopping_are_reported_upward_and_notify_socket_is_not_inherit
         sock.bind("\0" + address)
         sock.settimeout(20)
         env = dict(os.environ, NOTIFY_SOCKET="@" + address)
-        # READY=1 waits for the main's echo (--ready file:), so the TERM
-        # below cannot kill it before it has written its line.
-        echoed = tmp_path / "echoed"
+        said = tmp_path / "said"
+        echo = "echo {0}=${{NOTIFY_SOCKET:-none}}; echo {0} >> " + str(said) + "; sleep 30"
         with Namespace(
-            ["--sidecar", 's -- sh -c "echo sidecar=${NOTIFY_SOCKET:-none}; sleep 30"',
-             "--ready", f"file:{echoed}",
-             "--", "sh", "-c", f"echo main=${{NOTIFY_SOCKET:-none}}; touch {echoed}; sleep 30"],
+            ["--sidecar", f"s -- sh -c '{echo.format('sidecar')}'",
+             "--", "sh", "-c", echo.format("main")],
             env=env,
         ) as ns:  # fmt: skip
             assert sock.recv(4096) == b"READY=1"
+            # READY=1 comes once the main has exec'd: a TERM before its echo would hide it.
+            wait_for(lambda: sorted(lines(said)) == ["main", "sidecar"], what="both echoes")
             ns.signal(signal.SIGTERM)
             assert sock.recv(4096) == b"STOPPING=1"
             code, out, err = ns.wait()
@@ -400,3 +400,167 @@ def test_the_mains_notify_readiness_is_what_is_reported_upward(tmp_path: Path) -
             assert sock.recv(4096) == b"STOPPING=1"
             code, _, err = ns.wait()
     assert code == 128 + signal.SIGTERM, err
+
+
+# --- a sidecar that exits before it is first ready -----------------------------------------------
+
+
+def flaky(tmp_path: Path, *, good_on: int, code: int = 1, probe: str = "file") -> str:
+    """A sidecar's keys and command: counts its starts; ready only from start ``good_on`` on.
+
+    ``probe`` ``file``: it creates ``tmp_path/ready``; ``fd``: it also writes a newline on fd 3.
+    """
+    count, pids, ready = tmp_path / "count", tmp_path / "pids", tmp_path / "ready"
+    notify = "; echo >&3" if probe == "fd" else ""
+    script = (
+        f"n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 )); echo $n > {count}; "
+        f"echo $$ >> {pids}; [ $n -ge {good_on} ] || exit {code}; touch {ready}{notify}; "
+        "exec sleep 30"
+    )
+    ready_key = "ready=fd:3" if probe == "fd" else f"ready=file:{ready}"
+    return f"{ready_key} -- sh -c '{script}'"
+
+
+@pytest.mark.parametrize("probe", ["file", "fd"])
+def test_a_sidecar_failing_twice_before_it_is_ready_is_restarted_then_the_main_starts(
+    tmp_path: Path, probe: str
+) -> None:
+    main_pid = tmp_path / "main-pid"
+    code, _, err = run_pyinit(
+        [
+            "--sidecar", f"db backoff=0.05:1 {flaky(tmp_path, good_on=3, probe=probe)}",
+            "--", "sh", "-c", f"[ -e {tmp_path / 'ready'} ] && echo $$ > {main_pid}; exit 4",
+        ]
+    )  # fmt: skip
+    assert code == 4, err
+    assert lines(tmp_path / "count") == ["3"], err
+    pids = [*lines(tmp_path / "pids"), *lines(main_pid)]
+    assert len(pids) == 4 and len(set(pids)) == 4, (pids, err)
+    assert "sidecar db exited before it was ready (exit 1): restarting in 0.05s" in err
+    assert "sidecar db exited before it was ready (exit 1): restarting in 0.1s" in err
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [("exit 7", 7), ("kill -USR1 $$", 128 + signal.SIGUSR1)],
+    ids=["exit-7", "killed-by-usr1"],
+)
+def test_restart_never_before_ready_stops_the_container_with_the_sidecars_status(
+    tmp_path: Path, command: str, expected: int
+) -> None:
+    marker = tmp_path / "main-ran"
+    code, _, err = run_pyinit(
+        [
+            "--sidecar", f"db restart=never ready=file:{tmp_path / 'never'} -- sh -c '{command}'",
+            "--", "touch", str(marker),
+        ]
+    )  # fmt: skip
+    assert code == expected, err
+    assert not marker.exists()
+    assert "pyinit: sidecar db gave up before it was ready (restart=never; last " in err
+    assert "stopping the container" in err
+
+
+def test_on_giveup_ignore_before_ready_starts_the_next_items_and_the_main(tmp_path: Path) -> None:
+    log = tmp_path / "order"
+    code, _, err = run_pyinit(
+        [
+            "--sidecar",
+            f"bad restart=never on-giveup=ignore ready=file:{tmp_path / 'never'} -- sh -c 'exit 7'",
+            "--task", f'after -- sh -c "echo task >> {log}"',
+            "--", "sh", "-c", f"echo main >> {log}; exit 5",
+        ]
+    )  # fmt: skip
+    assert code == 5, err
+    assert lines(log) == ["task", "main"]
+    assert (
+        "sidecar bad gave up before it was ready (restart=never; last exit 7): staying down "
+        "(on-giveup=ignore)" in err
+    )
+
+
+def test_max_restarts_used_up_before_ready_is_a_give_up(tmp_path: Path) -> None:
+    marker = tmp_path / "main-ran"
+    code, _, err = run_pyinit(
+        [
+            "--sidecar",
+            f"db backoff=0.01:0.05 max-restarts=1/60 {flaky(tmp_path, good_on=9, code=3)}",
+            "--", "touch", str(marker),
+        ]
+    )  # fmt: skip
+    assert code == 3, err
+    assert lines(tmp_path / "count") == ["2"]  # the start and its one restart
+    assert not marker.exists()
+    gave_up = "sidecar db gave up before it was ready (1 restarts within 60s used up; last exit 3)"
+    assert gave_up in err
+
+
+def test_ready_timeout_bounds_the_wait_across_restarts(tmp_path: Path) -> None:
+    marker = tmp_path / "main-ran"
+    code, _, err = run_pyinit(
+        [
+            "--sidecar",
+            "db ready-timeout=2 backoff=0.05:0.05 max-restarts=1000/60 "
+            + flaky(tmp_path, good_on=10**6),
+            "--", "touch", str(marker),
+        ]
+    )  # fmt: skip
+    assert code == 125, err
+    assert int(lines(tmp_path / "count")[0]) >= 2, err
+    assert not marker.exists()
+    assert "pyinit: sidecar db not ready within 2s" in err
+
+
+def test_a_stop_signal_during_the_backoff_before_ready_exits_128_plus_n(tmp_path: Path) -> None:
+    marker = tmp_path / "main-ran"
+    with Namespace(
+        ["--sidecar", f"db backoff=30:30 {flaky(tmp_path, good_on=2)}", "--", "touch", str(marker)]
+    ) as ns:
+        wait_for(lambda: lines(tmp_path / "count") == ["1"], what="the sidecar's first start")
+        ns.signal(signal.SIGTERM)
+        code, _, err = ns.wait()
+    assert code == 128 + signal.SIGTERM, err
+    assert lines(tmp_path / "count") == ["1"]
+    assert not marker.exists()
+
+
+def test_a_sidecar_that_cannot_exec_is_not_ready_and_follows_its_restart_policy(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "main-ran"
+    code, _, err = run_pyinit(
+        ["--sidecar", "x restart=never -- /nonexistent/cmd", "--", "touch", str(marker)]
+    )
+    assert code == 127, err
+    assert not marker.exists()
+    assert "sidecar x gave up before it was ready (restart=never; last exit 127)" in err
+
+
+# --- --ready fd:N for the main --------------------------------------------------------------------
+
+
+def test_the_mains_fd_readiness_is_what_is_reported_upward(tmp_path: Path) -> None:
+    address = f"pyinit-test-mainfd-{os.getpid()}"
+    marker = tmp_path / "about-to-be-ready"
+    main = (
+        "import os, time; time.sleep(0.3);"
+        f" open({str(marker)!r}, 'w').close(); os.write(3, b'\\n'); time.sleep(30)"
+    )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + address)
+        sock.settimeout(20)
+        env = dict(os.environ, NOTIFY_SOCKET="@" + address)
+        with Namespace(["--ready", "fd:3", "--", TARGET_PYTHON, "-c", main], env=env) as ns:
+            assert sock.recv(4096) == b"READY=1"
+            assert marker.exists()  # not before the main wrote its newline
+            ns.signal(signal.SIGTERM)
+            assert sock.recv(4096) == b"STOPPING=1"
+            code, _, err = ns.wait()
+    assert code == 128 + signal.SIGTERM, err
+
+
+def test_the_mains_fd_probe_colliding_with_keep_fd_is_125_in_one_line() -> None:
+    code, out, err = run_pyinit(["--ready", "fd:3", "--keep-fd", "3", "--", "true"])
+    assert (code, out) == (125, ""), err
+    assert err.startswith("pyinit: --ready 'fd:3': --keep-fd 3 passes the main"), err
+    assert err.count("\n") == 1

@@ -541,6 +541,22 @@ def test_dry_run_json(tmp_path: Path) -> None:
     assert data["ready"]["kind"] == "unix" and data["ready"]["path"] == "/run/app.sock"
 
 
+def test_the_mains_fd_probe_is_planned_and_shown() -> None:
+    plan = plan_for(["--ready", "fd:5", "--keep-fd", "3", "--", "main"])
+    assert plan.ready is not None and (plan.ready.kind, plan.ready.fd) == ("fd", 5)
+    assert "main ready: fd:5" in render_plan(plan, {}).splitlines()
+
+
+def test_the_mains_fd_probe_may_not_be_a_socket_activation_fd() -> None:
+    environ = {**base_environment(), "LISTEN_FDS": "2", "LISTEN_PID": "4242"}
+    message = error_of(["--ready", "fd:4", "--", "main"], environ)
+    assert message == (
+        "--ready 'fd:4': LISTEN_FDS=2 passes the main fds 3..4 (socket activation); pick "
+        "another N for the readiness pipe"
+    )
+    assert plan_for(["--ready", "fd:5", "--", "main"], environ).ready is not None
+
+
 def test_dry_run_json_without_items() -> None:
     data = json.loads(render_plan(plan_for(["x"]), {}, as_json=True))
     assert (data["items"], data["ready"]) == ([], None)
@@ -553,7 +569,7 @@ def test_dry_run_json_without_items() -> None:
         (["--sidecar", "db restart=maybe -- x"], "pyinit: --sidecar 'db restart=maybe -- x': "),
         (["--task", "t ready=notify -- x"], "pyinit: --task 't ready=notify -- x': "),
         (["--ready", "tcp:99999"], "pyinit: --ready 'tcp:99999': "),
-        (["--ready", "fd:3"], "pyinit: --ready 'fd:3': fd:N is for sidecars only"),
+        (["--ready", "fd:3", "--keep-fd", "3"], "pyinit: --ready 'fd:3': --keep-fd 3 passes"),
         (["--mode", "exec", "--task", "t -- x"], "pyinit: --sidecar/--task needs --mode"),
     ],
 )

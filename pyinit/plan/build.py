@@ -500,6 +500,7 @@ def build_plan(
     )
     check_capabilities(plan, euid, capability_mask)
     check_step_down(plan)
+    check_ready_fd(plan)
     if pid == os.getpid():
         check_exec_setsid(plan)
     return plan
@@ -529,6 +530,22 @@ def _has_controlling_terminal() -> bool:
         return False
     os.close(fd)
     return True
+
+
+def check_ready_fd(plan: Plan) -> None:
+    """Refuse ``--ready fd:N`` when the main gets fd N already (``--keep-fd``, LISTEN_FDS)."""
+    ready = plan.ready
+    if ready is None or ready.fd is None:
+        return
+    fd = ready.fd
+    if fd in plan.keep_fds:
+        why = f"--keep-fd {fd} passes the main that descriptor already"
+    elif fd < 3 + plan.listen_fds:
+        last = 2 + plan.listen_fds
+        why = f"LISTEN_FDS={plan.listen_fds} passes the main fds 3..{last} (socket activation)"
+    else:
+        return
+    raise UsageError(f"--ready {ready.text!r}: {why}; pick another N for the readiness pipe")
 
 
 def check_step_down(plan: Plan) -> None:

@@ -454,11 +454,6 @@ def plan_services(
     ready = None
     if options.ready is not None:
         ready = parse_probe(options.ready, f"--ready {options.ready!r}")
-        if ready.kind == "fd":
-            raise UsageError(
-                f"--ready {options.ready!r}: fd:N is for sidecars only; the main's readiness "
-                "takes notify, tcp:, unix:, file:, exec: or http://"
-            )
     return Services(items=tuple(items), ready=ready, notices=tuple(notices))
 
 

@@ -45,7 +45,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pyinit.plan import Hook, Plan
     from pyinit.run.intake import Intake
-    from pyinit.run.probes import NotifySocket
+    from pyinit.run.probes import NotifySocket, ReadyPipe
 
 #: While draining leftovers, the longest wait between two scans (a grandchild
 #: whose parent is alive exits without telling us).
@@ -206,13 +206,15 @@ class Supervision:
     async def _start_main(self) -> None:
         plan = self.plan
         channel = None
-        if plan.ready is not None and plan.ready.kind == "notify":
-            from pyinit.run.probes import NotifySocket
+        if plan.ready is not None and plan.ready.kind in ("notify", "fd"):
+            from pyinit.run.probes import open_channel
 
-            channel = NotifySocket("main")
+            channel = open_channel(plan.ready, "main")
+        if channel is not None and channel.env:
             plan = plan.replace(env=frozen_env({**plan.env, **channel.env}))
+        pass_fds = channel.pass_fds if channel is not None else None
         with self.reaper.spawning() as watch:
-            child = start_target(plan, self.intake.original_mask)
+            child = start_target(plan, self.intake.original_mask, pass_fds)
             watch(child.pid)
             self.intake.target = child.pid
         self.main = child.pid
@@ -231,6 +233,9 @@ class Supervision:
             self._term_main()
         elif error is None:
             self.nursery.start_soon(self._report_ready, channel)
+            return
+        if channel is not None:
+            channel.close()
 
     def _term_main(self) -> None:
         sig = dict(self.plan.rewrites).get(signal.SIGTERM, signal.SIGTERM)
@@ -259,7 +264,7 @@ class Supervision:
         log.info(f"target {main} exited ({describe_status(status)})")
         return self._giveup_code
 
-    async def _report_ready(self, channel: NotifySocket | None) -> None:
+    async def _report_ready(self, channel: NotifySocket | ReadyPipe | None) -> None:
         """READY=1 to pyinit's own manager once the main is ready (--ready, or exec'd)."""
         if self.plan.ready is not None:
             from pyinit.run import probes

@@ -59,23 +59,32 @@ class ProbeFailed(Exception):
 # --- waiting with a bound or a notice ------------------------------------------------
 
 
+def not_ready(what: str, timeout: float, awaiting: str = "") -> ReadyTimeout:
+    """The :class:`ReadyTimeout` for ``what``, not ready within ``timeout`` seconds."""
+    suffix = f" ({awaiting})" if awaiting else ""
+    return ReadyTimeout(f"{what} not ready within {timeout:g}s{suffix}", EXIT_SETUP_FAILED)
+
+
 async def bounded_wait(
     what: str,
     wait: Callable[[], Awaitable[T]],
     timeout: float | None,
     notice: Notice,
     awaiting: str = "",
+    deadline: float | None = None,
 ) -> T:
     """Run ``wait()``; past ``timeout`` seconds raise :class:`ReadyTimeout` naming ``what``.
 
+    ``deadline`` (trio's clock), if given, is when that ``timeout`` ends: a
+    wait that began earlier (a sidecar restarted before it was ready) counts.
     With no timeout, wait for ever, calling ``notice`` every
     :data:`NOTICE_INTERVAL` seconds with what is awaited (``awaiting``).
     """
     suffix = f" ({awaiting})" if awaiting else ""
     if timeout is not None:
-        with trio.move_on_after(timeout):
+        with trio.move_on_at(trio.current_time() + timeout if deadline is None else deadline):
             return await wait()
-        raise ReadyTimeout(f"{what} not ready within {timeout:g}s{suffix}", EXIT_SETUP_FAILED)
+        raise not_ready(what, timeout, awaiting)
     result: list[T] = []
     try:
         async with trio.open_nursery() as nursery:
@@ -88,7 +97,15 @@ async def bounded_wait(
 
 
 def single_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one real error inside a nursery's exception group (the group itself if several)."""
+    """The one real error inside a nursery's exception group (the group itself if several).
+
+    A Cancelled beside a real error is left out: a process's exit can cancel
+    a wait at the moment its pipe's EOF raises ProbeFailed, and trio raises
+    Cancelled again at the next checkpoint inside a cancelled scope anyway.
+    """
+    _, errors = group.split(trio.Cancelled)
+    if errors is not None:
+        group = errors
     while isinstance(group, BaseExceptionGroup) and len(group.exceptions) == 1:
         group = group.exceptions[0]  # type: ignore[assignment]
     return group
@@ -108,6 +125,7 @@ async def wait_ready(
     name: str,
     channel: NotifySocket | ReadyPipe | None = None,
     timeout: float | None = None,
+    deadline: float | None = None,
     notice: Notice = log.notice,
     run_probe_command: RunProbeCommand | None = None,
 ) -> None:
@@ -117,8 +135,9 @@ async def wait_ready(
     need the ``channel`` from :func:`open_channel`, made before the fork;
     ``exec`` needs ``run_probe_command(argv) -> exit code``, which runs the
     command as the item's user and, when cancelled (the 1 s bound), kills it.
-    Raises :class:`ReadyTimeout` past ``timeout`` and :class:`ProbeFailed`
-    when a push probe's channel closes first.
+    Raises :class:`ReadyTimeout` past ``timeout`` (which ends at ``deadline``,
+    trio's clock, when given) and :class:`ProbeFailed` when a push probe's
+    channel closes first.
     """
     await bounded_wait(
         name,
@@ -126,6 +145,7 @@ async def wait_ready(
         timeout,
         notice,
         f"waiting for {probe.text}",
+        deadline,
     )
 
 

@@ -12,7 +12,10 @@ services layer carries the decision out; tests drive it with a fake clock.
 * ``max-restarts=N/WINDOW``: at most N restarts (N+1 starts) within any
   WINDOW seconds, clean exits included under ``always``;
 * a sidecar that needs a restart and may not have one gives up, with its last
-  status as the exit code (code, or 128+N; 1 if it last exited 0).
+  status as the exit code (code, or 128+N; 1 if it last exited 0);
+* before its first readiness a sidecar that would stay down (a clean exit
+  under ``on-failure`` or ``never``) gives up too: it can never be ready, and
+  the start-up waits for it.
 """
 
 from __future__ import annotations
@@ -101,11 +104,17 @@ class RestartTracker:
         """How many restarts began in the WINDOW seconds up to ``now``."""
         return sum(1 for t in self.restart_times if now - t < self.window)
 
-    def exited(self, status: int, now: float) -> Decision:
-        """Decide what follows an exit with wait status ``status`` at ``now``."""
+    def exited(self, status: int, now: float, *, ready: bool = True) -> Decision:
+        """Decide what follows an exit with wait status ``status`` at ``now``.
+
+        ``ready`` is False when the run ended before the sidecar's first
+        readiness: staying down is then a give-up.
+        """
         if not self._wants_restart(status):
             if self.restart == "never" and failed(status):
                 return self._give_up(status, "restart=never")
+            if not ready:
+                return self._give_up(status, f"restart={self.restart} after a clean exit")
             return Decision(action=DONE, delay=0.0, exit_code=0, reason=f"restart={self.restart}")
         if self.started_at is not None and now - self.started_at >= self.backoff_max:
             self._delay = self.backoff_min  # it ran long enough: forget the earlier crashes

@@ -2,10 +2,13 @@
 
 The event loop (:mod:`pyinit.run.loop`) starts the items in order before the
 main: a task must exit 0, a sidecar with ``ready=`` must pass its probe
-(:mod:`pyinit.run.probes`) before the next item starts.  Each sidecar then
-lives in a trio task of its own that restarts it per
-:mod:`pyinit.run.restart`, killing its whole process group first.  At
-shutdown the loop stops them one at a time, in reverse start order.
+(:mod:`pyinit.run.probes`) before the next item starts.  Each sidecar lives
+in a trio task of its own that restarts it per :mod:`pyinit.run.restart`,
+killing its whole process group first, from its first start on: a run that
+exits before the first readiness is restarted too, within ``ready-timeout``,
+and a give-up then either ends the start-up (``on-giveup=stop``) or lets it
+go on without that sidecar (``ignore``).  At shutdown the loop stops them
+one at a time, in reverse start order.
 
 Every item is forked by :func:`pyinit.run.spawn.start_item` inside
 ``reaper.spawning()``, with the main's plan changed to the item's command,
@@ -14,6 +17,7 @@ user, environment and working directory: the same step-down and hygiene.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -101,8 +105,10 @@ class ItemRun:
         self.tracker = RestartTracker.for_item(item)
         self._backoff = trio.CancelScope()
 
-    async def start_once(self, channel: probes.NotifySocket | probes.ReadyPipe | None) -> int:
-        """Fork one run; returns its pid once it has exec'd (or failed to: it exits then)."""
+    async def start_once(
+        self, channel: probes.NotifySocket | probes.ReadyPipe | None
+    ) -> tuple[int, bool]:
+        """Fork one run; once it has exec'd (True) or failed to (False: it exits then), its pid."""
         sup = self.sup
         item = self.item
         extra_env = dict(channel.env) if channel is not None else {}
@@ -125,11 +131,11 @@ class ItemRun:
             log.error(f"{self.label}: {error.message}")
         else:
             log.info(f"started {self.label} (pid {child.pid}): {' '.join(item.command)}")
-        return child.pid
+        return child.pid, error is None
 
     async def run_task(self) -> None:
         """Run a task to its end; PyinitError (125) unless it exits 0."""
-        pid = await self.start_once(None)
+        pid, _ = await self.start_once(None)
         status = await self.sup.wait_exit(pid)
         self.pid = None
         kill_group(pid, signal.SIGKILL)  # what the task left behind in its group
@@ -140,17 +146,26 @@ class ItemRun:
     async def run_sidecar(
         self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Start, await readiness (reported through ``task_status``), restart per policy."""
-        first = True
+        """Start, await the first readiness (reported through ``task_status``), restart per policy.
+
+        A run that exits before the first readiness is restarted by the same
+        policy; ``ready-timeout`` bounds the whole wait, restarts and backoffs
+        included (:class:`probes.ReadyTimeout`).  A give-up before it raises
+        PyinitError with the sidecar's exit code under ``on-giveup=stop``; under
+        ``ignore`` the start-up goes on without it.
+        """
+        ready = False
+        timeout = self.item.ready_timeout
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
         while True:
             channel = probes.open_channel(self.item.ready, self.label)
             probe_scope = trio.CancelScope()
             try:
-                pid = await self.start_once(channel)
-                if first:
-                    await self._first_ready(pid, channel)
-                    first = False
-                    task_status.started()
+                pid, execd = await self.start_once(channel)
+                if not ready:
+                    ready = execd and await self._first_ready(pid, channel, deadline)
+                    if ready:
+                        task_status.started()
                 elif self.item.ready is not None:
                     self.sup.nursery.start_soon(self._ready_again, pid, channel, probe_scope)
                     channel = None
@@ -162,41 +177,60 @@ class ItemRun:
             self.pid = None
             kill_group(pid, signal.SIGKILL)  # no orphan of it may hold its port
             if self.stopping or self.sup.stopping:
+                await self._stopped(ready)
                 return
-            decision = self.tracker.exited(status, time.monotonic())
+            decision = self.tracker.exited(status, time.monotonic(), ready=ready)
+            exited = "exited" if ready else "exited before it was ready"
+            last = describe_status(status)
             if decision.action == RESTART:
-                log.notice(
-                    f"{self.label} exited ({describe_status(status)}): "
-                    f"restarting in {decision.delay:g}s"
-                )
-                with self._backoff:
+                log.notice(f"{self.label} {exited} ({last}): restarting in {decision.delay:g}s")
+                with self._backoff, trio.move_on_at(math.inf if ready else deadline) as bound:
                     await trio.sleep(decision.delay)
+                if bound.cancelled_caught:
+                    assert timeout is not None
+                    raise probes.not_ready(self.label, timeout, f"it {exited}: {last}")
                 if self.stopping or self.sup.stopping:
+                    await self._stopped(ready)
                     return
                 self._backoff = trio.CancelScope()
                 continue
             if decision.action == GIVE_UP:
+                gave_up = "gave up" if ready else "gave up before it was ready"
+                what = f"{self.label} {gave_up} ({decision.reason}; last {last})"
                 if self.item.on_giveup == "stop":
-                    log.error(
-                        f"{self.label} gave up ({decision.reason}; last {describe_status(status)}):"
-                        " stopping the container"
-                    )
+                    if not ready:
+                        raise PyinitError(f"{what}: stopping the container", decision.exit_code)
+                    log.error(f"{what}: stopping the container")
                     self.sup.give_up(decision.exit_code)
                 else:
-                    log.warning(
-                        f"{self.label} gave up ({decision.reason}; last {describe_status(status)}):"
-                        " staying down (on-giveup=ignore)"
-                    )
+                    later = "" if ready else "; starting the next item without it"
+                    log.warning(f"{what}: staying down (on-giveup=ignore){later}")
+                    if not ready:
+                        task_status.started()
                 return
-            log.info(f"{self.label} exited ({describe_status(status)}): {decision.reason}")
+            log.info(f"{self.label} {exited} ({last}): {decision.reason}")
             return
 
+    async def _stopped(self, ready: bool) -> None:
+        """Shutdown began: nothing to restart.  Before readiness, wait to be cancelled."""
+        if not ready:
+            # Only a stop signal ends the start-up early, and it cancels the
+            # start-up's scope: wait for that rather than report a readiness.
+            await trio.sleep_forever()
+
     async def _first_ready(
-        self, pid: int, channel: probes.NotifySocket | probes.ReadyPipe | None
-    ) -> None:
+        self,
+        pid: int,
+        channel: probes.NotifySocket | probes.ReadyPipe | None,
+        deadline: float,
+    ) -> bool:
+        """True once run ``pid`` is ready; False if it exits first.
+
+        :class:`probes.ReadyTimeout` once ``deadline`` (trio's clock) passes.
+        """
         probe = self.item.ready
         if probe is None:
-            return
+            return True
         exited: list[int] = []
 
         async def watch_exit(scope: trio.CancelScope) -> None:
@@ -211,16 +245,16 @@ class ItemRun:
                     name=self.label,
                     channel=channel,
                     timeout=self.item.ready_timeout,
+                    deadline=deadline if self.item.ready_timeout is not None else None,
                     run_probe_command=self.run_probe_command,
                 )
             except probes.ProbeFailed:
                 await trio.sleep_forever()  # its exit follows: watch_exit reports it
             nursery.cancel_scope.cancel()
         if exited:
-            raise PyinitError(
-                f"{self.label} exited before it was ready ({describe_status(exited[0])})"
-            )
+            return False
         log.info(f"{self.label} is ready ({probe.text})")
+        return True
 
     async def _ready_again(
         self,

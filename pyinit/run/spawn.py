@@ -66,11 +66,15 @@ def terminal_fd() -> int | None:
         return None
 
 
-def start_target(plan: Plan, original_mask: Iterable[int]) -> Child:
+def start_target(
+    plan: Plan, original_mask: Iterable[int], pass_fds: Mapping[int, int] | None = None
+) -> Child:
     """Fork the target; the child gets its own process group (or session) and the terminal.
 
-    Call with every forwardable signal blocked; the child restores
-    ``original_mask`` just before exec.
+    ``pass_fds`` (child fd -> our fd: the ``--ready fd:N`` pipe) are given to
+    it besides the LISTEN_FDS and ``--keep-fd`` ones (the plan refuses a
+    number that is both).  Call with every forwardable signal blocked; the
+    child restores ``original_mask`` just before exec.
     """
     new_session = plan.setsid or plan.forward_to_group
     tty = terminal_fd()
@@ -81,7 +85,8 @@ def start_target(plan: Plan, original_mask: Iterable[int]) -> Child:
     if hand_over is not None:
         _release_controlling_terminal(hand_over)
     mask = tuple(original_mask)
-    pid, read_fd = _fork(lambda error_fd: _child_main(plan, mask, error_fd, tty, new_session))
+    fds = dict(pass_fds or {})
+    pid, read_fd = _fork(lambda error_fd: _child_main(plan, mask, error_fd, tty, new_session, fds))
     if not new_session:
         # Also set it here: whichever of parent and child runs first, the group
         # exists before the parent might signal it.
@@ -107,7 +112,12 @@ def _fork(child_main: Callable[[int], NoReturn]) -> tuple[int, int]:
 
 
 def _child_main(
-    plan: Plan, original_mask: tuple[int, ...], error_fd: int, tty: int | None, new_session: bool
+    plan: Plan,
+    original_mask: tuple[int, ...],
+    error_fd: int,
+    tty: int | None,
+    new_session: bool,
+    fds: dict[int, int],
 ) -> NoReturn:
     try:
         if new_session:
@@ -122,14 +132,40 @@ def _child_main(
                 # terminal over *before* the signal mask is restored.
                 os.tcsetpgrp(tty, os.getpid())
         env = _socket_activation_env(plan, os.getpid())
+<<<<<<< HEAD
         keep = inherited_fds_to_keep(plan, error_fd)
         turn_into_target(plan.replace(setsid=False), original_mask, keep, env)
+=======
+        error_fd = _install_fds(fds, error_fd)
+        close_inherited_fds(keep=inherited_fds_to_keep(plan, error_fd, *fds))
+        become_target(plan.replace(setsid=False), signal_mask=original_mask)
+        exec_command(plan.command, env)
+>>>>>>> startgaps
     except PyinitError as e:
         _report(error_fd, e.exit_code, e.message)
         os._exit(e.exit_code)
     except BaseException as e:  # never let the child return into the supervisor
         _report(error_fd, EXIT_SETUP_FAILED, f"internal error in child: {type(e).__name__}: {e}")
         os._exit(EXIT_SETUP_FAILED)
+
+
+def _install_fds(fds: dict[int, int], error_fd: int) -> int:
+    """In the child: dup each of our fds onto its child number; returns error_fd, maybe moved.
+
+    The sources are moved above every number involved first: a source, or
+    the error pipe, may itself be one of the target numbers.
+    """
+    if not fds:
+        return error_fd
+    import fcntl
+
+    floor = max([*fds, *fds.values(), error_fd]) + 1
+    if error_fd in fds:
+        error_fd = fcntl.fcntl(error_fd, fcntl.F_DUPFD_CLOEXEC, floor)
+    moved = {child: fcntl.fcntl(ours, fcntl.F_DUPFD, floor) for child, ours in fds.items()}
+    for child, ours in moved.items():
+        os.dup2(ours, child)  # without close-on-exec: the target keeps it
+    return error_fd
 
 
 def _report(fd: int, code: int, message: str) -> None:
@@ -200,6 +236,7 @@ def _item_child_main(
         os.setpgid(0, 0)
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
+<<<<<<< HEAD
         # Move the sources out of the way first: a source may itself be a target number.
         import fcntl
 
@@ -208,6 +245,12 @@ def _item_child_main(
         for child, ours in moved.items():
             os.dup2(ours, child)
         turn_into_target(plan.replace(setsid=False), original_mask, {error_fd, *fds}, plan.env)
+=======
+        error_fd = _install_fds(fds, error_fd)
+        close_inherited_fds(keep={error_fd, *fds})
+        become_target(plan.replace(setsid=False), signal_mask=original_mask)
+        exec_command(plan.command, plan.env)
+>>>>>>> startgaps
     except PyinitError as e:
         _report(error_fd, e.exit_code, e.message)
         os._exit(e.exit_code)
