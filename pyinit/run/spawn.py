@@ -132,15 +132,9 @@ def _child_main(
                 # terminal over *before* the signal mask is restored.
                 os.tcsetpgrp(tty, os.getpid())
         env = _socket_activation_env(plan, os.getpid())
-<<<<<<< HEAD
-        keep = inherited_fds_to_keep(plan, error_fd)
-        turn_into_target(plan.replace(setsid=False), original_mask, keep, env)
-=======
         error_fd = _install_fds(fds, error_fd)
-        close_inherited_fds(keep=inherited_fds_to_keep(plan, error_fd, *fds))
-        become_target(plan.replace(setsid=False), signal_mask=original_mask)
-        exec_command(plan.command, env)
->>>>>>> startgaps
+        keep = inherited_fds_to_keep(plan, error_fd, *fds)
+        turn_into_target(plan.replace(setsid=False), original_mask, keep, env)
     except PyinitError as e:
         _report(error_fd, e.exit_code, e.message)
         os._exit(e.exit_code)
@@ -236,21 +230,8 @@ def _item_child_main(
         os.setpgid(0, 0)
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
-<<<<<<< HEAD
-        # Move the sources out of the way first: a source may itself be a target number.
-        import fcntl
-
-        floor = max([*fds, *fds.values(), error_fd]) + 1
-        moved = {child: fcntl.fcntl(ours, fcntl.F_DUPFD, floor) for child, ours in fds.items()}
-        for child, ours in moved.items():
-            os.dup2(ours, child)
-        turn_into_target(plan.replace(setsid=False), original_mask, {error_fd, *fds}, plan.env)
-=======
         error_fd = _install_fds(fds, error_fd)
-        close_inherited_fds(keep={error_fd, *fds})
-        become_target(plan.replace(setsid=False), signal_mask=original_mask)
-        exec_command(plan.command, plan.env)
->>>>>>> startgaps
+        turn_into_target(plan.replace(setsid=False), original_mask, {error_fd, *fds}, plan.env)
     except PyinitError as e:
         _report(error_fd, e.exit_code, e.message)
         os._exit(e.exit_code)
