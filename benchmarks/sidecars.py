@@ -149,7 +149,9 @@ def tool_version(tool: str, path: str) -> str:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return ""
-    return (out.stdout or out.stderr).strip().splitlines()[0] if out.stdout or out.stderr else ""
+    text = (out.stdout or out.stderr).strip()
+    first = text.splitlines()[0] if text else ""
+    return first.removeprefix(tool).strip()
 
 
 Program = tuple[str, list[str]]  # (name, argv); the last one is the main
@@ -1036,6 +1038,7 @@ def render_signals(res: Row) -> str:
         "sidecars are `sidecar_helper flood` (100-byte lines in 64 KiB writes, forever); the "
         "init's stdout is /dev/null. tini has no sidecars: it forwards to its target alone.\n\n"
         + table(["configuration", "p50", "p95", "max", "p50 x tini", "lost", "n"], rows)
+        + (f"\n\ntini not compared: {res['missing']}" if res.get("missing") else "")
     )
 
 
