@@ -1,7 +1,8 @@
-"""Issue-9 goal sections: stop latency, docker-stop, `-- /bin/true`, namespace gone, sidecars.
+"""Goal sections: issue 9 (stop latency, docker-stop, `-- /bin/true`, namespace gone), sidecars.
 
 Each section is an entry of SECTIONS: name -> (measure(env, quick), render(result)).
-run.py runs them after its own sections; render_goals() is the goals table.
+run.py runs them after its own sections; render_goals() is the issue-9 goals table,
+render_goals10() the issue-10 one (the sidecars section lives in sidecars.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import sidecars
 from measure import mono_ns, percentile
 from setup_env import BENCH_DIR, Environment, ns_prefix
 
@@ -180,11 +182,11 @@ def sidecars_run(env: Environment, workdir: Path) -> str:
 
 
 def measure_sidecars(env: Environment, quick: bool) -> Row:
-    """(e) issue 10: only when the runtime runs sidecars; otherwise the reason."""
+    """(e) issue 10: benchmarks/sidecars.py when the runtime runs sidecars; else the reason."""
     why = sidecars_run(env, env.workdir)
     if why:
         return {"error": why}
-    return {"error": "sidecars run, but the comparison with supervisord/s6 is not written yet"}
+    return sidecars.measure_sidecars(env, quick)
 
 
 # --------------------------------------------------------------------------
@@ -287,10 +289,8 @@ def render_truerun(res: Row) -> str:
     )
 
 
-def render_sidecars(res: Row) -> str:
-    """(e) section."""
-    head = "## g5. Sidecars (issue 10): launch and stop with 10 sidecars\n\n"
-    return head + f"not available: {res['error']}"
+render_sidecars = sidecars.render_sidecars
+render_goals10 = sidecars.render_goals10
 
 
 SECTIONS: dict[str, tuple[Callable[[Environment, bool], Row], Callable[[Row], str]]] = {

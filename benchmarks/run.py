@@ -12,9 +12,11 @@ Measures (NAME for --only):
   signals     kill(PID 1, SIGUSR1) to the target's handler entry (CLOCK_MONOTONIC), then SIGTERM
   zombies     a target double-forks N orphans: peak zombies at PID 1, time until none are left
   idle        voluntary context switches per second and RSS of PID 1 while the target sleeps
-  stop, idlestop, truerun, sidecars
+  stop, idlestop, truerun
               the issue-9 goal sections of goals.py (SIGTERM soon after start, after 1 s idle,
-              namespace gone, `INIT -- /bin/true`; sidecars when pyinit runs them)
+              namespace gone, `INIT -- /bin/true`)
+  sidecars    issue 10 (sidecars.py): 10 sidecars vs supervisord, s6-svscan and honcho
+              (launch, stop, memory, idle wake-ups, log relay, signals under a log flood)
 
 Writes a Markdown report to stdout; --output also writes it to a file (if the file has
 the results markers, only the part between them is replaced, keeping hand-written text).
@@ -476,7 +478,7 @@ def render_report(
     only: list[str],
 ) -> str:
     """The results block of the Markdown report."""
-    parts = [goals.render_goals(results), render_summary(results)]
+    parts = [goals.render_goals(results), goals.render_goals10(results), render_summary(results)]
     if "exec" in results:
         parts.append(render_exec(results["exec"]))
     if "importtime" in results:

@@ -1,8 +1,8 @@
 """The issue-9 goal sections of benchmarks/run.py (benchmarks/goals.py) run and report.
 
-One quick run of all four sections (about 20 s); the report must carry every section's
-rows and the goals table. No timing assertions. Skipped where gcc, tini or unshare are
-missing, or when not root (pid namespaces).
+One quick run of all four sections (about 50 s, of which g5 about 25 s); the report must
+carry every section's rows and the goals tables. No timing assertions. Skipped where gcc,
+tini or unshare are missing, or when not root (pid namespaces).
 """
 
 from __future__ import annotations
@@ -36,14 +36,14 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
         [sys.executable, str(RUN), "--quick", "--no-venv", "--only", SECTIONS, "--json", str(raw)],
         capture_output=True,
         text=True,
-        timeout=55,
+        timeout=110,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout, json.loads(raw.read_text())
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_stop_sections_have_rows_for_every_init(quick_run: tuple[str, dict]) -> None:
     """g1, g2 and g4 have a row per case and init, tini and pyinit among them."""
     report, raw = quick_run
@@ -58,7 +58,7 @@ def test_stop_sections_have_rows_for_every_init(quick_run: tuple[str, dict]) -> 
     assert "load average (1 min) after the section" in report
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_true_run_and_goals_table(quick_run: tuple[str, dict]) -> None:
     """g3 compares supervise, exec and tini; the goals table gives a verdict per goal."""
     report, _ = quick_run
@@ -71,9 +71,19 @@ def test_true_run_and_goals_table(quick_run: tuple[str, dict]) -> None:
     assert "`--mode supervise -- /bin/true` <= 1.5x exec mode" in report
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_sidecar_section_runs_or_says_why(quick_run: tuple[str, dict]) -> None:
     """g5 either has numbers or a 'not available: ...' line naming the reason."""
     report, _ = quick_run
-    section = report.split("## g5.", 1)[1].split("## ", 1)[0]
+    section = report.split("## g5.", 1)[1].split("\n## ", 1)[0]
     assert "not available: " in section or "| supervisord |" in section
+    if "| supervisord |" in section:
+        assert "## Issue 10 goals" in report
+        for title in (
+            "### Launch",
+            "### SIGTERM",
+            "### PID 1 memory",
+            "### Log relay",
+            "### SIGUSR1",
+        ):
+            assert title in section
