@@ -154,6 +154,31 @@ def frozen_env(env: Mapping[str, str]) -> Mapping[str, str]:
 # --- small parsers, each naming its flag in errors ---------------------------------
 
 
+def item_plan(plan: Plan, item: Item, extra_env: dict[str, str]) -> Plan:
+    """The main's plan with the item's command, user, environment and working directory."""
+    env = dict(plan.env)
+    if item.identity is not None:
+        for name in ("USER", "LOGNAME"):
+            env.pop(name, None)
+        env["HOME"] = item.identity.home
+        if item.identity.name is not None:
+            env["USER"] = env["LOGNAME"] = item.identity.name
+    env.update(item.env)
+    env.update(extra_env)
+    changed: Plan = plan.replace(
+        command=item.command,
+        identity=item.identity,
+        switch_identity=item.switch_identity,
+        workdir=item.workdir,
+        env=frozen_env(env),
+        extra_groups=(),
+        keep_caps=(),
+        keep_fds=(),
+        setsid=False,
+    )
+    return changed
+
+
 def parse_octal(text: str, flag: str, maximum: int) -> int:
     """Parse an octal mode or mask such as ``0750`` or ``027``."""
     digits = text.strip()

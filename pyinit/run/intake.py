@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from types import ModuleType
 
     from pyinit.plan import Plan
+    from pyinit.run.spawn import Started
 
     CallSoon = Callable[..., object]
 
@@ -76,6 +77,8 @@ class Intake:
         self.early_stop: int | None = None
         #: The signal mask the children restore before exec (loop-started children).
         self.original_mask: tuple[int, ...] = ()
+        #: Items the launcher forked before the loop existed, by name, for the loop to adopt.
+        self.started: dict[str, Started] = {}
         self.signals = blockable_signals()
         self._own_pid = os.getpid()
         self._main_thread = threading.get_ident()

@@ -26,6 +26,7 @@ import os
 import trio
 
 from pyinit import log
+from pyinit.run.spawn import log_pipes
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -143,15 +144,17 @@ class LogRelay:
 
     def pipes(self, name: str) -> dict[int, int]:
         """Pipes for one start of ``name``: {child fd: write end}, to close after the fork."""
+        write_ends, read_ends = log_pipes()
+        self.adopt(name, read_ends)
+        return write_ends
+
+    def adopt(self, name: str, read_ends: dict[int, int]) -> None:
+        """Relay ``name``'s pipes from now on: {child fd 1/2: our read end}."""
         prefix = f"{name} | ".encode()
-        ends = {}
-        for fd in (1, 2):
-            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-            ends[fd] = write_fd
+        for fd, read_fd in read_ends.items():
             self._open_pipes += 1
             self._all_closed = trio.Event() if self._all_closed.is_set() else self._all_closed
             self._nursery.start_soon(self._pump, read_fd, prefix, self._output(fd))
-        return ends
 
     def _output(self, fd: int) -> Output:
         if fd not in self._outputs:

@@ -158,7 +158,7 @@ class Supervision:
 
     async def run(self) -> int:
         """Items, main, then the shutdown sequence; pyinit's exit code."""
-        if self.main is None:
+        if self.main is None or self.plan.items:
             failed = await self._start_up()
             if failed is not None:
                 self.deadline = self.intake.begin_stop()
@@ -175,7 +175,7 @@ class Supervision:
             self.nursery.start_soon(self._cancel_on, self._stop_begun, scope)
             try:
                 for item in self.plan.items:
-                    run = ItemRun(self, item)
+                    run = ItemRun(self, item, self.intake.started.pop(item.name, None))
                     self.runs.append(run)
                     if item.kind == "task":
                         await run.run_task()
@@ -190,9 +190,13 @@ class Supervision:
                     raise
                 log.error(error.message)
                 return error.exit_code
+            if self.main is not None:
+                return None  # the launcher forked it already
             if self.intake.early_stop is None:
                 await self._start_main()
                 return None
+        if self.main is not None:
+            return None  # a stop while adopting: the main gets it, the shutdown follows
         signum = self.intake.early_stop
         if signum is None:  # a stop without a signal cannot happen before the main: be safe
             return 125

@@ -26,47 +26,21 @@ import trio
 
 from pyinit import log
 from pyinit.errors import EXIT_SETUP_FAILED, PyinitError
-from pyinit.plan.build import frozen_env
+from pyinit.plan.build import item_plan
 from pyinit.plan.services import SIDECAR
 from pyinit.plan.signals import signal_name
 from pyinit.root.hooks import kill_group
 from pyinit.run import probes
 from pyinit.run.reaper import describe_status
 from pyinit.run.restart import GIVE_UP, RESTART, RestartTracker
-from pyinit.run.spawn import Child, start_item
+from pyinit.run.spawn import Child, Started, start_item
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from pyinit.plan import Plan
     from pyinit.plan.services import Item
     from pyinit.run.loop import Supervision
-
-
-def item_plan(plan: Plan, item: Item, extra_env: dict[str, str]) -> Plan:
-    """The main's plan with the item's command, user, environment and working directory."""
-    env = dict(plan.env)
-    if item.identity is not None:
-        for name in ("USER", "LOGNAME"):
-            env.pop(name, None)
-        env["HOME"] = item.identity.home
-        if item.identity.name is not None:
-            env["USER"] = env["LOGNAME"] = item.identity.name
-    env.update(item.env)
-    env.update(extra_env)
-    changed: Plan = plan.replace(
-        command=item.command,
-        identity=item.identity,
-        switch_identity=item.switch_identity,
-        workdir=item.workdir,
-        env=frozen_env(env),
-        extra_groups=(),
-        keep_caps=(),
-        keep_fds=(),
-        setsid=False,
-    )
-    return changed
 
 
 async def exec_result(child: Child) -> PyinitError | None:
@@ -96,9 +70,11 @@ async def exec_result(child: Child) -> PyinitError | None:
 class ItemRun:
     """One item's runs: the current pid, restarts, whether it is being stopped."""
 
-    def __init__(self, sup: Supervision, item: Item) -> None:
+    def __init__(self, sup: Supervision, item: Item, started: Started | None = None) -> None:
         self.sup = sup
         self.item = item
+        #: Its first run, if the launcher forked it before the loop existed.
+        self._started = started
         self.label = f"{item.kind} {item.name}"
         self.pid: int | None = None  # while a run is alive
         self.stopping = False
@@ -111,6 +87,8 @@ class ItemRun:
         """Fork one run; once it has exec'd (True) or failed to (False: it exits then), its pid."""
         sup = self.sup
         item = self.item
+        if self._started is not None:
+            return self._adopt(self._started)
         extra_env = dict(channel.env) if channel is not None else {}
         pass_fds = dict(channel.pass_fds) if channel is not None else {}
         stdio = sup.relay.pipes(item.name) if item.log == "prefix" else {}
@@ -132,6 +110,19 @@ class ItemRun:
         else:
             log.info(f"started {self.label} (pid {child.pid}): {' '.join(item.command)}")
         return child.pid, error is None
+
+    def _adopt(self, started: Started) -> tuple[int, bool]:
+        """Take over the first run the launcher forked (its exec result is known)."""
+        self._started = None
+        if started.read_ends:
+            self.sup.relay.adopt(self.item.name, started.read_ends)
+        self.pid = started.pid
+        self.tracker.started(started.at)
+        if started.error is not None:
+            log.error(f"{self.label}: {started.error.message}")
+        else:
+            log.info(f"started {self.label} (pid {started.pid}): {' '.join(self.item.command)}")
+        return started.pid, started.error is None
 
     async def run_task(self) -> None:
         """Run a task to its end; PyinitError (125) unless it exits 0."""

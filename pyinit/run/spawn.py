@@ -54,6 +54,21 @@ class Child:
         return PyinitError(message, code)
 
 
+class Started:
+    """An item the launcher forked before the loop existed; the loop adopts it."""
+
+    def __init__(
+        self, pid: int, error: PyinitError | None, read_ends: dict[int, int], at: float
+    ) -> None:
+        self.pid = pid
+        #: Why it could not exec (it has exited then), or None.
+        self.error = error
+        #: {child fd 1/2: our read end} of its log pipes, for the relay.
+        self.read_ends = read_ends
+        #: time.monotonic() of the fork.
+        self.at = at
+
+
 def terminal_fd() -> int | None:
     """stdin when it is a terminal whose foreground pyinit holds (``docker run -it``), else None.
 
@@ -200,6 +215,14 @@ def _socket_activation_env(plan: Plan, child_pid: int) -> Mapping[str, str]:
     if not plan.listen_fds:
         return plan.env
     return {**plan.env, "LISTEN_PID": str(child_pid)}
+
+
+def log_pipes() -> tuple[dict[int, int], dict[int, int]]:
+    """An item's stdout/stderr pipes: ({child fd: write end}, {child fd: read end})."""
+    write_ends, read_ends = {}, {}
+    for fd in (1, 2):
+        read_ends[fd], write_ends[fd] = os.pipe2(os.O_CLOEXEC)
+    return write_ends, read_ends
 
 
 def start_item(

@@ -4,7 +4,9 @@ pyinit stays PID 1 and root and runs the target as a child:
 
 1. root setup (mkdir, chown, rlimits, pre hooks), every signal still
    blocked since pyinit's first statement;
-2. fork the target (:func:`pyinit.run.spawn.start_target`);
+2. fork the target (:func:`pyinit.run.spawn.start_target`), after the
+   leading sidecars that need no readiness probe (the loop adopts them);
+   with a task, a probe or ``--ready`` first, the loop starts the rest;
 3. import trio in this thread while signal handlers forward and reap
    (:meth:`pyinit.run.intake.Intake.import_loop`): a target that exits in
    the meantime, with nothing left for the loop to do, ends pyinit at once;
@@ -21,12 +23,15 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 from pyinit import log
+from pyinit.plan.build import item_plan
+from pyinit.plan.services import SIDECAR
 from pyinit.root.setup import apply_root_setup
 from pyinit.run.intake import Intake
 from pyinit.run.reaper import Reaper
-from pyinit.run.spawn import start_target
+from pyinit.run.spawn import Started, log_pipes, start_item, start_target
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -49,25 +54,66 @@ def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
         set_child_subreaper()
     apply_root_setup(plan)
     reaper = Reaper()
-    if plan.items or plan.notify_socket is not None or plan.ready is not None:
-        # Sidecars and tasks start before the main, from the loop (GUIDE section 8).
-        intake = Intake(plan, reaper, None)
-        intake.original_mask = tuple(original_mask)
-        return _run_loop(plan, intake)
-    child = start_target(plan, tuple(original_mask))
+    mask = tuple(original_mask)
+    intake = Intake(plan, reaper, None)
+    intake.original_mask = mask
+    if plan.items:
+        intake.started = _start_items_early(plan, reaper, mask)
+        if not _main_starts_early(plan, intake.started):
+            # The rest starts from the loop, in order (GUIDE section 8).
+            return _run_loop(plan, intake)
+    elif plan.notify_socket is not None or plan.ready is not None:
+        return _run_loop(plan, intake)  # the loop starts the main and reports readiness
+    child = start_target(plan, mask)
     reaper.watch(child.pid)
-    intake = Intake(plan, reaper, child.pid)
+    intake.target = child.pid
     error = child.exec_error()
     if error is not None:
-        os.waitpid(child.pid, 0)  # the intake is not running yet: nobody else reaps
         log.error(error.message)
-        return error.exit_code
+        if not plan.items:
+            os.waitpid(child.pid, 0)  # the intake is not running yet: nobody else reaps
+            return error.exit_code
+        # It exits with the error's code: the loop stops the sidecars after it.
+    else:
+        log.info(f"started pid {child.pid} as {_who(plan)}: {' '.join(plan.command)}")
     if plan.is_pid1:
         # Do not pin the directory pyinit was started in (a volume) for the
         # container's whole life, as catatonit does not.
         os.chdir("/")
-    log.info(f"started pid {child.pid} as {_who(plan)}: {' '.join(plan.command)}")
     return _run_loop(plan, intake)
+
+
+def _start_items_early(plan: Plan, reaper: Reaper, mask: tuple[int, ...]) -> dict[str, Started]:
+    """Fork the leading sidecars that need no readiness probe, in order, before trio loads.
+
+    Such a sidecar is ready once it has exec'd, which the launcher can wait
+    for without the loop; the loop adopts each (its log pipes, its
+    restarts).  Stops at a task, a probe, or one that could not exec.
+    """
+    started: dict[str, Started] = {}
+    for item in plan.items:
+        if item.kind != SIDECAR or item.ready is not None:
+            break
+        write_ends, read_ends = log_pipes() if item.log == "prefix" else ({}, {})
+        try:
+            child = start_item(item_plan(plan, item, {}), mask, write_ends, {})
+        finally:
+            for fd in write_ends.values():
+                os.close(fd)
+        reaper.watch(child.pid)
+        at = time.monotonic()
+        error = child.exec_error()
+        started[item.name] = Started(child.pid, error, read_ends, at)
+        if error is not None:
+            break
+    return started
+
+
+def _main_starts_early(plan: Plan, started: dict[str, Started]) -> bool:
+    """Whether every item is running and the main needs nothing of the loop to start."""
+    if plan.notify_socket is not None or plan.ready is not None:
+        return False
+    return len(started) == len(plan.items) and all(s.error is None for s in started.values())
 
 
 def _who(plan: Plan) -> str:
