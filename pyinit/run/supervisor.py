@@ -22,6 +22,7 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 
@@ -38,6 +39,10 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from pyinit.plan import Plan
+
+
+#: The GIL switch interval once the loop thread runs (seconds).
+LOOP_SWITCH_INTERVAL = 0.0001
 
 
 def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
@@ -135,6 +140,10 @@ def _run_loop(plan: Plan, intake: Intake) -> int:
             code = None
         intake.finish(code)
 
+    # A signal taken by the intake waits for the GIL while the loop thread
+    # runs Python (relaying a flood of sidecar lines, say): at most this
+    # long, not Python's 5 ms, once the intake asks for it.
+    sys.setswitchinterval(LOOP_SWITCH_INTERVAL)
     threading.Thread(target=loop_thread, name="pyinit-loop", daemon=True).start()
     return intake.run()
 
