@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import statistics
 import subprocess
@@ -21,7 +20,7 @@ from typing import Any
 
 import sidecars
 from measure import mono_ns, percentile
-from setup_env import BENCH_DIR, Environment, ns_prefix
+from setup_env import BENCH_DIR, Environment, compile_c, ns_prefix
 
 Row = dict[str, Any]
 STOP_SOURCE = BENCH_DIR / "stop_helper.c"
@@ -30,18 +29,7 @@ INITS = ("tini", "dumb-init", "pyinit")
 
 def compile_stop_helper(workdir: Path) -> Path | None:
     """gcc -O2 stop_helper.c into workdir; None when gcc is missing or fails."""
-    out = workdir / "stop_helper"
-    if out.exists():
-        return out
-    if shutil.which("gcc") is None:
-        return None
-    made = subprocess.run(
-        ["gcc", "-O2", "-o", str(out), str(STOP_SOURCE)],
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    return out if made.returncode == 0 else None
+    return compile_c(workdir, STOP_SOURCE)[0]
 
 
 def stop_inits(env: Environment) -> list[tuple[str, list[str]]]:

@@ -90,13 +90,20 @@ class Environment:
 
 def compile_helper(workdir: Path) -> tuple[Path | None, str]:
     """Compile bench_helper.c into workdir with gcc; (path, '') or (None, why)."""
+    return compile_c(workdir, HELPER_SOURCE)
+
+
+def compile_c(workdir: Path, source: Path) -> tuple[Path | None, str]:
+    """gcc -O2 SOURCE into workdir, once (reused after); (path, '') or (None, why)."""
+    out = workdir / source.stem
+    if out.exists():
+        return out, ""
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
         return None, "gcc not found"
-    out = workdir / "bench_helper"
     try:
         proc = subprocess.run(
-            [gcc, "-O2", "-Wall", "-o", str(out), str(HELPER_SOURCE)],
+            [gcc, "-O2", "-Wall", "-o", str(out), str(source)],
             capture_output=True,
             text=True,
             timeout=60,

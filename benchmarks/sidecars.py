@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from measure import SessionError, _one_signal_session, find_ns_init, mono_ns
-from setup_env import BENCH_DIR, Environment, Init, ns_prefix
+from setup_env import BENCH_DIR, Environment, Init, compile_c, ns_prefix
 
 Row = dict[str, Any]
 SOURCE = BENCH_DIR / "sidecar_helper.c"
@@ -79,15 +79,7 @@ PARAMS: dict[bool, dict[str, Any]] = {
 
 def compile_sidecar_helper(workdir: Path) -> Path | None:
     """gcc -O2 sidecar_helper.c into workdir; None when gcc is missing or fails."""
-    out = workdir / "sidecar_helper"
-    if out.exists():
-        return out
-    if shutil.which("gcc") is None:
-        return None
-    made = subprocess.run(
-        ["gcc", "-O2", "-o", str(out), str(SOURCE)], capture_output=True, timeout=60, check=False
-    )
-    return out if made.returncode == 0 else None
+    return compile_c(workdir, SOURCE)[0]
 
 
 def honcho_command(log: list[str]) -> tuple[str | None, str]:

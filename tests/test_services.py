@@ -6,11 +6,13 @@ recorded, exit codes, pids, users, files on disk, log lines.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
 import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -308,23 +310,13 @@ def test_a_stalled_stdout_neither_blocks_forwarding_nor_the_exit(tmp_path: Path)
         f"import signal, time; signal.signal(signal.SIGUSR1, lambda *a: open({str(got)!r}, 'w'));"
         f" open({str(started)!r}, 'w'); signal.pause(); time.sleep(30)"
     )
-    read_end, write_end = os.pipe()  # nobody reads it: pyinit's stdout stalls at once
-    try:
-        with Namespace(
-            ["--stop-timeout", "2", "--sidecar", "flood -- yes 0123456789abcdef",
-             "--", TARGET_PYTHON, "-c", main],
-            stdout=write_end,
-        ) as ns:  # fmt: skip
-            assert ns.init_pid
-            wait_for(lambda: _stdout_full(read_end), what="pyinit's stdout to fill up")
-            wait_for(started.exists, what="the main")
-            ns.signal(signal.SIGUSR1)
-            wait_for(got.exists, what="the forwarded SIGUSR1")
-            ns.signal(signal.SIGTERM)
-            code, _, err = ns.wait()
-    finally:
-        os.close(read_end)
-        os.close(write_end)
+    with _unread_pipe() as (read_end, write_end), Namespace(
+        ["--stop-timeout", "2", "--sidecar", "flood -- yes 0123456789abcdef",
+         "--", TARGET_PYTHON, "-c", main],
+        stdout=write_end,
+    ) as ns:  # fmt: skip
+        wait_for(started.exists, what="the main")
+        code, _, err = _forward_then_stop(ns, read_end, got)
     assert code == 128 + signal.SIGTERM, err
     assert "log line(s) of sidecars/tasks: output stalled" in err
 
@@ -334,8 +326,8 @@ def test_a_stalled_stderr_blocks_neither_the_intake_nor_the_exit(
     tmp_path: Path, sidecars: list[str]
 ) -> None:
     # pyinit's own lines (here -v's "reaped ..." for 3000 orphans: ~90 KB)
-    # must not block PID 1 when nobody reads its stderr:
-    # they are queued, then dropped and counted, never waited for.
+    # must not block PID 1 when nobody reads its stderr: they are queued,
+    # then dropped and counted, never waited for.
     got = tmp_path / "got-usr1"
     done = tmp_path / "forked"
     main = (
@@ -350,26 +342,40 @@ def test_a_stalled_stderr_blocks_neither_the_intake_nor_the_exit(
         f"open({str(done)!r}, 'w')\n"
         "time.sleep(30)\n"
     )
-    read_end, write_end = os.pipe()  # nobody reads it: pyinit's stderr stalls
-    try:
-        with Namespace(
+    with (
+        _unread_pipe() as (read_end, write_end),
+        Namespace(
             ["-v", "--stop-timeout", "3", *sidecars, "--", TARGET_PYTHON, "-c", main],
             stderr=write_end,
-        ) as ns:
-            assert ns.init_pid
-            wait_for(done.exists, what="the main's 3000 orphans")
-            wait_for(lambda: _stdout_full(read_end), what="pyinit's stderr to fill up")
-            ns.signal(signal.SIGUSR1)
-            wait_for(got.exists, what="the forwarded SIGUSR1")
-            ns.signal(signal.SIGTERM)
-            code, _, _ = ns.wait()
-    finally:
-        os.close(read_end)
-        os.close(write_end)
+        ) as ns,
+    ):
+        wait_for(done.exists, what="the main's 3000 orphans")
+        code, _, _ = _forward_then_stop(ns, read_end, got)
     assert code == 128 + signal.SIGTERM
 
 
-def _stdout_full(read_end: int) -> bool:
+@contextlib.contextmanager
+def _unread_pipe() -> Iterator[tuple[int, int]]:
+    """A pipe nobody reads: what pyinit writes to its write end stalls once it is full."""
+    read_end, write_end = os.pipe()
+    try:
+        yield read_end, write_end
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def _forward_then_stop(ns: Namespace, read_end: int, got: Path) -> tuple[int, str, str]:
+    """Once the pipe is full, USR1 must reach the main (it writes ``got``); TERM ends pyinit."""
+    assert ns.init_pid
+    wait_for(lambda: _pipe_full(read_end), what="pyinit's output to fill the pipe")
+    ns.signal(signal.SIGUSR1)
+    wait_for(got.exists, what="the forwarded SIGUSR1")
+    ns.signal(signal.SIGTERM)
+    return ns.wait()
+
+
+def _pipe_full(read_end: int) -> bool:
     import fcntl
     import termios
 
