@@ -570,6 +570,11 @@ def test_dry_run_json_without_items() -> None:
         (["--task", "t ready=notify -- x"], "pyinit: --task 't ready=notify -- x': "),
         (["--ready", "tcp:99999"], "pyinit: --ready 'tcp:99999': "),
         (["--ready", "fd:3", "--keep-fd", "3"], "pyinit: --ready 'fd:3': --keep-fd 3 passes"),
+        (["--ready", "fd:2147483647"], "pyinit: --ready 'fd:2147483647': no such descriptor"),
+        (
+            ["--sidecar", "s ready=fd:2147483647 -- x"],
+            "pyinit: sidecar s: ready='fd:2147483647': no such descriptor",
+        ),
         (["--mode", "exec", "--task", "t -- x"], "pyinit: --sidecar/--task needs --mode"),
     ],
 )

@@ -558,11 +558,18 @@ def _has_controlling_terminal() -> bool:
 
 
 def check_ready_fd(plan: Plan) -> None:
-    """Refuse ``--ready fd:N`` when the main gets fd N already (``--keep-fd``, LISTEN_FDS)."""
+    """Refuse an ``fd:N`` probe past the fd table, or one the main gets already (--keep-fd...)."""
+    limit = fd_table_size()
+    for item in plan.items:
+        if item.ready is not None and item.ready.fd is not None and item.ready.fd >= limit:
+            where = f"{item.kind} {item.name}: ready={item.ready.text!r}"
+            raise UsageError(f"{where}: {_past_fd_table(limit)}")
     ready = plan.ready
     if ready is None or ready.fd is None:
         return
     fd = ready.fd
+    if fd >= limit:
+        raise UsageError(f"--ready {ready.text!r}: {_past_fd_table(limit)}")
     if fd in plan.keep_fds:
         why = f"--keep-fd {fd} passes the main that descriptor already"
     elif fd < 3 + plan.listen_fds:
@@ -571,6 +578,12 @@ def check_ready_fd(plan: Plan) -> None:
     else:
         return
     raise UsageError(f"--ready {ready.text!r}: {why}; pick another N for the readiness pipe")
+
+
+def _past_fd_table(limit: int) -> str:
+    return (
+        f"no such descriptor can exist (the fd table has {limit} entries, RLIMIT_NOFILE hard limit)"
+    )
 
 
 def check_step_down(plan: Plan) -> None:
