@@ -181,7 +181,11 @@ class LogRelay:
                     lines.append(pending)
                     pending = b""
                 if lines:
-                    await output.put(b"".join(prefix + line + b"\n" for line in lines), len(lines))
+                    # One C-level join, not a Python loop over the lines: the
+                    # GIL is held for microseconds per read, so a flood does
+                    # not keep the signal intake waiting.
+                    batch = prefix + (b"\n" + prefix).join(lines) + b"\n"
+                    await output.put(batch, len(lines))
             if pending:
                 await output.put(prefix + pending + b"\n", 1)  # the last line, unterminated
         finally:
