@@ -387,6 +387,41 @@ def test_an_exception_in_the_supervisor_stops_the_target(tmp_path: Path) -> None
     assert got.read_text() == "TERM\n"
 
 
+def test_a_failed_trio_import_still_stops_the_target(tmp_path: Path) -> None:
+    # Not PID 1 (a subreaper): nothing kills the target for pyinit.  A trio
+    # that cannot be imported must end in the synchronous stop, not a 125
+    # that leaves the target running.
+    fake = tmp_path / "fake" / "trio"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "import os, time\n"
+        "while not os.path.exists(os.environ['READY']):  # the target's trap is set\n"
+        "    time.sleep(0.01)\n"
+        "raise ImportError('injected: no trio here')\n"
+    )
+    pid_file, got = tmp_path / "pid", tmp_path / "got"
+    script = (
+        f"trap 'echo TERM > {got}; exit 0' TERM; echo $$ > {pid_file}; while :; do sleep 0.01; done"
+    )
+    checkout = str(Path(__file__).parent.parent)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyinit", "--mode", "supervise", "--", "sh", "-c", script],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=f"{fake.parent}:{checkout}", READY=str(pid_file)),
+    )
+    try:
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 125, err
+    assert "supervisor failed: ImportError: injected: no trio here" in err
+    assert got.read_text() == "TERM\n"
+    assert not Path(f"/proc/{pid_file.read_text().strip()}").exists()
+
+
 async def test_terminal_gets_ctrl_c_and_ctrl_z_never_stops_pid1(tmp_path: Path) -> None:
     """docker run -it: Ctrl-C and Ctrl-Z go to the target's process group, not to PID 1."""
     import fcntl

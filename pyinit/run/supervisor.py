@@ -127,7 +127,12 @@ def _who(plan: Plan) -> str:
 
 def _run_loop(plan: Plan, intake: Intake) -> int:
     """Import the loop (signals handled meanwhile), run it in a thread, take signals here."""
-    loop = intake.import_loop()
+    try:
+        loop = intake.import_loop()
+    except Exception as e:  # trio missing or broken: the target must still be stopped
+        log.error(f"supervisor failed: {_describe(e)}; stopping the target")
+        intake.finish(None)
+        return intake.run()
 
     def loop_thread() -> None:
         code: int | None = None
