@@ -35,6 +35,33 @@ def lines(path: Path) -> list[str]:
     return path.read_text().split("\n")[:-1] if path.exists() else []
 
 
+def test_early_started_sidecars_stop_in_reverse_order_on_an_immediate_stop(
+    tmp_path: Path,
+) -> None:
+    # Sidecars without a probe and the main are forked before trio loads.  A
+    # stop that arrives before the loop runs (here: the main asks for it as
+    # soon as every sidecar has written its first line) must still stop them
+    # one at a time, in reverse start order, not all at once as leftovers.
+    log = tmp_path / "order"
+    main = (
+        f"trap 'exit 0' TERM; while [ $(grep -c start {log} 2>/dev/null || echo 0) -lt 3 ];"
+        " do sleep 0.01; done; kill -TERM 1; sleep 5 & wait"
+    )
+    code, _, err = run_pyinit(
+        [
+            "--sidecar", f"a {recorder(log, 'a')}",
+            "--sidecar", f"b {recorder(log, 'b')}",
+            "--sidecar", f"c {recorder(log, 'c')}",
+            "--", "sh", "-c", main,
+        ]
+    )  # fmt: skip
+    assert code == 0, err
+    got = lines(log)
+    assert sorted(got[:3]) == ["start a", "start b", "start c"], got
+    assert got[3:] == ["stop c", "stop b", "stop a"], got
+    assert "leftover" not in err, err
+
+
 def test_start_and_stop_order_as_the_processes_saw_it(tmp_path: Path) -> None:
     log = tmp_path / "order"
     ready_a = tmp_path / "a-ready"

@@ -171,12 +171,16 @@ class Supervision:
 
     async def _start_up(self) -> int | None:
         """Start the items in order, then the main; an exit code if that failed or was stopped."""
+        # All at once, before the first checkpoint: the launcher's early-started
+        # sidecars are adopted (and so stopped in order) even if a stop cancels
+        # the start-up at once.
+        self.runs = [
+            ItemRun(self, i, self.intake.started.pop(i.name, None)) for i in self.plan.items
+        ]
         with trio.CancelScope() as scope:
             self.nursery.start_soon(self._cancel_on, self._stop_begun, scope)
             try:
-                for item in self.plan.items:
-                    run = ItemRun(self, item, self.intake.started.pop(item.name, None))
-                    self.runs.append(run)
+                for item, run in zip(self.plan.items, self.runs, strict=True):
                     if item.kind == "task":
                         await run.run_task()
                     else:

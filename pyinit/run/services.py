@@ -73,13 +73,13 @@ class ItemRun:
     def __init__(self, sup: Supervision, item: Item, started: Started | None = None) -> None:
         self.sup = sup
         self.item = item
-        #: Its first run, if the launcher forked it before the loop existed.
-        self._started = started
         self.label = f"{item.kind} {item.name}"
         self.pid: int | None = None  # while a run is alive
         self.stopping = False
         self.tracker = RestartTracker.for_item(item)
         self._backoff = trio.CancelScope()
+        #: (pid, exec'd) of the first run, if the launcher forked it before the loop existed.
+        self._adopted = None if started is None else self._adopt(started)
 
     async def start_once(
         self, channel: probes.NotifySocket | probes.ReadyPipe | None
@@ -87,8 +87,9 @@ class ItemRun:
         """Fork one run; once it has exec'd (True) or failed to (False: it exits then), its pid."""
         sup = self.sup
         item = self.item
-        if self._started is not None:
-            return self._adopt(self._started)
+        if self._adopted is not None:
+            adopted, self._adopted = self._adopted, None
+            return adopted
         extra_env = dict(channel.env) if channel is not None else {}
         pass_fds = dict(channel.pass_fds) if channel is not None else {}
         stdio = sup.relay.pipes(item.name) if item.log == "prefix" else {}
@@ -113,7 +114,6 @@ class ItemRun:
 
     def _adopt(self, started: Started) -> tuple[int, bool]:
         """Take over the first run the launcher forked (its exec result is known)."""
-        self._started = None
         if started.read_ends:
             self.sup.relay.adopt(self.item.name, started.read_ends)
         self.pid = started.pid
