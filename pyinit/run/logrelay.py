@@ -26,7 +26,6 @@ import os
 import trio
 
 from pyinit import log
-from pyinit.run.spawn import log_pipes
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -54,21 +53,9 @@ class Output:
 
     async def put(self, data: bytes, lines: int) -> None:
         """Queue a batch; waits (backpressure) while the queue is full."""
-        self._busy(lines)
-        await self.send.send((data, lines))
-
-    def put_nowait(self, data: bytes, lines: int) -> bool:
-        """Queue a batch if there is room; False (nothing queued) if the queue is full."""
-        try:
-            self.send.send_nowait((data, lines))
-        except trio.WouldBlock:
-            return False
-        self._busy(lines)
-        return True
-
-    def _busy(self, lines: int) -> None:
         self.queued_lines += lines
         self.idle = trio.Event() if self.idle.is_set() else self.idle
+        await self.send.send((data, lines))
 
     async def write_forever(self) -> None:
         """Write queued batches in order, in a worker thread."""
@@ -141,12 +128,6 @@ class LogRelay:
             taken, self._own_taken = self._own_taken, trio.Event()
             taken.set()
             await output.put(b"".join(lines), len(lines))
-
-    def pipes(self, name: str) -> dict[int, int]:
-        """Pipes for one start of ``name``: {child fd: write end}, to close after the fork."""
-        write_ends, read_ends = log_pipes()
-        self.adopt(name, read_ends)
-        return write_ends
 
     def adopt(self, name: str, read_ends: dict[int, int]) -> None:
         """Relay ``name``'s pipes from now on: {child fd 1/2: our read end}."""

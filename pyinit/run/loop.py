@@ -194,13 +194,13 @@ class Supervision:
                     raise
                 log.error(error.message)
                 return error.exit_code
-            if self.main is not None:
-                return None  # the launcher forked it already
-            if self.intake.early_stop is None:
+            if self.main is None and self.intake.early_stop is None:
                 await self._start_main()
                 return None
         if self.main is not None:
-            return None  # a stop while adopting: the main gets it, the shutdown follows
+            # The launcher forked it: a stop while adopting is the main's to
+            # take, and the shutdown follows.
+            return None
         signum = self.intake.early_stop
         if signum is None:  # a stop without a signal cannot happen before the main: be safe
             return 125

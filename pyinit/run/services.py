@@ -26,14 +26,13 @@ import trio
 
 from pyinit import log
 from pyinit.errors import EXIT_SETUP_FAILED, PyinitError
-from pyinit.plan.build import item_plan
 from pyinit.plan.services import SIDECAR
 from pyinit.plan.signals import signal_name
 from pyinit.root.hooks import kill_group
 from pyinit.run import probes
 from pyinit.run.reaper import describe_status
 from pyinit.run.restart import GIVE_UP, RESTART, RestartTracker
-from pyinit.run.spawn import Child, Started, start_item
+from pyinit.run.spawn import Child, Started, fork_item
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -92,15 +91,13 @@ class ItemRun:
             return adopted
         extra_env = dict(channel.env) if channel is not None else {}
         pass_fds = dict(channel.pass_fds) if channel is not None else {}
-        stdio = sup.relay.pipes(item.name) if item.log == "prefix" else {}
-        plan = item_plan(sup.plan, item, extra_env)
-        try:
-            with sup.reaper.spawning() as watch:
-                child = start_item(plan, sup.intake.original_mask, stdio, pass_fds)
-                watch(child.pid)
-        finally:
-            for fd in stdio.values():
-                os.close(fd)
+        with sup.reaper.spawning() as watch:
+            child, read_ends = fork_item(
+                sup.plan, item, sup.intake.original_mask, extra_env, pass_fds
+            )
+            watch(child.pid)
+        if read_ends:
+            sup.relay.adopt(item.name, read_ends)
         if channel is not None:
             channel.child_started(child.pid)
         self.pid = child.pid
@@ -273,9 +270,8 @@ class ItemRun:
     async def run_probe_command(self, argv: Sequence[str]) -> int:
         """An ``exec:`` probe: run ``argv`` as the item's user; its exit code."""
         item = self.item.replace(command=tuple(argv), log="raw")
-        plan = item_plan(self.sup.plan, item, {})
         with self.sup.reaper.spawning() as watch:
-            child = start_item(plan, self.sup.intake.original_mask, {}, {})
+            child, _ = fork_item(self.sup.plan, item, self.sup.intake.original_mask, {}, {})
             watch(child.pid)
         try:
             await exec_result(child)

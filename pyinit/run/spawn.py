@@ -18,6 +18,7 @@ import os
 import sys
 
 from pyinit.errors import EXIT_SETUP_FAILED, PyinitError
+from pyinit.plan.build import item_plan
 from pyinit.run.target import inherited_fds_to_keep, turn_into_target
 
 TYPE_CHECKING = False
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
     from pyinit.plan import Plan
+    from pyinit.plan.services import Item
 
 
 class Child:
@@ -217,12 +219,34 @@ def _socket_activation_env(plan: Plan, child_pid: int) -> Mapping[str, str]:
     return {**plan.env, "LISTEN_PID": str(child_pid)}
 
 
-def log_pipes() -> tuple[dict[int, int], dict[int, int]]:
-    """An item's stdout/stderr pipes: ({child fd: write end}, {child fd: read end})."""
-    write_ends, read_ends = {}, {}
-    for fd in (1, 2):
-        read_ends[fd], write_ends[fd] = os.pipe2(os.O_CLOEXEC)
-    return write_ends, read_ends
+def fork_item(
+    plan: Plan,
+    item: Item,
+    original_mask: Iterable[int],
+    extra_env: dict[str, str],
+    pass_fds: dict[int, int],
+) -> tuple[Child, dict[int, int]]:
+    """Fork one run of a sidecar or task; (the child, {child fd 1/2: our read end} to relay).
+
+    With ``log=prefix`` its stdout and stderr are pipes whose read ends the
+    caller relays; with ``log=raw`` it inherits pyinit's.  ``plan`` is the
+    main's (see :func:`pyinit.plan.build.item_plan`).
+    """
+    write_ends: dict[int, int] = {}
+    read_ends: dict[int, int] = {}
+    if item.log == "prefix":
+        for fd in (1, 2):
+            read_ends[fd], write_ends[fd] = os.pipe2(os.O_CLOEXEC)
+    try:
+        child = start_item(item_plan(plan, item, extra_env), original_mask, write_ends, pass_fds)
+    except BaseException:
+        for fd in read_ends.values():
+            os.close(fd)
+        raise
+    finally:
+        for fd in write_ends.values():
+            os.close(fd)
+    return child, read_ends
 
 
 def start_item(

@@ -27,12 +27,11 @@ import threading
 import time
 
 from pyinit import log
-from pyinit.plan.build import item_plan
 from pyinit.plan.services import SIDECAR
 from pyinit.root.setup import apply_root_setup
 from pyinit.run.intake import Intake
 from pyinit.run.reaper import Reaper
-from pyinit.run.spawn import Started, log_pipes, start_item, start_target
+from pyinit.run.spawn import Started, fork_item, start_target
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -62,13 +61,11 @@ def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
     mask = tuple(original_mask)
     intake = Intake(plan, reaper, None)
     intake.original_mask = mask
-    if plan.items:
-        intake.started = _start_items_early(plan, reaper, mask)
-        if not _main_starts_early(plan, intake.started):
-            # The rest starts from the loop, in order (GUIDE section 8).
-            return _run_loop(plan, intake)
-    elif plan.notify_socket is not None or plan.ready is not None:
-        return _run_loop(plan, intake)  # the loop starts the main and reports readiness
+    intake.started = _start_items_early(plan, reaper, mask)
+    if not _main_starts_early(plan, intake.started):
+        # The rest starts from the loop, in order (GUIDE section 8), and it
+        # reports the main's readiness.
+        return _run_loop(plan, intake)
     child = start_target(plan, mask)
     reaper.watch(child.pid)
     intake.target = child.pid
@@ -99,12 +96,7 @@ def _start_items_early(plan: Plan, reaper: Reaper, mask: tuple[int, ...]) -> dic
     for item in plan.items:
         if item.kind != SIDECAR or item.ready is not None:
             break
-        write_ends, read_ends = log_pipes() if item.log == "prefix" else ({}, {})
-        try:
-            child = start_item(item_plan(plan, item, {}), mask, write_ends, {})
-        finally:
-            for fd in write_ends.values():
-                os.close(fd)
+        child, read_ends = fork_item(plan, item, mask, {}, {})
         reaper.watch(child.pid)
         at = time.monotonic()
         error = child.exec_error()
