@@ -39,7 +39,7 @@ from pyinit.run.logrelay import LogRelay
 from pyinit.run.probes import single_error
 from pyinit.run.reaper import describe_status
 from pyinit.run.services import ItemRun, exec_result
-from pyinit.run.spawn import start_target
+from pyinit.run.spawn import start_target, started_line
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -232,8 +232,7 @@ class Supervision:
         if error is not None:
             log.error(error.message)
         else:
-            who = plan.identity.describe() if plan.identity is not None else f"uid {os.getuid()}"
-            log.info(f"started pid {child.pid} as {who}: {' '.join(plan.command)}")
+            log.info(started_line(plan, child.pid))
         if plan.is_pid1:
             os.chdir("/")  # do not pin the directory pyinit was started in (a volume)
         if self.intake.early_stop is not None:

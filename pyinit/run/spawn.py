@@ -71,6 +71,12 @@ class Started:
         self.at = at
 
 
+def started_line(plan: Plan, pid: int) -> str:
+    """The log line for the main's start: ``started pid N as USER: COMMAND``."""
+    who = plan.identity.describe() if plan.identity is not None else f"uid {os.getuid()}"
+    return f"started pid {pid} as {who}: {' '.join(plan.command)}"
+
+
 def terminal_fd() -> int | None:
     """stdin when it is a terminal whose foreground pyinit holds (``docker run -it``), else None.
 

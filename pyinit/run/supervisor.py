@@ -31,7 +31,7 @@ from pyinit.plan.services import SIDECAR
 from pyinit.root.setup import apply_root_setup
 from pyinit.run.intake import Intake
 from pyinit.run.reaper import Reaper
-from pyinit.run.spawn import Started, fork_item, start_target
+from pyinit.run.spawn import Started, fork_item, start_target, started_line
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
             return error.exit_code
         # It exits with the error's code: the loop stops the sidecars after it.
     else:
-        log.info(f"started pid {child.pid} as {_who(plan)}: {' '.join(plan.command)}")
+        log.info(started_line(plan, child.pid))
     if plan.is_pid1:
         # Do not pin the directory pyinit was started in (a volume) for the
         # container's whole life, as catatonit does not.
@@ -111,10 +111,6 @@ def _main_starts_early(plan: Plan, started: dict[str, Started]) -> bool:
     if plan.notify_socket is not None or plan.ready is not None:
         return False
     return len(started) == len(plan.items) and all(s.error is None for s in started.values())
-
-
-def _who(plan: Plan) -> str:
-    return plan.identity.describe() if plan.identity is not None else f"uid {os.getuid()}"
 
 
 def _run_loop(plan: Plan, intake: Intake) -> int:
