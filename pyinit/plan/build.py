@@ -137,7 +137,7 @@ class Plan(Record):
     notify_socket: str | None
     rewrites: tuple[tuple[int, int], ...]
     notices: tuple[str, ...]
-    # Sidecars and tasks (GUIDE section 8), in start order; the main's --ready probe.
+    # Sidecars and tasks (docs/services.md), in start order; the main's --ready probe.
     items: tuple[Item, ...]
     ready: Probe | None
 
