@@ -38,3 +38,13 @@ def test_supervisord_autorestart_false_keeps_the_container_running() -> None:
     table = (ROOT / "docs" / "migrate-supervisord.md").read_text()
     row = next(line for line in table.splitlines() if line.startswith("| `autorestart=false`"))
     assert "`restart=never`" in row and "`on-giveup=ignore`" in row
+
+
+def test_every_pyinit_variable_is_in_the_one_table() -> None:
+    usage = (ROOT / "docs" / "usage.md").read_text()
+    table = usage[usage.index("## Where settings come from") :]
+    table = table[: table.index("\n## ")]
+    code = "".join(p.read_text() for p in ROOT.glob("pyinit/**/*.py"))
+    variables = set(re.findall(r"\bPYINIT_[A-Z_]+[A-Z]\b", code))
+    assert {"PYINIT_USER", "PYINIT_STOP_TIMEOUT"} <= variables
+    assert [v for v in sorted(variables) if f"| `{v}` |" not in table] == []
