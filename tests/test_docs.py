@@ -48,3 +48,14 @@ def test_every_pyinit_variable_is_in_the_one_table() -> None:
     variables = set(re.findall(r"\bPYINIT_[A-Z_]+[A-Z]\b", code))
     assert {"PYINIT_USER", "PYINIT_STOP_TIMEOUT"} <= variables
     assert [v for v in sorted(variables) if f"| `{v}` |" not in table] == []
+
+
+def test_the_rule_lists_every_supervise_only_option() -> None:
+    from pyinit.plan.sources import SUPERVISE_ONLY
+
+    usage = (ROOT / "docs" / "usage.md").read_text()
+    rule = usage[usage.index("#### Supervise-only options: one rule") :]
+    rule = rule[: rule.index("\n### ")]
+    flags = [f for text in SUPERVISE_ONLY.values() for f in text.split("/")]
+    flags = [f if f.startswith("--") else "--" + f for f in flags]
+    assert [f for f in flags if f"`{f}`" not in rule] == []
