@@ -23,6 +23,7 @@ from pyinit.plan import (
     build_plan,
 )
 from pyinit.plan.signals import blockable_signals
+from pyinit.plan.sources import apply_environment, name_the_variable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -66,7 +67,23 @@ class _Parser(argparse.ArgumentParser):
     """argparse with pyinit's one-line ``pyinit: ...`` errors and exit 125."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see pyinit --help)")
+        raise UsageError(f"{message}{self._hint(message)}")
+
+    def _hint(self, message: str) -> str:
+        """What to do about ``message``: for an unknown option, the likely cause."""
+        unknown = message.removeprefix("unrecognized arguments: ")
+        if unknown == message or not unknown.startswith("-"):
+            return " (see pyinit --help)"
+        word = unknown.split(" ")[0].partition("=")[0]
+        meant = [o for o in self._option_string_actions if o.startswith(word) and o[1] == "-"]
+        if word.startswith("--") and len(meant) == 1:
+            return f": pyinit's flags are never abbreviated, did you mean {meant[0]}?"
+        # Most often a command's option with the -- forgotten (an ENTRYPOINT
+        # without it, then `docker run IMAGE --port 7000`).
+        return (
+            ": not a pyinit option; if it is the command's, end pyinit's options with --:"
+            " pyinit [OPTIONS] -- COMMAND [ARG...]"
+        )
 
 
 class _ItemAction(argparse.Action):
@@ -200,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode",
         choices=MODES,
         default=None,
-        help="exec, supervise, or auto (default: supervise when PID 1, else exec; env PYINIT_MODE)",
+        help="exec, supervise, or auto (default: supervise when PID 1 or given a supervise-only "
+        "option, else exec; env PYINIT_MODE)",
     )
     run.add_argument(
         "--post",
@@ -212,10 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--stop-timeout",
-        default=str(DEFAULT_STOP_TIMEOUT),
         metavar="SECS",
         help="supervise: one deadline from the stop signal (or the target's exit) to pyinit's "
-        "exit, covering the target, leftovers and --post hooks (default 8)",
+        f"exit, covering the target, leftovers and --post hooks (default {DEFAULT_STOP_TIMEOUT:g};"
+        " env PYINIT_STOP_TIMEOUT)",
     )
     run.add_argument(
         "--signal-group",
@@ -280,24 +298,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_options(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Namespace:
-    """Parse argv, fill defaults from PYINIT_* variables, strip the ``--`` separator."""
-    options = build_parser().parse_args(argv)
-    config = options.config or environ.get("PYINIT_CONFIG")
+    """Parse argv over the config file and the PYINIT_* variables; strip the ``--`` separator.
+
+    One order (docs/usage.md): flags > PYINIT_* environment > config files > defaults.
+    """
+    flags_only = build_parser().parse_args(argv)
+    options = flags_only
+    config = flags_only.config or environ.get("PYINIT_CONFIG")
     file_command: list[str] = []
     if config:
         from pyinit.plan.config import parse_with_config
 
-        options, file_command = parse_with_config(config, build_parser, argv)
+        try:
+            options, file_command = parse_with_config(config, build_parser, argv)
+        except UsageError as e:
+            if flags_only.config:
+                raise
+            raise name_the_variable(e, "--config", "PYINIT_CONFIG", config) from None
+    apply_environment(options, flags_only, environ, config or None)
     command = list(options.command)
     if command and command[0] == "--":
         command = command[1:]
     options.command = command or file_command
-    if options.user is None and environ.get("PYINIT_USER"):
-        options.user = environ["PYINIT_USER"]
     if options.mode is None:
-        options.mode = environ.get("PYINIT_MODE") or "auto"
-        if options.mode not in MODES:
-            raise UsageError(f"PYINIT_MODE={options.mode!r}: expected one of {', '.join(MODES)}")
+        options.mode = "auto"
+    elif options.mode not in MODES:
+        raise UsageError(f"PYINIT_MODE={options.mode!r}: expected one of {', '.join(MODES)}")
     if options.verbose and options.quiet:
         raise UsageError("--verbose and --quiet exclude each other")
     if options.json and not options.dry_run:

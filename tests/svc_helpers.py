@@ -50,7 +50,7 @@ def make_probe(text: str) -> Probe:
 
 
 def make_item(name: str, command: list[str] | tuple[str, ...], **changes: Any) -> Item:
-    """A sidecar with GUIDE section 8's defaults, changed by ``changes``."""
+    """A sidecar with docs/services.md's defaults, changed by ``changes``."""
     ready = changes.pop("ready", None)
     fields: dict[str, Any] = {
         "kind": SIDECAR,

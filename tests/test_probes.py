@@ -1,4 +1,4 @@
-"""Readiness probes with real processes and sockets (GUIDE section 8)."""
+"""Readiness probes with real processes and sockets (docs/services.md)."""
 
 from __future__ import annotations
 

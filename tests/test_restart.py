@@ -1,4 +1,4 @@
-"""Restart decisions (GUIDE section 8) against a fake clock."""
+"""Restart decisions (docs/services.md) against a fake clock."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sidecars and tasks end to end (GUIDE section 8), with pyinit as PID 1 of a PID namespace.
+"""Sidecars and tasks end to end (docs/services.md), with pyinit as PID 1 of a PID namespace.
 
 Each test checks what a user sees: the order the processes themselves
 recorded, exit codes, pids, users, files on disk, log lines.

@@ -1,4 +1,4 @@
-"""Planning sidecars, tasks, probes and --config (GUIDE section 8), up to --dry-run."""
+"""Planning sidecars, tasks, probes and --config (docs/services.md), up to --dry-run."""
 
 from __future__ import annotations
 

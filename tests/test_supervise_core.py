@@ -215,3 +215,42 @@ def test_ctrl_z_with_signal_group_stops_the_target_too() -> None:
             shell.kill()
             shell.wait(timeout=5)
         os.close(master)
+
+
+@pytest.mark.parametrize(
+    ("sent", "rewrite", "received"), [("TSTP", "HUP", "HUP"), ("TTIN", "USR1", "USR1")]
+)
+def test_rewrite_of_job_control_signal_wins_over_sigstop(
+    tmp_path: Path, sent: str, rewrite: str, received: str
+) -> None:
+    """Not PID 1, --signal-group: --rewrite TSTP:HUP delivers HUP, not SIGSTOP (dumb-init's -r)."""
+    got = tmp_path / "got"
+    ready = tmp_path / "ready"
+    script = (
+        f"trap 'echo {received} >> {got}' {received}; touch {ready}; while :; do sleep 0.05; done"
+    )
+    flags = ["--mode", "supervise", "--signal-group", "--rewrite", f"{sent}:{rewrite}"]
+    proc = subprocess.Popen(
+        [*PYINIT, "-v", *flags, "--stop-timeout", "2", "--", "sh", "-c", script],
+        env=ENV,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        target = _only_child(proc.pid)
+        wait_for(ready.exists, what="the target")
+        os.kill(proc.pid, signal.Signals["SIG" + sent])
+        wait_for(lambda: got.exists() and got.read_text() == f"{received}\n", what="the rewrite")
+        assert _state(target) != "T"
+        # pyinit itself still stops, so a shell sees the job stop (as dumb-init does).
+        wait_for(lambda: _state(proc.pid) == "T", what="pyinit to stop")
+        os.kill(proc.pid, signal.SIGCONT)
+        wait_for(lambda: _state(proc.pid) != "T", what="pyinit to resume")
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=5)
+    assert f"forwarded SIG{rewrite} to group {target}" in err
+    assert "SIGSTOP" not in err

@@ -20,6 +20,7 @@ from pyinit.plan.capabilities import missing_capabilities, parse_capability
 from pyinit.plan.host import Host, read_host
 from pyinit.plan.secrets import Target, check_exec_budget, resolve_file_env
 from pyinit.plan.signals import parse_rewrite
+from pyinit.plan.sources import named_for_its_origin, supervise_only_given, typed
 from pyinit.plan.stop import DEFAULT_STOP_TIMEOUT as DEFAULT_STOP_TIMEOUT
 from pyinit.plan.userspec import Identity, read_group, resolve_group, resolve_user_spec
 from pyinit.record import Record
@@ -89,6 +90,7 @@ class Plan(Record):
         "listen_fds",
         "mkdirs",
         "mode",
+        "mode_reason",
         "mode_requested",
         "no_new_privs",
         "notices",
@@ -108,6 +110,8 @@ class Plan(Record):
     command: tuple[str, ...]
     mode: str
     mode_requested: str
+    # Why: who asked for exec/supervise, or what made auto pick it (shown by --dry-run).
+    mode_reason: str
     is_pid1: bool
     identity: Identity | None
     switch_identity: bool
@@ -137,7 +141,7 @@ class Plan(Record):
     notify_socket: str | None
     rewrites: tuple[tuple[int, int], ...]
     notices: tuple[str, ...]
-    # Sidecars and tasks (GUIDE section 8), in start order; the main's --ready probe.
+    # Sidecars and tasks (docs/services.md), in start order; the main's --ready probe.
     items: tuple[Item, ...]
     ready: Probe | None
 
@@ -413,7 +417,7 @@ def build_plan(
         capability_mask = host.capability_set("CapEff")
     _refuse_setuid_install(host)
 
-    identity = resolve_user_spec(options.user) if options.user is not None else None
+    identity = _main_identity(options)
     extra_groups = tuple(resolve_group(g, "--groups") for g in _split_list(options.groups))
     if options.keep_groups:
         if identity is None:
@@ -421,7 +425,7 @@ def build_plan(
         extra_groups += runtime_groups(host.groups)
     if extra_groups and identity is None:
         raise UsageError("--groups needs --user (the groups are set during the step-down)")
-    mode = _resolve_mode(options, pid)
+    mode, mode_reason = _resolve_mode(options, pid)
     notices: list[str] = []
     if mode == "supervise" and pid != 1:
         notices.append(
@@ -496,6 +500,7 @@ def build_plan(
         command=tuple(options.command),
         mode=mode,
         mode_requested=options.mode,
+        mode_reason=mode_reason,
         is_pid1=pid == 1,
         identity=identity,
         switch_identity=switch_identity,
@@ -515,7 +520,7 @@ def build_plan(
         keep_fds=tuple(parse_fd(f) for f in options.keep_fd),
         listen_fds=parse_listen_fds(environ, pid),
         setsid=options.setsid,
-        stop_timeout=parse_stop_timeout(options.stop_timeout),
+        stop_timeout=_stop_timeout(options),
         forward_to_group=options.signal_group,
         notify_socket=notify_socket,
         rewrites=tuple(parse_rewrite(r) for r in options.rewrite),
@@ -697,25 +702,46 @@ def _refuse_setuid_install(host: Host) -> None:
         )
 
 
-SUPERVISE_ONLY = (
-    ("items", "--sidecar/--task"),
-    ("ready", "--ready"),
-    ("post", "--post"),
-    ("rewrite", "--rewrite"),
-    ("signal_group", "--signal-group"),
-)
+def _resolve_mode(options: Namespace, pid: int) -> tuple[str, str]:
+    """exec | supervise, and why.
 
-
-def _resolve_mode(options: Namespace, pid: int) -> str:
-    """exec | supervise.  auto: supervise as PID 1 or when a supervise-only flag is given."""
-    asked = [flag for attr, flag in SUPERVISE_ONLY if getattr(options, attr, None)]
-    if options.mode == "exec" and asked:
+    The one rule (docs/usage.md): a supervise-only option given by a flag or a
+    config file makes ``auto`` supervise, and is an error with ``exec``;
+    PYINIT_STOP_TIMEOUT, a deployment-wide setting, does neither.
+    """
+    given = supervise_only_given(options)
+    if options.mode == "exec" and given:
         raise UsageError(
-            f"{asked[0]} needs --mode supervise: in exec mode pyinit is replaced by the target"
+            f"{given[0]} needs --mode supervise, not {typed(options, 'mode')}:"
+            " in exec mode pyinit is replaced by the target"
         )
-    if options.mode == "auto":
-        return "supervise" if pid == 1 or asked else "exec"
-    return str(options.mode)
+    if options.mode != "auto":
+        return str(options.mode), f"asked by {typed(options, 'mode')}"
+    if pid == 1:
+        return "supervise", "asked: auto; pyinit is PID 1"
+    if given:
+        return "supervise", f"asked: auto; {given[0]} needs supervise"
+    return "exec", "asked: auto; not PID 1, no supervise-only option"
+
+
+def _main_identity(options: Namespace) -> Identity | None:
+    """The main's ``--user`` (or PYINIT_USER), resolved; an error names what the user typed."""
+    if options.user is None:
+        return None
+    try:
+        return resolve_user_spec(options.user)
+    except UsageError as e:
+        raise named_for_its_origin(e, options, "user") from None
+
+
+def _stop_timeout(options: Namespace) -> float:
+    """``--stop-timeout`` (or PYINIT_STOP_TIMEOUT, or the default), in seconds."""
+    if options.stop_timeout is None:
+        return DEFAULT_STOP_TIMEOUT
+    try:
+        return parse_stop_timeout(options.stop_timeout)
+    except UsageError as e:
+        raise named_for_its_origin(e, options, "stop_timeout") from None
 
 
 def _needs_identity_switch(

@@ -1,4 +1,4 @@
-"""Planning sidecars, tasks and probes (GUIDE section 8): strings and tables to Items.
+"""Planning sidecars, tasks and probes (docs/services.md): strings and tables to Items.
 
 An item comes from a ``--sidecar``/``--task`` string (split with :mod:`shlex`)
 or from a ``[[start]]`` table of the ``--config`` file; both become an
@@ -259,7 +259,7 @@ def _check_name(spec: ItemSpec) -> None:
 
 
 class _Keys:
-    """The checked values of one item's pairs, with the defaults of GUIDE section 8."""
+    """The checked values of one item's pairs, with the defaults docs/services.md gives."""
 
     def __init__(self, spec: ItemSpec) -> None:
         self.user: str | None = None

@@ -51,7 +51,7 @@ def env_changes(plan: Plan, environ: Mapping[str, str]) -> dict[str, object]:
 
 def _lines(plan: Plan) -> list[str]:
     lines = [
-        f"mode: {plan.mode} (asked: {plan.mode_requested}; pid {os.getpid()}"
+        f"mode: {plan.mode} ({plan.mode_reason}; pid {os.getpid()}"
         f"{', PID 1' if plan.is_pid1 else ''})"
     ]
     lines.extend(f"notice: {n}" for n in plan.notices)

@@ -1,4 +1,4 @@
-"""The services model: sidecars and tasks beside the main process (GUIDE section 8).
+"""The services model: sidecars and tasks beside the main process (docs/services.md).
 
 Pure data, decided in the plan: the planning layer builds these records from
 ``--sidecar``/``--task``/``--ready`` strings and from the ``--config`` TOML

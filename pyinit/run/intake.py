@@ -254,9 +254,10 @@ class Intake:
             log.info(f"{signal_name(signum)} dropped (--rewrite)")
             return
         job_control = signum in JOB_CONTROL_SIGNALS and not self.plan.is_pid1
-        if job_control and self.plan.forward_to_group:
+        if job_control and self.plan.forward_to_group and signum not in self._rewrites:
             # The target's group is orphaned in its new session: the kernel
-            # discards TSTP/TTIN/TTOU sent to it.  Stop it outright (dumb-init).
+            # discards TSTP/TTIN/TTOU sent to it.  Stop it outright (dumb-init),
+            # unless --rewrite says what it gets instead (dumb-init's -r wins too).
             sent = signal.SIGSTOP
         self.send_to_target(sent)
         where = f"group {self.target}" if self.plan.forward_to_group else str(self.target)

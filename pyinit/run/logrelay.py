@@ -1,4 +1,4 @@
-"""The log relay: sidecars' and tasks' output, line by line, as ``NAME | line`` (GUIDE section 8).
+"""The log relay: sidecars' and tasks' output, line by line, as ``NAME | line`` (docs/services.md).
 
 Each relayed stream is a pipe: the child writes its end as fd 1 or 2, a
 trio task reads ours and splits lines.  Lines go out in batches (one write

@@ -4,7 +4,7 @@ Runs in its own thread once trio is imported (the signal intake,
 :mod:`pyinit.run.intake`, keeps the main thread and forwards and reaps from
 the fork on).  :func:`run` creates all state inside ``trio.run``.
 
-The shape, with the place where services go (GUIDE section 8):
+The shape, with the place where services go (docs/services.md):
 
 1. start the items before the main (sidecars, tasks: later), then the main
    (today the launcher has already forked it, before trio was imported);

@@ -1,4 +1,4 @@
-"""Readiness probes (GUIDE section 8): wait until a sidecar (or the main) is ready.
+"""Readiness probes (docs/services.md): wait until a sidecar (or the main) is ready.
 
 Two families:
 

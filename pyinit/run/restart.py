@@ -1,4 +1,4 @@
-"""Restart decisions for a sidecar (GUIDE section 8), as pure logic over a clock.
+"""Restart decisions for a sidecar (docs/services.md), as pure logic over a clock.
 
 Nothing here sleeps, forks or imports trio: :class:`RestartTracker` is told
 when a run started and how it ended, and answers with a :class:`Decision`

@@ -1,4 +1,4 @@
-"""Sidecars and tasks at run time (GUIDE section 8): start, readiness, restart, stop.
+"""Sidecars and tasks at run time (docs/services.md): start, readiness, restart, stop.
 
 The event loop (:mod:`pyinit.run.loop`) starts the items in order before the
 main: a task must exit 0, a sidecar with ``ready=`` must pass its probe

@@ -63,7 +63,7 @@ def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
     intake.original_mask = mask
     intake.started = _start_items_early(plan, reaper, mask)
     if not _main_starts_early(plan, intake.started):
-        # The rest starts from the loop, in order (GUIDE section 8), and it
+        # The rest starts from the loop, in order (docs/services.md), and it
         # reports the main's readiness.
         return _run_loop(plan, intake)
     child = start_target(plan, mask)

@@ -1,0 +1,61 @@
+"""The docs say what the code does: defaults, citations, the supervisord mapping."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pyinit.plan import DEFAULT_STOP_TIMEOUT
+
+ROOT = Path(__file__).resolve().parent.parent
+PROSE = [*ROOT.glob("docs/*.md"), *ROOT.glob("examples/**/*.md"), ROOT / "README.md"]
+SOURCES = [*ROOT.glob("pyinit/**/*.py"), *ROOT.glob("tests/*.py")]
+
+
+def test_no_citation_of_a_file_outside_the_repository() -> None:
+    # The product reference lives outside the repository: code and docs cite docs/.
+    citing = [
+        str(p.relative_to(ROOT))
+        for p in [*PROSE, *SOURCES]
+        if p != Path(__file__) and "GUIDE" in p.read_text()
+    ]
+    assert citing == []
+
+
+def test_every_stated_stop_timeout_default_is_the_real_one() -> None:
+    stated = re.compile(r"stop-timeout`?[^|]{0,80}?\(default (\d+(?:\.\d+)?)")
+    seen: dict[str, float] = {}
+    for path in PROSE:
+        for match in stated.finditer(path.read_text().replace("\n", " ")):
+            seen[f"{path.relative_to(ROOT)}: {match.group(0)}"] = float(match.group(1))
+    assert seen, "no stated default found: the pattern is stale"
+    wrong = {where: value for where, value in seen.items() if value != DEFAULT_STOP_TIMEOUT}
+    assert wrong == {}
+
+
+def test_supervisord_autorestart_false_keeps_the_container_running() -> None:
+    # restart=never alone gives up on a failure, and on-giveup=stop (the default) stops all.
+    table = (ROOT / "docs" / "migrate-supervisord.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| `autorestart=false`"))
+    assert "`restart=never`" in row and "`on-giveup=ignore`" in row
+
+
+def test_every_pyinit_variable_is_in_the_one_table() -> None:
+    usage = (ROOT / "docs" / "usage.md").read_text()
+    table = usage[usage.index("## Where settings come from") :]
+    table = table[: table.index("\n## ")]
+    code = "".join(p.read_text() for p in ROOT.glob("pyinit/**/*.py"))
+    variables = set(re.findall(r"\bPYINIT_[A-Z_]+[A-Z]\b", code))
+    assert {"PYINIT_USER", "PYINIT_STOP_TIMEOUT"} <= variables
+    assert [v for v in sorted(variables) if f"| `{v}` |" not in table] == []
+
+
+def test_the_rule_lists_every_supervise_only_option() -> None:
+    from pyinit.plan.sources import SUPERVISE_ONLY
+
+    usage = (ROOT / "docs" / "usage.md").read_text()
+    rule = usage[usage.index("#### Supervise-only options: one rule") :]
+    rule = rule[: rule.index("\n### ")]
+    flags = [f for text in SUPERVISE_ONLY.values() for f in text.split("/")]
+    flags = [f if f.startswith("--") else "--" + f for f in flags]
+    assert [f for f in flags if f"`{f}`" not in rule] == []
