@@ -13,14 +13,17 @@ pyinit runs as PID 1 of a PID namespace with the fixture users: ``daemon``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
 from sandbox import Sandbox, base_environment
+from sandbox import run_pyinit as sandbox_run_pyinit
 
 from pyinit.cli import parse_options
 from pyinit.errors import UsageError
@@ -33,11 +36,12 @@ needs_systemd_notify = pytest.mark.skipif(
     shutil.which("systemd-notify") is None, reason="needs systemd-notify"
 )
 
-#: The attacker, run as nobody: find db's socket and process, join its group, say READY=1.
+#: The attacker, run as nobody: find the victim's notify socket (its name has argv[1]) and
+#: process (uid argv[2]), join its process group, say READY=1.
 FORGE_READY = r"""
 import errno, os, socket, sys, time
 
-name = sys.argv[1]
+fragment, victim = sys.argv[1], int(sys.argv[2])
 
 
 def notify_address():
@@ -45,7 +49,7 @@ def notify_address():
         for line in f.read().splitlines()[1:]:
             fields = line.split()
             if len(fields) >= 8 and fields[7].startswith("@pyinit/"):
-                if f"/sidecar-{name}/" in fields[7]:
+                if fragment in fields[7]:
                     return fields[7]
     return None
 
@@ -65,11 +69,11 @@ deadline = time.monotonic() + 10
 address = db = None
 while (address is None or db is None) and time.monotonic() < deadline:
     address = address or notify_address()
-    db = db or process_of(1)
+    db = db or process_of(victim)
     time.sleep(0.02)
 with open(f"/proc/{db}/stat") as f:
     group = int(f.read().rpartition(")")[2].split()[2])
-print(f"found db pid {db} group {group}", flush=True)
+print(f"found pid {db} group {group}", flush=True)
 if os.fork() == 0:  # a process that leads nothing may change its group
     try:
         os.setpgid(0, group)
@@ -78,7 +82,10 @@ if os.fork() == 0:  # a process that leads nothing may change its group
         print("setpgid:", errno.errorcode[e.errno], flush=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     for _ in range(10):
-        sock.sendto(b"READY=1", "\0" + address[1:])
+        try:
+            sock.sendto(b"READY=1", "\0" + address[1:])
+        except OSError:  # closed: pyinit took the word and stopped listening
+            pass
         time.sleep(0.05)
     print("sent READY=1", flush=True)
     time.sleep(60)  # still alive when pyinit reads the datagrams
@@ -92,8 +99,9 @@ def db_name() -> str:
     return f"db{os.getpid()}"
 
 
-def attacker(python: str, name: str) -> list[str]:
-    command = shlex.join([python, "-c", FORGE_READY, name])
+def attacker(python: str, fragment: str, victim_uid: int) -> list[str]:
+    """The --sidecar flag of a nobody sidecar that forges READY=1 (see FORGE_READY)."""
+    command = shlex.join([python, "-c", FORGE_READY, fragment, str(victim_uid)])
     return ["--sidecar", f"evil user=nobody -- {command}"]
 
 
@@ -105,7 +113,7 @@ def test_another_user_cannot_join_a_sidecars_group_nor_declare_it_ready(
 ) -> None:
     name = db_name()
     code, out, err = sandbox.pyinit(
-        *attacker(python_any_user, name),
+        *attacker(python_any_user, f"/sidecar-{name}/", 1),
         "--sidecar", f"{name} user=daemon ready=notify ready-timeout=6 -- sleep 60",
         "--user", "alice", "--", "sh", "-c", "echo main ran",
         pid_namespace=True, timeout=40,
@@ -117,6 +125,32 @@ def test_another_user_cannot_join_a_sidecars_group_nor_declare_it_ready(
     assert f"pyinit: sidecar {name} not ready within 6s (waiting for notify)" in err
 
 
+def test_another_user_cannot_declare_the_main_ready_upward(
+    sandbox: Sandbox, python_any_user: str, tmp_path: Path
+) -> None:
+    # Its own network namespace (unshare --net, pyinit still PID 1): the attacker
+    # sees this pyinit's sockets only; the upward NOTIFY_SOCKET is a path, reachable.
+    upward = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(upward))
+        code, out, err = sandbox_run_pyinit(
+            *attacker(python_any_user, "/main/", 1000),
+            "--ready", "notify", "--user", "alice", "--", "sleep", "4",
+            pid1=True, sandbox=sandbox, prefix=("unshare", "--net"), timeout=40,
+            env=base_environment(NOTIFY_SOCKET=str(upward)),
+        )  # fmt: skip
+        sock.setblocking(False)
+        said = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                said.append(sock.recv(4096))
+    assert "evil | setpgid: EPERM" in out.splitlines(), (out, err)
+    assert "evil | sent READY=1" in out.splitlines(), (out, err)
+    assert code == 0, (out, err)
+    assert b"READY=1" not in said, said
+    assert b"STOPPING=1" in said
+
+
 @needs_systemd_notify
 def test_the_sidecars_own_child_still_declares_it_ready_beside_the_attacker(
     sandbox: Sandbox, python_any_user: str
@@ -124,7 +158,7 @@ def test_the_sidecars_own_child_still_declares_it_ready_beside_the_attacker(
     name = db_name()
     notifier = shlex.join(["sh", "-c", "sleep 1; systemd-notify --ready; exec sleep 60"])
     code, out, err = sandbox.pyinit(
-        *attacker(python_any_user, name),
+        *attacker(python_any_user, f"/sidecar-{name}/", 1),
         "--sidecar", f"{name} user=daemon ready=notify ready-timeout=15 -- {notifier}",
         "--user", "alice", "--", "sh", "-c", "echo main ran as $(id -un)",
         pid_namespace=True, timeout=40,
