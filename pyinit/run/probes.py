@@ -54,7 +54,7 @@ NOTIFY_MAX_FDS = 16
 #: asm-generic values, used only on the machines whose headers take them from there.
 SO_PASSPIDFD = 76
 SCM_PIDFD = 4
-GENERIC_SOCKET_MACHINES = ("x86_64", "i686", "aarch64", "armv7l", "riscv64", "s390x", "ppc64le")
+GENERIC_SOCKET_MACHINES = ("x86_64", "i686", "aarch64", "armv7l", "riscv64", "ppc64le")
 
 
 class ReadyTimeout(PyinitError):
