@@ -60,6 +60,7 @@ def make_item(name: str, command: list[str] | tuple[str, ...], **changes: Any) -
         "switch_identity": False,
         "workdir": None,
         "env": (),
+        "file_env": (),
         "ready": make_probe(ready) if isinstance(ready, str) else ready,
         "ready_timeout": None,
         "restart": "always",

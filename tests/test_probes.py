@@ -17,7 +17,13 @@ import trio.testing
 from svc_helpers import SpawnRuntime, make_item, make_probe, python
 
 from pyinit.run import probes
-from pyinit.run.probes import ProbeFailed, ReadyTimeout, open_channel, wait_ready
+from pyinit.run.probes import (
+    NotifySocket,
+    ProbeFailed,
+    ReadyTimeout,
+    open_channel,
+    wait_ready,
+)
 
 BOUND = 20  # seconds: every wait in these tests is bounded
 
@@ -29,10 +35,15 @@ async def runtime(nursery: trio.Nursery) -> SpawnRuntime:
     return rt
 
 
-def start(runtime: SpawnRuntime, argv: list[str], probe: str) -> tuple[int, object]:
-    """Spawn argv with the probe's channel (if any); returns (pid, channel)."""
+def start(
+    runtime: SpawnRuntime, argv: list[str], probe: str, uid: int | None = None
+) -> tuple[int, object]:
+    """Spawn argv with the probe's channel (if any); returns (pid, channel).
+
+    ``uid``: whose notify datagrams count (default: ours, which the child runs as).
+    """
     item = make_item("svc", argv, ready=probe)
-    channel = open_channel(item.ready, "sidecar svc")
+    channel = open_channel(item.ready, "sidecar svc", os.geteuid() if uid is None else uid)
     pass_fds = channel.pass_fds if channel else {}
     env = channel.env if channel else {}
     pid = runtime.spawn(item, 1, 2, pass_fds, env)
@@ -97,6 +108,44 @@ async def test_notify_with_python_client_and_foreign_sender_ignored(runtime: Spa
     flag.unlink()
     channel.close()  # type: ignore[attr-defined]
     await stop(runtime, pid)
+
+
+@pytest.mark.skipif(shutil.which("systemd-notify") is None, reason="no systemd-notify")
+async def test_notify_from_the_items_own_group_but_another_uid_does_not_count(
+    runtime: SpawnRuntime,
+) -> None:
+    # The item's own child says READY=1, but as root while the item is planned as
+    # uid 4242: the kernel-vouched uid decides, whatever the process group says.
+    script = "systemd-notify --ready; exec sleep 60"
+    pid, channel = start(runtime, ["sh", "-c", script], "notify", uid=4242)
+    with pytest.raises(ReadyTimeout, match=r"not ready within 1s"):
+        await wait_ready(make_probe("notify"), name="x", channel=channel, timeout=1)  # type: ignore[arg-type]
+    channel.close()  # type: ignore[attr-defined]
+    await stop(runtime, pid)
+
+
+def test_a_pid_counts_only_while_its_pidfd_shows_the_sender_unreaped() -> None:
+    # A pid is read after the datagram came: the sender may be gone and its pid
+    # reused.  The sender's pidfd (SO_PASSPIDFD) tells; here a reaped child's
+    # pidfd beside our own pid stands for "the pid now names someone else".
+    channel = NotifySocket("sidecar svc", os.geteuid())
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    dead = os.pidfd_open(child)
+    os.waitpid(child, 0)
+    alive = os.pidfd_open(os.getpid())
+    try:
+        channel.child_started(os.getpgid(0))
+        me = os.getpid()
+        assert channel.accepts((me, os.geteuid(), None))
+        assert channel.accepts((me, os.geteuid(), alive))
+        assert not channel.accepts((me, os.geteuid(), dead))
+        assert not channel.accepts((me, os.geteuid() + 1, alive))
+    finally:
+        os.close(dead)
+        os.close(alive)
+        channel.close()
 
 
 async def test_fd_probe_s6_style(runtime: SpawnRuntime) -> None:

@@ -101,6 +101,7 @@ class Plan(Record):
         "rewrites",
         "rlimits",
         "root_setup",
+        "secrets",
         "setsid",
         "stop_timeout",
         "switch_identity",
@@ -125,6 +126,10 @@ class Plan(Record):
     file_env: tuple[str, ...]
     # The target's whole environment, read-only (see frozen_env).
     env: Mapping[str, str]
+    # Every value read from a NAME_FILE, the main's (--file-env, also in env) and the
+    # items' (file-env=), by name, read-only: an item gets only those it names.
+    # Never printed (--dry-run shows the names).
+    secrets: Mapping[str, str]
     pre_hooks: tuple[Hook, ...]
     post_hooks: tuple[Hook, ...]
     no_new_privs: bool
@@ -159,8 +164,14 @@ def frozen_env(env: Mapping[str, str]) -> Mapping[str, str]:
 
 
 def item_plan(plan: Plan, item: Item, extra_env: dict[str, str]) -> Plan:
-    """The main's plan with the item's command, user, environment and working directory."""
+    """The main's plan with the item's command, user, environment and working directory.
+
+    The item's environment is the main's without the secrets read for the
+    main, with the item's own ``env=`` and the secrets it names (``file-env=``).
+    """
     env = dict(plan.env)
+    for name in plan.secrets:
+        env.pop(name, None)
     if item.identity is not None:
         for name in ("USER", "LOGNAME"):
             env.pop(name, None)
@@ -168,6 +179,7 @@ def item_plan(plan: Plan, item: Item, extra_env: dict[str, str]) -> Plan:
         if item.identity.name is not None:
             env["USER"] = env["LOGNAME"] = item.identity.name
     env.update(item.env)
+    env.update({name: plan.secrets[name] for name in item.file_env if name in plan.secrets})
     env.update(extra_env)
     changed: Plan = plan.replace(
         command=item.command,
@@ -462,6 +474,9 @@ def build_plan(
         pre_hooks.extend(hooks_from_directory(directory))
     post_hooks = tuple(shell_hook(c, "--post") for c in options.post)
 
+    services = _plan_services(options, identity, skip_non_root, euid, capability_mask, host)
+    notices.extend(services.notices)
+
     file_env_names = tuple(
         dict.fromkeys(_split_list(environ.get("PYINIT_FILE_ENV", "")) + list(options.file_env))
     )
@@ -469,7 +484,9 @@ def build_plan(
     secret_target = _secret_target(identity, extra_groups, switch_identity, euid)
     secrets = resolve_file_env(file_env_names, environ, target=secret_target)
     env.update(secrets)
-    for name in file_env_names:
+    item_secrets = _item_secrets(services.items, environ, euid)
+    for name in (*file_env_names, *item_secrets):
+        # pyinit consumes NAME_FILE: no process sees the path of a secret.
         env.pop(name + "_FILE", None)
     if identity is not None and not skip_non_root:
         # A uid without a name must not inherit the caller's USER=root.
@@ -482,10 +499,8 @@ def build_plan(
         # itself, and a child that inherited it could report for the container.
         notify_socket = env.pop("NOTIFY_SOCKET", None) or None
     stack = [r.soft for r in rlimits if r.resource == resource.RLIMIT_STACK]
-    check_exec_budget(options.command, env, secrets, stack[-1] if stack else None)
-
-    services = _plan_services(options, identity, skip_non_root, euid, capability_mask, host)
-    notices.extend(services.notices)
+    stack_limit = stack[-1] if stack else None
+    check_exec_budget(options.command, env, secrets, stack_limit)
 
     wants_setup = bool(mkdirs or chowns or rlimits or pre_hooks)
     root_setup = wants_setup
@@ -513,6 +528,7 @@ def build_plan(
         workdir=parse_workdir(options.workdir),
         file_env=file_env_names,
         env=frozen_env(env),
+        secrets=frozen_env({**item_secrets, **secrets}),
         pre_hooks=tuple(pre_hooks) if root_setup else (),
         post_hooks=post_hooks,
         no_new_privs=options.no_new_privs,
@@ -528,6 +544,7 @@ def build_plan(
         items=services.items,
         ready=services.ready,
     )
+    check_item_exec_budgets(plan, stack_limit)
     check_capabilities(plan, euid, capability_mask)
     check_step_down(plan)
     check_ready_fd(plan)
@@ -560,6 +577,15 @@ def _has_controlling_terminal() -> bool:
         return False
     os.close(fd)
     return True
+
+
+def check_item_exec_budgets(plan: Plan, stack_soft_limit: int | None) -> None:
+    """Refuse an item's ``file-env=`` secrets that would push its exec past the budget."""
+    for item in plan.items:
+        if item.file_env:
+            env = item_plan(plan, item, {}).env
+            flag = f"{item.source}: file-env="
+            check_exec_budget(item.command, env, item.file_env, stack_soft_limit, flag)
 
 
 def check_ready_fd(plan: Plan) -> None:
@@ -614,6 +640,17 @@ def _secret_target(
         return None
     gids = (identity.gid, *identity.groups, *extra_groups)
     return Target(identity.uid, gids, trusted=(0, euid))
+
+
+def _item_secrets(items: tuple[Item, ...], environ: Mapping[str, str], euid: int) -> dict[str, str]:
+    """The ``file-env=`` secrets of every item, each path checked against that item's user."""
+    values: dict[str, str] = {}
+    for item in items:
+        if item.file_env:
+            target = _secret_target(item.identity, (), item.switch_identity, euid)
+            flag = f"{item.source}: file-env="
+            values.update(resolve_file_env(item.file_env, environ, target=target, flag=flag))
+    return values
 
 
 def _plan_services(

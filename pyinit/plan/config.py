@@ -195,6 +195,9 @@ def _start_item(table: object, path: str, number: int) -> ItemSpec:
             continue
         if key == "env":
             pairs.extend(("env", f"{k}={v}") for k, v in _env_table(value, where))
+        elif key == "file-env" and isinstance(value, list):  # as the top-level key: an array
+            names = _string_list(value, where, key, allow_empty=False)
+            pairs.extend(("file-env", name) for name in names)
         elif key in ALL_KEYS:
             pairs.append((key, _scalar(value, where, key, numbers=key in NUMERIC_ITEM_KEYS)))
         else:

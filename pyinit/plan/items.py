@@ -44,7 +44,9 @@ NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
 RESERVED_NAMES = ("main",)
 
 #: Keys for both kinds, and keys only a sidecar may have.
-COMMON_KEYS = ("user", "workdir", "env", "log")
+COMMON_KEYS = ("user", "workdir", "env", "file-env", "log")
+#: Keys that may be given more than once (their values add up).
+REPEATABLE_KEYS = ("env", "file-env")
 SIDECAR_KEYS = (
     "ready",
     "ready-timeout",
@@ -249,6 +251,21 @@ def _env_pair(value: str, where: str) -> tuple[str, str]:
     return name, text
 
 
+def _file_env_names(value: str, where: str, seen: list[str]) -> list[str]:
+    """``file-env=NAME[,NAME...]``: secret names, checked as ``--file-env`` checks them."""
+    from pyinit.plan.secrets import valid_env_name
+
+    names = [part.strip() for part in value.split(",") if part.strip()]
+    if not names:
+        raise UsageError(f"{where}: file-env={value!r}: expected file-env=NAME[,NAME...]")
+    for name in names:
+        if not valid_env_name(name):
+            raise UsageError(
+                f"{where}: file-env={value!r}: {name!r} is not a valid environment variable name"
+            )
+    return [name for name in dict.fromkeys(names) if name not in seen]
+
+
 def _check_name(spec: ItemSpec) -> None:
     if not NAME_PATTERN.fullmatch(spec.name):
         raise UsageError(
@@ -265,6 +282,7 @@ class _Keys:
         self.user: str | None = None
         self.workdir: str | None = None
         self.env: list[tuple[str, str]] = []
+        self.file_env: list[str] = []
         self.ready: Probe | None = None
         self.ready_timeout: float | None = None
         self.restart = "always"
@@ -277,6 +295,12 @@ class _Keys:
         for key, value in spec.pairs:
             self._check_key(spec, key, seen)
             self._set(spec.where, key, value)
+        both = [name for name, _ in self.env if name in self.file_env]
+        if both:
+            raise UsageError(
+                f"{spec.where}: env={both[0]}=... and file-env={both[0]}: "
+                "one variable, two sources (they are exclusive)"
+            )
 
     @staticmethod
     def _check_key(spec: ItemSpec, key: str, seen: set[str]) -> None:
@@ -285,7 +309,7 @@ class _Keys:
             raise UsageError(f"{where}: unknown key {key!r} (one of {', '.join(ALL_KEYS)})")
         if key in SIDECAR_KEYS and spec.kind != SIDECAR:
             raise UsageError(f"{where}: key {key!r} is for sidecars only, not a {spec.kind}")
-        if key in seen and key != "env":
+        if key in seen and key not in REPEATABLE_KEYS:
             raise UsageError(f"{where}: key {key!r} given twice")
         seen.add(key)
 
@@ -300,6 +324,8 @@ class _Keys:
             self.workdir = value
         elif key == "env":
             self.env.append(_env_pair(value, where))
+        elif key == "file-env":
+            self.file_env.extend(_file_env_names(value, where, self.file_env))
         elif key == "ready":
             self.ready = parse_probe(value, f"{where}: ready={value!r}")
         elif key == "ready-timeout":
@@ -352,6 +378,7 @@ def resolve_item(spec: ItemSpec, who: _Who, notices: list[str]) -> Item:
         switch_identity=switch,
         workdir=keys.workdir,
         env=tuple(keys.env),
+        file_env=tuple(keys.file_env),
         ready=keys.ready,
         ready_timeout=keys.ready_timeout,
         restart=keys.restart,

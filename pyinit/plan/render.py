@@ -30,6 +30,7 @@ def render_plan(plan: Plan, environ: Mapping[str, str], as_json: bool = False) -
 
         data = plan.as_dict()
         del data["env"]
+        data["secrets"] = secret_receivers(plan)  # names only: the values never leave the plan
         data["env_changes"] = env_changes(plan, environ)
         if plan.notify_socket is not None:
             data["notify_socket"] = "<from NOTIFY_SOCKET>"  # an inherited value: not shown
@@ -47,6 +48,28 @@ def env_changes(plan: Plan, environ: Mapping[str, str]) -> dict[str, object]:
     }
     removed = sorted(name for name in environ if name not in plan.env)
     return {"set": changed, "unset": removed}
+
+
+def secret_receivers(plan: Plan) -> dict[str, list[str]]:
+    """Which process receives which secret names (read from NAME_FILE), never the values.
+
+    Keys are ``main`` and ``sidecar NAME`` / ``task NAME``; a name asked for
+    whose NAME_FILE is not set is left out (nothing is read, nothing given).
+    """
+    receivers = {"main": [name for name in plan.file_env if name in plan.secrets]}
+    for item in plan.items:
+        receivers[f"{item.kind} {item.name}"] = [n for n in item.file_env if n in plan.secrets]
+    return receivers
+
+
+def _secret_lines(plan: Plan) -> list[str]:
+    """The --dry-run block saying which process receives which secret names."""
+    if not plan.file_env and not any(item.file_env for item in plan.items):
+        return []
+    lines = ["secrets read from NAME_FILE (names only; each process gets only its own):"]
+    for who, names in secret_receivers(plan).items():
+        lines.append(f"  {who}: {', '.join(names) if names else 'none'}")
+    return lines
 
 
 def _lines(plan: Plan) -> list[str]:
@@ -96,6 +119,7 @@ def _lines(plan: Plan) -> list[str]:
         from pyinit.plan.items import describe_items
 
         lines.extend(describe_items(plan.items, plan.ready))
+    lines.extend(_secret_lines(plan))
     lines.append(f"command: {' '.join(plan.command)}")
     if plan.mode == "supervise":
         lines.append(

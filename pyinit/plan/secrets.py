@@ -78,27 +78,33 @@ class Target:
         return bool(st.st_mode & stat.S_IWOTH)
 
 
-def _valid_name(name: str) -> bool:
+def valid_env_name(name: str) -> bool:
+    """Whether ``name`` can be a ``--file-env`` name: ``[A-Za-z_][A-Za-z0-9_]*``."""
     return (
         bool(name) and name.replace("_", "a").isalnum() and name.isascii() and not name[0].isdigit()
     )
 
 
 def resolve_file_env(
-    names: Iterable[str], environ: Mapping[str, str], *, target: Target | None = None
+    names: Iterable[str],
+    environ: Mapping[str, str],
+    *,
+    target: Target | None = None,
+    flag: str = "--file-env ",
 ) -> dict[str, str]:
     """Read each ``NAME_FILE`` for the names asked; return ``{NAME: contents}``.
 
-    With ``target`` (the step-down's user, when it is not pyinit's own), a
-    path that user could redirect is refused.  Raises UsageError naming
-    NAME when both NAME and NAME_FILE are set, when the file cannot be read
-    or is unsafe, or when its contents cannot be one environment string.
-    Reads only.
+    With ``target`` (the user who receives the secrets, when it is not
+    pyinit's own), a path that user could redirect is refused.  Raises
+    UsageError naming ``flag + NAME`` (``--file-env DBPW``, or an item's
+    ``file-env=DBPW``) when both NAME and NAME_FILE are set, when the file
+    cannot be read or is unsafe, or when its contents cannot be one
+    environment string.  Reads only.
     """
     values: dict[str, str] = {}
     for name in names:
-        if not _valid_name(name):
-            raise UsageError(f"--file-env {name!r}: not a valid environment variable name")
+        if not valid_env_name(name):
+            raise UsageError(f"{flag}{name!r}: not a valid environment variable name")
         file_var = name + "_FILE"
         path = environ.get(file_var)
         if path is None:
@@ -107,16 +113,19 @@ def resolve_file_env(
             continue
         if name in environ:
             raise UsageError(
-                f"--file-env {name}: both {name} and {file_var} are set (they are exclusive)"
+                f"{flag}{name}: both {name} and {file_var} are set (they are exclusive)"
             )
-        values[name] = _SecretPath(name, file_var, path, target).read()
+        values[name] = _SecretPath(flag + name, name, file_var, path, target).read()
     return values
 
 
 class _SecretPath:
     """One ``NAME_FILE`` path, resolved component by component and read."""
 
-    def __init__(self, name: str, file_var: str, path: str, target: Target | None) -> None:
+    def __init__(
+        self, label: str, name: str, file_var: str, path: str, target: Target | None
+    ) -> None:
+        self.label = label
         self.name = name
         self.file_var = file_var
         self.path = path
@@ -124,7 +133,7 @@ class _SecretPath:
 
     def fail(self, detail: str) -> UsageError:
         """An error naming the flag, the variable and the path."""
-        return UsageError(f"--file-env {self.name}: {self.file_var}={self.path}: {detail}")
+        return UsageError(f"{self.label}: {self.file_var}={self.path}: {detail}")
 
     def unsafe(self, detail: str) -> UsageError:
         """The refusal of a path the target could redirect."""
@@ -338,8 +347,9 @@ def check_exec_budget(
     env: Mapping[str, str],
     secrets: Iterable[str],
     stack_soft_limit: int | None = None,
+    flag: str = "--file-env ",
 ) -> None:
-    """Refuse (naming ``--file-env NAME``) secrets that would push exec past its budget.
+    """Refuse (naming ``flag + NAME``) secrets that would push exec past its budget.
 
     ``secrets`` are the names whose values were read from files.  Without
     them there is nothing to check: pyinit was itself started with more
@@ -353,7 +363,7 @@ def check_exec_budget(
     if size > budget:
         biggest = max(read, key=lambda name: len(os.fsencode(env[name])))
         raise UsageError(
-            f"--file-env {biggest}: the target's arguments and environment would take {size} "
+            f"{flag}{biggest}: the target's arguments and environment would take {size} "
             f"bytes, over the {budget} bytes exec allows (ARG_MAX: a quarter of the stack "
             "limit, at most 6 MiB); exec would fail with E2BIG"
         )

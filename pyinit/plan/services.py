@@ -68,6 +68,8 @@ class Item(Record):
     ``--user``; None when pyinit runs items as itself), resolved with the
     same gosu grammar and step-down as the main.  ``env`` are the items'
     own ``env=K=V`` additions on top of the main's environment, in order.
+    ``file_env`` are the ``--file-env`` secrets it asked for by name
+    (``file-env=NAME``): it gets no other secret pyinit read from a file.
     Sidecar-only fields keep their defaults for a task.
     """
 
@@ -76,6 +78,7 @@ class Item(Record):
         "backoff_min",
         "command",
         "env",
+        "file_env",
         "identity",
         "kind",
         "log",
@@ -98,6 +101,7 @@ class Item(Record):
     switch_identity: bool  # False: already that user, or running items as pyinit's own user
     workdir: str | None
     env: tuple[tuple[str, str], ...]
+    file_env: tuple[str, ...]  # secret names, in order, each once
     ready: Probe | None
     ready_timeout: float | None  # None: wait for ever, with a notice every 10 s
     restart: str  # one of RESTART_POLICIES

@@ -215,9 +215,9 @@ class Supervision:
         plan = self.plan
         channel = None
         if plan.ready is not None and plan.ready.kind in ("notify", "fd"):
-            from pyinit.run.probes import open_channel
+            from pyinit.run.probes import open_channel, runs_as
 
-            channel = open_channel(plan.ready, "main")
+            channel = open_channel(plan.ready, "main", runs_as(plan.identity, plan.switch_identity))
         if channel is not None and channel.env:
             plan = plan.replace(env=frozen_env({**plan.env, **channel.env}))
         pass_fds = channel.pass_fds if channel is not None else None

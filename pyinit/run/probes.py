@@ -11,9 +11,11 @@ Two families:
   The first call is immediate, then every 100 ms, doubling to 1 s; every
   call is bounded by :data:`PROBE_CALL_TIMEOUT`.
 
-The credentials of every notify datagram are checked (SO_PASSCRED): only a
-process in the item's own process group may declare it ready, because any
-process in the network namespace can reach an abstract socket.
+The credentials of every notify datagram are checked (SO_PASSCRED), because
+any process in the network namespace can find an abstract socket (in
+/proc/net/unix) and send to it: only a process of the item's own user, in
+the item's own session or process group, may declare it ready (see
+:meth:`NotifySocket.accepts`).
 
 Imports a probe needs (struct, the socket family) happen only when that probe
 is used.
@@ -31,10 +33,12 @@ from pyinit.plan.services import PROBE_CALL_TIMEOUT, PROBE_FIRST_INTERVAL, PROBE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Awaitable, Callable, Sequence
     from typing import TypeVar
 
     from pyinit.plan.services import Probe
+    from pyinit.plan.userspec import Identity
 
     T = TypeVar("T")
     Notice = Callable[[str], None]
@@ -46,6 +50,11 @@ NOTICE_INTERVAL = 10.0
 NOTIFY_DATAGRAM_MAX = 4096
 #: File descriptors accepted (and closed at once) with one datagram: BARRIER=1 carries one.
 NOTIFY_MAX_FDS = 16
+#: Linux 6.5's SO_PASSPIDFD and SCM_PIDFD (Python's socket module lacks them before 3.13),
+#: asm-generic values, used only on the machines whose headers take them from there.
+SO_PASSPIDFD = 76
+SCM_PIDFD = 4
+GENERIC_SOCKET_MACHINES = ("x86_64", "i686", "aarch64", "armv7l", "riscv64", "ppc64le")
 
 
 class ReadyTimeout(PyinitError):
@@ -260,20 +269,29 @@ async def check_http(host: str, port: int, path: str) -> bool:
 # --- push channels -------------------------------------------------------------------
 
 
-def open_channel(probe: Probe | None, name: str) -> NotifySocket | ReadyPipe | None:
+def open_channel(probe: Probe | None, name: str, uid: int) -> NotifySocket | ReadyPipe | None:
     """The channel a push probe needs, made before the fork (None for other probes).
 
-    Give the child ``channel.env`` and ``channel.pass_fds`` (child fd ->
-    our fd), then call ``channel.child_started(pid)`` in the parent.
+    ``uid`` is the user the process will run as (:func:`runs_as`): a notify
+    datagram from any other user is ignored.  Give the child ``channel.env``
+    and ``channel.pass_fds`` (child fd -> our fd), then call
+    ``channel.child_started(pid)`` in the parent.
     """
     if probe is None:
         return None
     if probe.kind == "notify":
-        return NotifySocket(name)
+        return NotifySocket(name, uid)
     if probe.kind == "fd":
         assert probe.fd is not None
         return ReadyPipe(name, probe.fd)
     return None
+
+
+def runs_as(identity: Identity | None, switch_identity: bool) -> int:
+    """The uid a process planned with ``identity``/``switch_identity`` runs as."""
+    if identity is not None and switch_identity:
+        return identity.uid
+    return os.geteuid()
 
 
 class ReadyPipe:
@@ -287,7 +305,7 @@ class ReadyPipe:
         self.pass_fds = {child_fd: self.write_fd}
         self._closed = False
 
-    def child_started(self, pgid: int) -> None:
+    def child_started(self, pid: int) -> None:
         """Close our copy of the write end, so the child's exit is seen as EOF."""
         if self.write_fd >= 0:
             os.close(self.write_fd)
@@ -323,32 +341,35 @@ class ReadyPipe:
 class NotifySocket:
     """A NOTIFY_SOCKET for one item: an abstract datagram socket, credentials checked.
 
-    Only datagrams whose sender is in the item's process group count (the
-    sender must still exist when the datagram is read: ``systemd-notify``
-    waits on a BARRIER=1 for that, and a daemon that notifies itself lives on).
+    Only datagrams whose sender runs as ``uid`` and belongs to the item (see
+    :meth:`accepts`) count.  The sender must still exist when the datagram is
+    read: ``systemd-notify`` waits on a BARRIER=1 for that, and a daemon that
+    notifies itself lives on.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, uid: int) -> None:
         import socket
 
         self.name = name
+        self.uid = uid
         self.address = f"pyinit/{os.getpid()}/{name.replace(' ', '-')}/{os.urandom(6).hex()}"
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         try:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+            _ask_for_pidfds(self._sock)
             self._sock.bind("\0" + self.address)
         except OSError:
             self._sock.close()
             raise
         self.env = {"NOTIFY_SOCKET": "@" + self.address}
         self.pass_fds: dict[int, int] = {}
-        self.pgid: int | None = None
+        self.leader: int | None = None
         self.status: str | None = None
         self._trio_sock: trio.socket.SocketType | None = None
 
-    def child_started(self, pgid: int) -> None:
-        """Accept datagrams from processes in group ``pgid`` only."""
-        self.pgid = pgid
+    def child_started(self, pid: int) -> None:
+        """Accept datagrams from the session or process group that ``pid`` leads only."""
+        self.leader = pid
 
     async def wait(self, notice: Notice) -> None:
         """Return at the first accepted ``READY=1``; STATUS= lines go to ``notice``."""
@@ -368,11 +389,17 @@ class NotifySocket:
             self._trio_sock = trio.socket.from_stdlib_socket(self._sock)
         data, ancillary, _flags, _address = await self._trio_sock.recvmsg(
             NOTIFY_DATAGRAM_MAX,
-            socket.CMSG_SPACE(12) + socket.CMSG_SPACE(4 * NOTIFY_MAX_FDS),
+            socket.CMSG_SPACE(12) + socket.CMSG_SPACE(4) + socket.CMSG_SPACE(4 * NOTIFY_MAX_FDS),
         )
         sender = _sender_and_close_fds(ancillary)
-        if not self._accepts(sender):
-            log.info(f"{self.name}: ignored a notify datagram from pid {sender}")
+        try:
+            accepted = self.accepts(sender)
+        finally:
+            if sender is not None and sender[2] is not None:
+                os.close(sender[2])
+        if not accepted:
+            pid, uid, _ = sender or (None, None, None)
+            log.info(f"{self.name}: ignored a notify datagram from pid {pid} (uid {uid})")
             return False
         ready = False
         for line in data.decode(errors="replace").splitlines():
@@ -384,13 +411,29 @@ class NotifySocket:
                 notice(f"{self.name}: {value}")
         return ready
 
-    def _accepts(self, sender: int | None) -> bool:
-        if not sender or self.pgid is None:
+    def accepts(self, sender: tuple[int, int, int | None] | None) -> bool:
+        """Whether a datagram from ``sender`` (pid, uid, pidfd, as the kernel vouched) counts.
+
+        Its uid must be the item's: the kernel fills SCM_CREDENTIALS in, and a
+        process without CAP_SETUID can only claim a uid it holds, so another
+        user's process fails here whatever it does with pids.  Its pid must be
+        in the session the item leads (each item has its own, see
+        :func:`pyinit.run.spawn.start_item`) or in the group it leads (the
+        main without ``--setsid``/``--signal-group`` shares pyinit's session):
+        another item cannot join either.  The pid is looked up after the
+        datagram arrived; the sender's pidfd (SO_PASSPIDFD, Linux 6.5) proves
+        it still named the sender then (see :func:`_still_the_sender`).
+        """
+        if sender is None or self.leader is None:
+            return False
+        pid, uid, pidfd = sender
+        if pid <= 0 or uid != self.uid:
             return False
         try:
-            return os.getpgid(sender) == self.pgid
+            in_item = self.leader in (os.getsid(pid), os.getpgid(pid))
         except OSError:
-            return False  # gone already: its group cannot be told
+            return False  # gone already: its session cannot be told
+        return in_item and _still_the_sender(pidfd)
 
     def close(self) -> None:
         """Close the socket (idempotent); later datagrams are refused."""
@@ -399,19 +442,64 @@ class NotifySocket:
         self._sock.close()
 
 
-def _sender_and_close_fds(ancillary: list[tuple[int, int, bytes]]) -> int | None:
-    """The sender's pid from SCM_CREDENTIALS; every fd passed along (a BARRIER=1) is closed."""
+def _ask_for_pidfds(sock: socket.socket) -> None:
+    """Have the kernel pass each sender's pidfd (SO_PASSPIDFD) where it can; else nothing."""
+    import contextlib
+    import socket
+
+    if os.uname().machine not in GENERIC_SOCKET_MACHINES:
+        return
+    with contextlib.suppress(OSError):  # before Linux 6.5: the pid alone is checked
+        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_PASSPIDFD", SO_PASSPIDFD), 1)
+
+
+def _still_the_sender(pidfd: int | None) -> bool:
+    """Whether the sender behind ``pidfd`` is still unreaped, so its pid named it all along.
+
+    A pid is freed for reuse only once its process is reaped; a pidfd that
+    can still be signalled (signal 0 sends nothing) means the pid looked up
+    before was the sender's.  Without a pidfd (older kernels) the pid is
+    taken as it is: only the item's own uid got this far.
+    """
+    if pidfd is None:
+        return True
+    import signal
+
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    except PermissionError:
+        return True  # it exists; pyinit may just not signal it
+    except OSError:
+        return False
+    return True
+
+
+def _sender_and_close_fds(
+    ancillary: list[tuple[int, int, bytes]],
+) -> tuple[int, int, int | None] | None:
+    """The sender's (pid, uid, pidfd or None); every fd passed (a BARRIER=1) is closed.
+
+    The caller closes the pidfd.
+    """
     import socket
     import struct
 
     sender = None
+    pidfd = None
     for level, kind, payload in ancillary:
         if level != socket.SOL_SOCKET:
             continue
         if kind == socket.SCM_CREDENTIALS and len(payload) >= 12:
-            sender = struct.unpack("iII", payload[:12])[0]
+            pid, uid, _gid = struct.unpack("iII", payload[:12])
+            sender = (pid, uid)
+        elif kind == SCM_PIDFD and len(payload) >= 4:
+            pidfd = struct.unpack("i", payload[:4])[0]
         elif kind == socket.SCM_RIGHTS:
             usable = len(payload) - len(payload) % 4
             for fd in struct.unpack(f"{usable // 4}i", payload[:usable]):
                 os.close(fd)  # closing it is the barrier's answer
-    return sender
+    if sender is None:
+        if pidfd is not None:
+            os.close(pidfd)
+        return None
+    return (*sender, pidfd)

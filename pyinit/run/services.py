@@ -4,7 +4,8 @@ The event loop (:mod:`pyinit.run.loop`) starts the items in order before the
 main: a task must exit 0, a sidecar with ``ready=`` must pass its probe
 (:mod:`pyinit.run.probes`) before the next item starts.  Each sidecar lives
 in a trio task of its own that restarts it per :mod:`pyinit.run.restart`,
-killing its whole process group first, from its first start on: a run that
+killing its whole process group first (each item leads a session of its
+own, see :func:`pyinit.run.spawn.start_item`), from its first start on: a run that
 exits before the first readiness is restarted too, within ``ready-timeout``,
 and a give-up then either ends the start-up (``on-giveup=stop``) or lets it
 go on without that sidecar (``ignore``).  At shutdown the loop stops them
@@ -76,6 +77,8 @@ class ItemRun:
         self.pid: int | None = None  # while a run is alive
         self.stopping = False
         self.tracker = RestartTracker.for_item(item)
+        #: The uid it runs as: the only one whose notify datagrams count.
+        self.uid = probes.runs_as(item.identity, item.switch_identity)
         self._backoff = trio.CancelScope()
         #: (pid, exec'd) of the first run, if the launcher forked it before the loop existed.
         self._adopted = None if started is None else self._adopt(started)
@@ -146,7 +149,7 @@ class ItemRun:
         timeout = self.item.ready_timeout
         deadline = math.inf if timeout is None else trio.current_time() + timeout
         while True:
-            channel = probes.open_channel(self.item.ready, self.label)
+            channel = probes.open_channel(self.item.ready, self.label, self.uid)
             probe_scope = trio.CancelScope()
             try:
                 pid, execd = await self.start_once(channel)

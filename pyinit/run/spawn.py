@@ -263,16 +263,23 @@ def start_item(
 ) -> Child:
     """Fork a sidecar or task (``plan``: the main's, with the item's command, user, env, workdir).
 
-    The child gets its own process group, never the terminal, stdin from
-    /dev/null, ``stdio`` (child fd 1/2 -> our fd: the log pipes; absent:
-    inherited) and ``pass_fds`` (child fd -> our fd: a readiness pipe).
-    Call inside ``reaper.spawning()`` with every forwardable signal blocked.
+    The child leads a session of its own (so its session id and process
+    group id are its pid), never has a terminal, gets stdin from /dev/null,
+    ``stdio`` (child fd 1/2 -> our fd: the log pipes; absent: inherited) and
+    ``pass_fds`` (child fd -> our fd: a readiness pipe).  Call inside
+    ``reaper.spawning()`` with every forwardable signal blocked.
+
+    Its own session is the wall between items: ``setpgid`` only joins a
+    group of the caller's own session, so no other item can join this one's
+    group (and speak for it on its notify socket, or be stopped with it).
+    The parent does not ``setpgid`` the child, as :func:`start_target` does
+    for a group: a group leader could not ``setsid``.  A signal sent to the
+    group before the child's ``setsid`` reaches the child alone
+    (:func:`pyinit.root.hooks.kill_group`), and waits, blocked, until exec.
     """
     mask = tuple(original_mask)
     fds = {**stdio, **pass_fds}
     pid, read_fd = _fork(lambda error_fd: _item_child_main(plan, mask, error_fd, fds))
-    with contextlib.suppress(OSError):
-        os.setpgid(pid, pid)
     return Child(pid, read_fd)
 
 
@@ -280,7 +287,7 @@ def _item_child_main(
     plan: Plan, original_mask: tuple[int, ...], error_fd: int, fds: dict[int, int]
 ) -> NoReturn:
     try:
-        os.setpgid(0, 0)
+        os.setsid()
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
         error_fd = _install_fds(fds, error_fd)
