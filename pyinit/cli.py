@@ -139,15 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--mkdir",
         action="append",
         default=[],
-        metavar="PATH[:MODE]",
-        help="create absolute PATH and parents, owned by the target, mode MODE",
+        metavar="PATH[:MODE][=OWNER]",
+        help="create absolute PATH and parents, owned by OWNER (a user spec) or the target, "
+        "mode MODE",
     )
     setup.add_argument(
         "--chown",
         action="append",
         default=[],
-        metavar="PATH",
-        help="give PATH and everything below to the target (never follows symlinks)",
+        metavar="PATH[=OWNER]",
+        help="give PATH and everything below to OWNER (a user spec) or the target "
+        "(never follows symlinks)",
     )
     setup.add_argument(
         "--chown-policy",

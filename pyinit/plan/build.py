@@ -37,20 +37,23 @@ NON_ROOT_POLICIES = ("skip", "fail")
 
 
 class MkdirStep(Record):
-    """Create ``path`` (and parents) owned by the target, with ``mode`` if given."""
+    """Create ``path`` (and parents) owned by ``owner`` (None: the target), mode ``mode``."""
 
-    __slots__ = ("mode", "path")
+    __slots__ = ("mode", "owner", "path")
     path: str
     mode: int | None
+    # The ``=OWNER`` the path names; None gives it to the target (see owner_ids).
+    owner: Identity | None
 
 
 class ChownStep(Record):
-    """Give ``path`` and everything below it to the target, never following symlinks."""
+    """Give ``path`` and everything below to ``owner`` (None: the target), no symlinks followed."""
 
-    __slots__ = ("cross_mounts", "path", "policy")
+    __slots__ = ("cross_mounts", "owner", "path", "policy")
     path: str
     policy: str
     cross_mounts: bool
+    owner: Identity | None
 
 
 class RlimitStep(Record):
@@ -192,12 +195,53 @@ def parse_octal(text: str, flag: str, maximum: int) -> int:
 
 
 def parse_mkdir(text: str) -> MkdirStep:
-    """Parse ``PATH[:MODE]``; PATH must be absolute and is normalised (see _absolute)."""
-    path, sep, mode_text = text.rpartition(":")
+    """Parse ``PATH[:MODE][=OWNER]``; PATH must be absolute and is normalised (see _absolute)."""
+    rest, owner = split_owner(text, "--mkdir")
+    path, sep, mode_text = rest.rpartition(":")
     if not sep or "/" in mode_text:
-        path, mode_text = text, ""
+        path, mode_text = rest, ""
     mode = parse_octal(mode_text, "--mkdir", 0o7777) if mode_text else None
-    return MkdirStep(path=_absolute(path, "--mkdir"), mode=mode)
+    return MkdirStep(path=_absolute(path, "--mkdir"), mode=mode, owner=owner)
+
+
+def parse_chown(text: str, policy: str = "always", cross_mounts: bool = False) -> ChownStep:
+    """Parse ``PATH[=OWNER]``; PATH must be absolute and is normalised (see _absolute)."""
+    path, owner = split_owner(text, "--chown")
+    return ChownStep(
+        path=_absolute(path, "--chown"), policy=policy, cross_mounts=cross_mounts, owner=owner
+    )
+
+
+def split_owner(text: str, flag: str) -> tuple[str, Identity | None]:
+    """Split ``PATH[:MODE]=OWNER`` at its last ``=``: the rest, and OWNER resolved (or None).
+
+    OWNER is a user spec as for --user.  An ``=`` followed by a ``/``
+    belongs to a directory name, not to an owner, so a path whose last
+    name holds ``=`` is written with a trailing ``/`` (``/srv/a=b/``).
+    """
+    rest, sep, spec = text.rpartition("=")
+    if not sep or "/" in spec:
+        return text, None
+    where = f"{flag} {text!r}"
+    if not spec:
+        raise UsageError(f"{where}: empty owner after '=' (PATH=USER[:GROUP], e.g. {rest}=app)")
+    group = spec.partition(":")[2]
+    if ":" in group or (flag == "--mkdir" and group[:1] == "0" and len(group) > 1):
+        # gosu drops what follows a second ':', and app:0750 is gid 750: both are a mode
+        # written after the owner, never silently misread.
+        raise UsageError(
+            f"{where}: owner {spec!r} ends like a mode; the mode goes before the owner"
+            " (PATH:MODE=USER[:GROUP])"
+        )
+    try:
+        owner = resolve_user_spec(spec)
+    except UsageError as e:
+        reason = e.message.removeprefix(f"--user {spec!r}: ").removeprefix("--user: ")
+        hint = ""
+        if reason.startswith("unknown user"):
+            hint = f" (a path whose last name holds '=' is written with a trailing '/': {text}/)"
+        raise UsageError(f"{where}: owner {spec!r}: {reason}{hint}") from None
+    return rest, owner
 
 
 def _require_absolute(path: str, flag: str) -> None:
@@ -445,12 +489,7 @@ def build_plan(
         switch_identity = False
     mkdirs = tuple(parse_mkdir(m) for m in options.mkdir)
     chowns = tuple(
-        ChownStep(
-            path=_absolute(p, "--chown"),
-            policy=options.chown_policy,
-            cross_mounts=options.chown_cross_mounts,
-        )
-        for p in options.chown
+        parse_chown(p, options.chown_policy, options.chown_cross_mounts) for p in options.chown
     )
     rlimits = tuple(parse_rlimit(r) for r in options.rlimit)
     pre_hooks = [shell_hook(c, "--pre") for c in options.pre]

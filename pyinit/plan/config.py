@@ -17,7 +17,7 @@ import tomllib
 
 from pyinit.errors import UsageError
 from pyinit.plan.build import (
-    _absolute,
+    parse_chown,
     parse_fd,
     parse_mkdir,
     parse_octal,
@@ -47,7 +47,7 @@ VALIDATORS: dict[str, Callable[[str], object]] = {
     "user": resolve_user_spec,
     "groups": lambda v: [resolve_group(g.strip(), "--groups") for g in v.split(",") if g.strip()],
     "mkdir": parse_mkdir,
-    "chown": lambda v: _absolute(v, "--chown"),
+    "chown": parse_chown,
     "umask": lambda v: parse_octal(v, "--umask", 0o777),
     "rlimit": parse_rlimit,
     "stop-timeout": parse_stop_timeout,

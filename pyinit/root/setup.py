@@ -4,8 +4,8 @@
 before the step-down, in this order:
 
 1. ``--mkdir``: create each directory (and missing parents), owned by the
-   target, with the exact mode asked;
-2. ``--chown``: give each tree to the target (see :mod:`pyinit.root.chown`);
+   owner its path names (``=OWNER``) or else the target, with the exact mode asked;
+2. ``--chown``: give each tree to its owner, or else the target (see :mod:`pyinit.root.chown`);
 3. ``--pre`` then ``--pre-dir`` hooks, in order, as root, with the plan's
    environment; the first failure stops start-up (exit 125).
 
@@ -36,6 +36,7 @@ from pyinit.plan import format_limit
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pyinit.plan import MkdirStep, Plan, RlimitStep
+    from pyinit.plan.userspec import Identity
 
 #: Mode of a --mkdir directory created without an explicit MODE, and of created parents.
 DEFAULT_MKDIR_MODE = 0o755
@@ -50,6 +51,13 @@ def target_ids(plan: Plan) -> tuple[int, int]:
     return os.geteuid(), os.getegid()
 
 
+def owner_ids(plan: Plan, owner: Identity | None) -> tuple[int, int]:
+    """The uid and gid one ``--mkdir``/``--chown`` path goes to: its ``=OWNER``, else the target."""
+    if owner is not None:
+        return owner.uid, owner.gid
+    return target_ids(plan)
+
+
 def apply_root_setup(plan: Plan) -> None:
     """Carry out the plan's root-setup steps in order: mkdir, chown, pre hooks.
 
@@ -58,13 +66,13 @@ def apply_root_setup(plan: Plan) -> None:
     """
     if not plan.root_setup:
         return
-    uid, gid = target_ids(plan)
     for step in plan.mkdirs:
-        make_directory(step, uid, gid)
+        make_directory(step, *owner_ids(plan, step.owner))
     if plan.chowns:
         from pyinit.root.chown import chown_tree
 
         for c in plan.chowns:
+            uid, gid = owner_ids(plan, c.owner)
             chown_tree(c.path, uid, gid, policy=c.policy, cross_mounts=c.cross_mounts)
     if plan.pre_hooks:
         run_pre_hooks(plan)
