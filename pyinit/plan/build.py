@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from argparse import Namespace
     from collections.abc import Mapping
 
+    from pyinit.plan.onlyfor import OnlyFor
     from pyinit.plan.services import Item, Probe, Services
 
 MODES = ("exec", "supervise", "auto")
@@ -96,6 +97,7 @@ class Plan(Record):
         "no_new_privs",
         "notices",
         "notify_socket",
+        "only_for",
         "post_hooks",
         "pre_hooks",
         "ready",
@@ -140,6 +142,8 @@ class Plan(Record):
     notify_socket: str | None
     rewrites: tuple[tuple[int, int], ...]
     notices: tuple[str, ...]
+    # --only-for: whether the command is the service's (None without the flag).
+    only_for: OnlyFor | None
     # Sidecars and tasks (GUIDE section 8), in start order; the main's --ready probe.
     items: tuple[Item, ...]
     ready: Probe | None
@@ -456,6 +460,12 @@ def build_plan(
     if capability_mask is None:
         capability_mask = host.capability_set("CapEff")
     _refuse_setuid_install(host)
+    only_for: OnlyFor | None = None
+    if getattr(options, "only_for", None):
+        from pyinit.plan.onlyfor import decide_only_for
+
+        options, only_for = decide_only_for(options, euid)
+    runs_service = only_for is None or only_for.matched
 
     identity = resolve_user_spec(options.user) if options.user is not None else None
     extra_groups = tuple(resolve_group(g, "--groups") for g in _split_list(options.groups))
@@ -497,9 +507,8 @@ def build_plan(
         pre_hooks.extend(hooks_from_directory(directory))
     post_hooks = tuple(shell_hook(c, "--post") for c in options.post)
 
-    file_env_names = tuple(
-        dict.fromkeys(_split_list(environ.get("PYINIT_FILE_ENV", "")) + list(options.file_env))
-    )
+    from_env = _split_list(environ.get("PYINIT_FILE_ENV", "")) if runs_service else []
+    file_env_names = tuple(dict.fromkeys(from_env + list(options.file_env)))
     env = dict(environ)
     secret_target = _secret_target(identity, extra_groups, switch_identity, euid)
     secrets = resolve_file_env(file_env_names, environ, target=secret_target)
@@ -559,6 +568,7 @@ def build_plan(
         notify_socket=notify_socket,
         rewrites=tuple(parse_rewrite(r) for r in options.rewrite),
         notices=tuple(notices),
+        only_for=only_for,
         items=services.items,
         ready=services.ready,
     )

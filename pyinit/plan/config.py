@@ -27,6 +27,7 @@ from pyinit.plan.build import (
 )
 from pyinit.plan.capabilities import parse_capability
 from pyinit.plan.items import ALL_KEYS, ItemSpec, check_item_spec, parse_probe
+from pyinit.plan.onlyfor import check_only_for
 from pyinit.plan.signals import parse_rewrite
 from pyinit.plan.userspec import resolve_group, resolve_user_spec
 
@@ -57,6 +58,7 @@ VALIDATORS: dict[str, Callable[[str], object]] = {
     "pre": lambda v: shell_hook(v, "--pre"),
     "post": lambda v: shell_hook(v, "--post"),
     "ready": lambda v: parse_probe(v, f"--ready {v!r}"),
+    "only-for": check_only_for,
 }
 
 

@@ -56,6 +56,8 @@ def _lines(plan: Plan) -> list[str]:
         f"{', PID 1' if plan.is_pid1 else ''})"
     ]
     lines.extend(f"notice: {n}" for n in plan.notices)
+    if plan.only_for is not None:
+        lines.append(f"only-for: {plan.only_for.note}")
     lines.append("root setup:" if plan.root_setup else "root setup: none")
     step = 0
 
