@@ -183,11 +183,11 @@ def test_named_owner_chown_never_follows_a_link(sandbox: Sandbox, public_dir: Pa
 def test_named_owner_mkdir_refuses_a_users_link(sandbox: Sandbox, public_dir: Path) -> None:
     etc = public_dir / "etc"
     etc.mkdir()
-    volume = public_dir / "volume"
+    volume = public_dir / "volume"  # the owner's own volume: the link rule is what stops it
     volume.mkdir()
-    os.chown(volume, *ALICE)
+    os.chown(volume, 1003, 1003)
     (volume / "app").symlink_to(etc)
-    os.lchown(volume / "app", *ALICE)
+    os.lchown(volume / "app", 1003, 1003)
     line = refused(sandbox.pyinit("--mkdir", f"{volume}/app/x=bob", "--", "true"))
     assert "is a symbolic link not controlled by root" in line
     assert list(etc.iterdir()) == []
@@ -204,6 +204,63 @@ def test_named_owner_only_changes_what_differs(sandbox: Sandbox, public_dir: Pat
     ok(sandbox.pyinit("--user", "redis", "--chown", f"{tree}=alice", "--", "true"))
     assert (tree / "a" / "f").stat().st_ctime_ns == before  # already alice's: untouched
     assert owner_of(tree / "new") == ALICE
+
+
+# --- a second user on the way: nobody but root and the owner may change a parent --------------
+
+
+def test_another_users_directory_cannot_hand_its_tree_to_the_owner(
+    sandbox: Sandbox, public_dir: Path
+) -> None:
+    # The attack: redis owns the volume and swaps app for a tree of its own with a script
+    # alice's task will run; pyinit must not give that tree to alice.
+    vol = public_dir / "vol"
+    (vol / "app").mkdir(parents=True)
+    (vol / "app" / "run.sh").write_text("echo planted\n")
+    for path in (vol, vol / "app", vol / "app" / "run.sh"):
+        os.chown(path, 999, 999)
+    line = refused(sandbox.pyinit("--chown", f"{vol}/app=alice", "--", "true"))
+    assert line == (
+        f"--chown {vol}/app: {vol} (owner uid 999, mode 0755) can be changed by users other than"
+        " root and uid 1000, who could swap what --chown gives to uid 1000; a path naming its"
+        " owner must lie in directories only root or that owner can change"
+    )
+    line = refused(sandbox.pyinit("--mkdir", f"{vol}/app/new=alice", "--", "true"))
+    assert line.startswith(f"--mkdir {vol}/app/new: {vol} (owner uid 999, mode 0755)")
+    assert owner_of(vol / "app" / "run.sh") == (999, 999)
+    assert not (vol / "app" / "new").exists()
+    # Without a named owner nothing changes: the main's user may own its volume's parents.
+    ok(sandbox.pyinit("--user", "redis", "--chown", f"{vol}/app", "--", "true"))
+
+
+def test_a_directory_everyone_can_write_is_refused(sandbox: Sandbox, public_dir: Path) -> None:
+    shared = public_dir / "shared"  # like a Kubernetes emptyDir: root, 0777, not sticky
+    shared.mkdir()
+    shared.chmod(0o777)
+    line = refused(sandbox.pyinit("--mkdir", f"{shared}/a/b=alice", "--", "true"))
+    assert line.startswith(f"--mkdir {shared}/a/b: {shared} (owner uid 0, mode 0777) can be")
+    assert list(shared.iterdir()) == []  # refused before anything was created in it
+
+
+def test_a_sticky_directory_needs_the_entry_to_be_root_or_the_owners(
+    sandbox: Sandbox, public_dir: Path
+) -> None:
+    sticky = public_dir / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    (sticky / "bobs").mkdir()
+    os.chown(sticky / "bobs", 1003, 1003)
+    line = refused(sandbox.pyinit("--chown", f"{sticky}/bobs=alice", "--", "true"))
+    assert line == (
+        f"--chown {sticky}/bobs: belongs to uid 1003 in a directory others can write (sticky);"
+        " refusing to give another user's entry to uid 1000"
+    )
+    line = refused(sandbox.pyinit("--mkdir", f"{sticky}/bobs=alice", "--", "true"))
+    assert line.startswith(f"--mkdir {sticky}/bobs: belongs to uid 1003")
+    assert owner_of(sticky / "bobs") == (1003, 1003)
+    ok(sandbox.pyinit("--mkdir", f"{sticky}/new=alice", "--chown", f"{sticky}/new=alice", "--",
+                      "true"))  # fmt: skip
+    assert owner_of(sticky / "new") == ALICE
 
 
 # --- the parser, in process ------------------------------------------------------------------
