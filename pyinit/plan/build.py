@@ -21,7 +21,13 @@ from pyinit.plan.host import Host, read_host
 from pyinit.plan.secrets import Target, check_exec_budget, resolve_file_env
 from pyinit.plan.signals import parse_rewrite
 from pyinit.plan.stop import DEFAULT_STOP_TIMEOUT as DEFAULT_STOP_TIMEOUT
-from pyinit.plan.userspec import Identity, read_group, resolve_group, resolve_user_spec
+from pyinit.plan.userspec import (
+    Identity,
+    read_group,
+    resolve_group,
+    resolve_user_spec,
+    resolve_user_spec_as,
+)
 from pyinit.record import Record
 
 TYPE_CHECKING = False
@@ -238,13 +244,12 @@ def split_owner(text: str, flag: str) -> tuple[str, Identity | None]:
             " (PATH:MODE=USER[:GROUP])"
         )
     try:
-        owner = resolve_user_spec(spec)
+        owner = resolve_user_spec_as(spec, f"{where}: owner {spec!r}")
     except UsageError as e:
-        reason = e.message.removeprefix(f"--user {spec!r}: ").removeprefix("--user: ")
-        hint = ""
-        if reason.startswith("unknown user"):
-            hint = f" (a path whose last name holds '=' is written with a trailing '/': {text}/)"
-        raise UsageError(f"{where}: owner {spec!r}: {reason}{hint}") from None
+        if ": unknown user " not in e.message:
+            raise
+        hint = f" (a path whose last name holds '=' is written with a trailing '/': {text}/)"
+        raise UsageError(e.message + hint) from None
     return rest, owner
 
 
