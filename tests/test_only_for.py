@@ -10,6 +10,7 @@ a PID namespace with the fixture users (redis is 999); a fake
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -164,6 +165,14 @@ def test_dry_run_shows_the_decision(sandbox: Sandbox, public_dir: Path) -> None:
     assert "only-for: the command starts with '-p': running redis-server with its arguments" in out
     assert f"1. mkdir {public_dir}/data" in out
     assert "command: redis-server -p 1\n" in out
+    data = json.loads(ok(sandbox.pyinit(*args, "--json", "--only-for", "redis-*", "--", "id")))
+    assert data["only_for"] == {
+        "names": ["redis-*"],
+        "matched": False,
+        "note": "'id' does not match redis-*: it runs as it is, as uid 0, without root setup,"
+        " step-down, secrets, hooks, sidecars or tasks",
+    }
+    assert data["identity"] is None and data["mkdirs"] == []
 
 
 def test_config_key(sandbox: Sandbox, public_dir: Path) -> None:
@@ -197,6 +206,9 @@ def test_plan_of_an_unmatched_command() -> None:
     assert matched.identity is not None and matched.identity.uid == 65534
     assert matched.only_for is not None and matched.only_for.matched
     assert plan_for(["--user", "nobody", "--", "bash"]).only_for is None
+    # Nothing of the service's is checked either: --mode exec with a sidecar is fine for `bash`.
+    plain = plan_for(["--mode", "exec", "--only-for", "x", "--sidecar", "a -- y", "--", "bash"])
+    assert (plain.mode, plain.items) == ("exec", ())
 
 
 # --- start-up cost -------------------------------------------------------------------------
