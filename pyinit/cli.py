@@ -156,15 +156,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--mkdir",
         action="append",
         default=[],
-        metavar="PATH[:MODE]",
-        help="create absolute PATH and parents, owned by the target, mode MODE",
+        metavar="PATH[:MODE][=OWNER]",
+        help="create absolute PATH and parents, owned by OWNER (a user spec) or the target, "
+        "mode MODE",
     )
     setup.add_argument(
         "--chown",
         action="append",
         default=[],
-        metavar="PATH",
-        help="give PATH and everything below to the target (never follows symlinks)",
+        metavar="PATH[=OWNER]",
+        help="give PATH and everything below to OWNER (a user spec) or the target "
+        "(never follows symlinks)",
     )
     setup.add_argument(
         "--chown-policy",
@@ -262,6 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="pass inherited descriptor FD to the target, in both modes "
         "(others >= 3 are closed; LISTEN_FDS ones are kept)",
     )
+    run.add_argument(
+        "--only-for",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="root setup, step-down, secrets, hooks and items only when the command's basename "
+        "is NAME or matches it (a glob: mongo*); a first argument starting with '-' runs the "
+        "first NAME with the arguments; any other command runs as it is (repeatable)",
+    )
 
     services = p.add_argument_group("sidecars and tasks (see docs/services.md)")
     for kind, what in (("sidecar", "a long-running helper"), ("task", "a one-shot job")):
@@ -346,6 +357,8 @@ def run(argv: Sequence[str], environ: Mapping[str, str], original_mask: Iterable
         return 0
     for notice in plan.notices:
         log.notice(notice)
+    if plan.only_for is not None:
+        log.info(f"--only-for: {plan.only_for.note}")
     return execute(plan, original_mask)
 
 

@@ -22,7 +22,13 @@ from pyinit.plan.secrets import Target, check_exec_budget, resolve_file_env
 from pyinit.plan.signals import parse_rewrite
 from pyinit.plan.sources import named_for_its_origin, supervise_only_given, typed
 from pyinit.plan.stop import DEFAULT_STOP_TIMEOUT as DEFAULT_STOP_TIMEOUT
-from pyinit.plan.userspec import Identity, read_group, resolve_group, resolve_user_spec
+from pyinit.plan.userspec import (
+    Identity,
+    read_group,
+    resolve_group,
+    resolve_user_spec,
+    resolve_user_spec_as,
+)
 from pyinit.record import Record
 
 TYPE_CHECKING = False
@@ -30,6 +36,7 @@ if TYPE_CHECKING:
     from argparse import Namespace
     from collections.abc import Mapping
 
+    from pyinit.plan.onlyfor import OnlyFor
     from pyinit.plan.services import Item, Probe, Services
 
 MODES = ("exec", "supervise", "auto")
@@ -38,20 +45,23 @@ NON_ROOT_POLICIES = ("skip", "fail")
 
 
 class MkdirStep(Record):
-    """Create ``path`` (and parents) owned by the target, with ``mode`` if given."""
+    """Create ``path`` (and parents) owned by ``owner`` (None: the target), mode ``mode``."""
 
-    __slots__ = ("mode", "path")
+    __slots__ = ("mode", "owner", "path")
     path: str
     mode: int | None
+    # The ``=OWNER`` the path names; None gives it to the target (see owner_ids).
+    owner: Identity | None
 
 
 class ChownStep(Record):
-    """Give ``path`` and everything below it to the target, never following symlinks."""
+    """Give ``path`` and everything below to ``owner`` (None: the target), no symlinks followed."""
 
-    __slots__ = ("cross_mounts", "path", "policy")
+    __slots__ = ("cross_mounts", "owner", "path", "policy")
     path: str
     policy: str
     cross_mounts: bool
+    owner: Identity | None
 
 
 class RlimitStep(Record):
@@ -95,6 +105,7 @@ class Plan(Record):
         "no_new_privs",
         "notices",
         "notify_socket",
+        "only_for",
         "post_hooks",
         "pre_hooks",
         "ready",
@@ -146,6 +157,8 @@ class Plan(Record):
     notify_socket: str | None
     rewrites: tuple[tuple[int, int], ...]
     notices: tuple[str, ...]
+    # --only-for: whether the command is the service's (None without the flag).
+    only_for: OnlyFor | None
     # Sidecars and tasks (docs/services.md), in start order; the main's --ready probe.
     items: tuple[Item, ...]
     ready: Probe | None
@@ -208,12 +221,52 @@ def parse_octal(text: str, flag: str, maximum: int) -> int:
 
 
 def parse_mkdir(text: str) -> MkdirStep:
-    """Parse ``PATH[:MODE]``; PATH must be absolute and is normalised (see _absolute)."""
-    path, sep, mode_text = text.rpartition(":")
+    """Parse ``PATH[:MODE][=OWNER]``; PATH must be absolute and is normalised (see _absolute)."""
+    rest, owner = split_owner(text, "--mkdir")
+    path, sep, mode_text = rest.rpartition(":")
     if not sep or "/" in mode_text:
-        path, mode_text = text, ""
+        path, mode_text = rest, ""
     mode = parse_octal(mode_text, "--mkdir", 0o7777) if mode_text else None
-    return MkdirStep(path=_absolute(path, "--mkdir"), mode=mode)
+    return MkdirStep(path=_absolute(path, "--mkdir"), mode=mode, owner=owner)
+
+
+def parse_chown(text: str, policy: str = "always", cross_mounts: bool = False) -> ChownStep:
+    """Parse ``PATH[=OWNER]``; PATH must be absolute and is normalised (see _absolute)."""
+    path, owner = split_owner(text, "--chown")
+    return ChownStep(
+        path=_absolute(path, "--chown"), policy=policy, cross_mounts=cross_mounts, owner=owner
+    )
+
+
+def split_owner(text: str, flag: str) -> tuple[str, Identity | None]:
+    """Split ``PATH[:MODE]=OWNER`` at its last ``=``: the rest, and OWNER resolved (or None).
+
+    OWNER is a user spec as for --user.  An ``=`` followed by a ``/``
+    belongs to a directory name, not to an owner, so a path whose last
+    name holds ``=`` is written with a trailing ``/`` (``/srv/a=b/``).
+    """
+    rest, sep, spec = text.rpartition("=")
+    if not sep or "/" in spec:
+        return text, None
+    where = f"{flag} {text!r}"
+    if not spec:
+        raise UsageError(f"{where}: empty owner after '=' (PATH=USER[:GROUP], e.g. {rest}=app)")
+    group = spec.partition(":")[2]
+    if ":" in group or (flag == "--mkdir" and group[:1] == "0" and len(group) > 1):
+        # gosu drops what follows a second ':', and app:0750 is gid 750: both are a mode
+        # written after the owner, never silently misread.
+        raise UsageError(
+            f"{where}: owner {spec!r} ends like a mode; the mode goes before the owner"
+            " (PATH:MODE=USER[:GROUP])"
+        )
+    try:
+        owner = resolve_user_spec_as(spec, f"{where}: owner {spec!r}")
+    except UsageError as e:
+        if ": unknown user " not in e.message:
+            raise
+        hint = f" (a path whose last name holds '=' is written with a trailing '/': {text}/)"
+        raise UsageError(e.message + hint) from None
+    return rest, owner
 
 
 def _require_absolute(path: str, flag: str) -> None:
@@ -428,6 +481,12 @@ def build_plan(
     if capability_mask is None:
         capability_mask = host.capability_set("CapEff")
     _refuse_setuid_install(host)
+    only_for: OnlyFor | None = None
+    if getattr(options, "only_for", None):
+        from pyinit.plan.onlyfor import decide_only_for
+
+        options, only_for = decide_only_for(options, euid)
+    runs_service = only_for is None or only_for.matched
 
     identity = _main_identity(options)
     extra_groups = tuple(resolve_group(g, "--groups") for g in _split_list(options.groups))
@@ -461,12 +520,7 @@ def build_plan(
         switch_identity = False
     mkdirs = tuple(parse_mkdir(m) for m in options.mkdir)
     chowns = tuple(
-        ChownStep(
-            path=_absolute(p, "--chown"),
-            policy=options.chown_policy,
-            cross_mounts=options.chown_cross_mounts,
-        )
-        for p in options.chown
+        parse_chown(p, options.chown_policy, options.chown_cross_mounts) for p in options.chown
     )
     rlimits = tuple(parse_rlimit(r) for r in options.rlimit)
     pre_hooks = [shell_hook(c, "--pre") for c in options.pre]
@@ -477,9 +531,8 @@ def build_plan(
     services = _plan_services(options, identity, skip_non_root, euid, capability_mask, host)
     notices.extend(services.notices)
 
-    file_env_names = tuple(
-        dict.fromkeys(_split_list(environ.get("PYINIT_FILE_ENV", "")) + list(options.file_env))
-    )
+    from_env = _split_list(environ.get("PYINIT_FILE_ENV", "")) if runs_service else []
+    file_env_names = tuple(dict.fromkeys(from_env + list(options.file_env)))
     env = dict(environ)
     secret_target = _secret_target(identity, extra_groups, switch_identity, euid)
     secrets = resolve_file_env(file_env_names, environ, target=secret_target)
@@ -541,6 +594,7 @@ def build_plan(
         notify_socket=notify_socket,
         rewrites=tuple(parse_rewrite(r) for r in options.rewrite),
         notices=tuple(notices),
+        only_for=only_for,
         items=services.items,
         ready=services.ready,
     )

@@ -17,7 +17,7 @@ import tomllib
 
 from pyinit.errors import UsageError
 from pyinit.plan.build import (
-    _absolute,
+    parse_chown,
     parse_fd,
     parse_mkdir,
     parse_octal,
@@ -27,6 +27,7 @@ from pyinit.plan.build import (
 )
 from pyinit.plan.capabilities import parse_capability
 from pyinit.plan.items import ALL_KEYS, ItemSpec, check_item_spec, parse_probe
+from pyinit.plan.onlyfor import check_only_for
 from pyinit.plan.signals import parse_rewrite
 from pyinit.plan.userspec import resolve_group, resolve_user_spec
 
@@ -47,7 +48,7 @@ VALIDATORS: dict[str, Callable[[str], object]] = {
     "user": resolve_user_spec,
     "groups": lambda v: [resolve_group(g.strip(), "--groups") for g in v.split(",") if g.strip()],
     "mkdir": parse_mkdir,
-    "chown": lambda v: _absolute(v, "--chown"),
+    "chown": parse_chown,
     "umask": lambda v: parse_octal(v, "--umask", 0o777),
     "rlimit": parse_rlimit,
     "stop-timeout": parse_stop_timeout,
@@ -57,6 +58,7 @@ VALIDATORS: dict[str, Callable[[str], object]] = {
     "pre": lambda v: shell_hook(v, "--pre"),
     "post": lambda v: shell_hook(v, "--post"),
     "ready": lambda v: parse_probe(v, f"--ready {v!r}"),
+    "only-for": check_only_for,
 }
 
 

@@ -28,7 +28,7 @@ from pyinit.plan.services import (
     Services,
 )
 from pyinit.plan.signals import parse_signal
-from pyinit.plan.userspec import resolve_user_spec
+from pyinit.plan.userspec import resolve_user_spec_as
 from pyinit.record import Record
 
 TYPE_CHECKING = False
@@ -405,11 +405,7 @@ def _item_identity(
         return who.identity, _needs_identity_switch(
             who.identity, who.euid, who.host.egid, who.host.groups
         )
-    try:
-        identity = resolve_user_spec(user)
-    except UsageError as e:
-        reason = e.message.removeprefix(f"--user {user!r}: ").removeprefix("--user: ")
-        raise UsageError(f"{spec.where}: user={user!r}: {reason}") from None
+    identity = resolve_user_spec_as(user, f"{spec.where}: user={user!r}")
     switch = _needs_identity_switch(identity, who.euid, who.host.egid, who.host.groups)
     if not switch:
         return identity, False

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from pyinit.plan import Plan
+    from pyinit.plan.userspec import Identity
 
 
 NOTIFY_KEPT = "NOTIFY_SOCKET: kept for pyinit (READY=1/STOPPING=1), not passed to children"
@@ -78,6 +79,8 @@ def _lines(plan: Plan) -> list[str]:
         f"{', PID 1' if plan.is_pid1 else ''})"
     ]
     lines.extend(f"notice: {n}" for n in plan.notices)
+    if plan.only_for is not None:
+        lines.append(f"only-for: {plan.only_for.note}")
     lines.append("root setup:" if plan.root_setup else "root setup: none")
     step = 0
 
@@ -86,12 +89,13 @@ def _lines(plan: Plan) -> list[str]:
         step += 1
         lines.append(f"  {step}. {text}")
 
-    owner = _owner(plan)
     for m in plan.mkdirs:
         mode = f"mode {m.mode:04o}" if m.mode is not None else "mode 0755 if created"
+        owner = _owner(plan, m.owner)
         add(f"mkdir {m.path} ({mode}), owned by {owner}; missing parents root-owned 0755")
     for c in plan.chowns:
         mounts = ", crossing mounts" if c.cross_mounts else ", staying on one file system"
+        owner = _owner(plan, c.owner)
         add(f"chown -R (no symlinks) {c.path} to {owner}, policy {c.policy}{mounts}")
     for r in plan.rlimits:
         add(f"rlimit {r.name} soft={format_limit(r.soft)} hard={format_limit(r.hard)}")
@@ -149,8 +153,11 @@ def _annotate_items(plan: Plan, data: dict[str, object]) -> None:
         item["stop_signal_name"] = signal_name(record.stop_signal)
 
 
-def _owner(plan: Plan) -> str:
-    """``redis (999:999)``: who --mkdir/--chown give things to."""
+def _owner(plan: Plan, owner: Identity | None) -> str:
+    """``redis (999:999)``: who one --mkdir/--chown path goes to (its =OWNER, else the target)."""
+    if owner is not None:
+        who = owner.name or f"uid {owner.uid}"
+        return f"{who} ({owner.uid}:{owner.gid}, named by the path)"
     if plan.identity is None:
         return f"the current user ({os.geteuid()}:{os.getegid()})"
     who = plan.identity.name or f"uid {plan.identity.uid}"

@@ -249,6 +249,15 @@ def resolve_user_spec(
     )
 
 
+def resolve_user_spec_as(spec: str, where: str) -> Identity:
+    """:func:`resolve_user_spec` for a spec not given as ``--user``: errors start with ``where``."""
+    try:
+        return resolve_user_spec(spec)
+    except UsageError as e:
+        reason = e.message.removeprefix(f"--user {spec!r}: ").removeprefix("--user: ")
+        raise UsageError(f"{where}: {reason}") from None
+
+
 def _find_user(
     passwd: list[PasswdEntry], user_field: str, uid_arg: int | None, uid_now: int
 ) -> PasswdEntry | None:

@@ -94,6 +94,7 @@ def chown_tree(
     policy: str = "always",
     cross_mounts: bool = False,
     flag: str = "--chown",
+    named_owner: bool = False,
 ) -> ChownStats:
     """Give ``path`` and everything below it to ``uid:gid``; never follows symlinks.
 
@@ -101,18 +102,24 @@ def chown_tree(
     ``always`` (walk the whole tree) or ``on-root-mismatch`` (walk only when
     ``path`` itself is not owned by uid:gid, like Kubernetes'
     fsGroupChangePolicy: OnRootMismatch).  No component of ``path`` may be
-    a symlink; ``path`` may be a single file.  Raises PyinitError (exit 125)
-    naming ``flag``, ``path`` and the entry that could not be changed.
+    a symlink; ``path`` may be a single file.  ``named_owner`` (the path
+    named its owner): every directory above ``path`` must also be one only
+    root or ``uid`` can change (see :func:`refuse_shared_directory`).
+    Raises PyinitError (exit 125) naming ``flag``, ``path`` and the entry
+    that could not be changed.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown chown policy {policy!r}")
     walk = _Walk(path, uid, gid, cross_mounts, flag)
-    parent_fd, leaf = open_parent_nofollow(path, flag)
+    parent_fd, leaf = open_parent_nofollow(path, flag, uid if named_owner else None)
     try:
         try:
             top = os.stat(leaf, dir_fd=parent_fd, follow_symlinks=False)
         except OSError as e:
             raise walk.error(path, e) from None
+        shown = path.rpartition("/")[0] or "/"
+        if named_owner and refuse_shared_directory(parent_fd, shown, path, uid, flag):
+            refuse_foreign_entry(top, path, uid, flag)
         if stat.S_ISLNK(top.st_mode):
             raise PyinitError(
                 f"{flag} {path}: is a symbolic link; pyinit never follows symlinks "
@@ -135,12 +142,14 @@ def chown_tree(
     return stats
 
 
-def open_parent_nofollow(path: str, flag: str) -> tuple[int, str]:
+def open_parent_nofollow(path: str, flag: str, owner_uid: int | None = None) -> tuple[int, str]:
     """Open the directory holding ``path``'s last component, refusing any symlink on the way.
 
     Returns (descriptor, last component).  Each component is opened relative
     to the previous one with ``O_NOFOLLOW``: nothing between ``/`` and the
     leaf can redirect the walk.  PyinitError names the link (exit 125).
+    With ``owner_uid``, each directory passed through is also checked with
+    :func:`refuse_shared_directory`.
     """
     names = path.split("/")[1:]
     if not path.startswith("/") or not names or any(n in ("", ".", "..") for n in names):
@@ -149,6 +158,8 @@ def open_parent_nofollow(path: str, flag: str) -> tuple[int, str]:
     done = ""
     try:
         for name in names[:-1]:
+            if owner_uid is not None:
+                refuse_shared_directory(fd, done or "/", path, owner_uid, flag)
             done += "/" + name
             try:
                 child = os.open(name, _DIR_FLAGS, dir_fd=fd)
@@ -156,10 +167,47 @@ def open_parent_nofollow(path: str, flag: str) -> tuple[int, str]:
                 raise _component_error(fd, name, done, path, flag, e) from None
             os.close(fd)
             fd = child
+        if owner_uid is not None:
+            refuse_shared_directory(fd, done or "/", path, owner_uid, flag)
     except BaseException:
         os.close(fd)
         raise
     return fd, names[-1]
+
+
+def refuse_shared_directory(dir_fd: int, shown: str, path: str, owner_uid: int, flag: str) -> bool:
+    """Refuse a directory above a named owner's path that a third user could change.
+
+    A path that names its owner (``--chown /data/app=alice``) brings in a
+    second user besides the main's: whoever else can write a directory on
+    the way could swap ``app`` for a tree of their own and have pyinit give
+    it to alice.  So each such directory must belong to root or the owner
+    and have no group or other write bit, unless it is sticky (``/tmp``):
+    there only an entry's owner can rename it, so the entry below must be
+    root's or the owner's.  Returns True in that case: the caller checks
+    the last entry with :func:`refuse_foreign_entry` (each directory below
+    is checked here, as the next one on the way).
+    """
+    st = os.fstat(dir_fd)
+    shared = bool(st.st_mode & 0o022)
+    if st.st_uid in (0, owner_uid) and (not shared or st.st_mode & stat.S_ISVTX):
+        return shared
+    mode = stat.S_IMODE(st.st_mode)
+    raise PyinitError(
+        f"{flag} {path}: {shown} (owner uid {st.st_uid}, mode {mode:04o}) can be changed by "
+        f"users other than root and uid {owner_uid}, who could swap what {flag} gives to uid "
+        f"{owner_uid}; a path naming its owner must lie in directories only root or that "
+        "owner can change"
+    )
+
+
+def refuse_foreign_entry(st: os.stat_result, path: str, owner_uid: int, flag: str) -> None:
+    """In a sticky shared directory: refuse a last entry neither root's nor the named owner's."""
+    if st.st_uid not in (0, owner_uid):
+        raise PyinitError(
+            f"{flag} {path}: belongs to uid {st.st_uid} in a directory others can write (sticky);"
+            f" refusing to give another user's entry to uid {owner_uid}"
+        )
 
 
 def _component_error(

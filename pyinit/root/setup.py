@@ -4,8 +4,8 @@
 before the step-down, in this order:
 
 1. ``--mkdir``: create each directory (and missing parents), owned by the
-   target, with the exact mode asked;
-2. ``--chown``: give each tree to the target (see :mod:`pyinit.root.chown`);
+   owner its path names (``=OWNER``) or else the target, with the exact mode asked;
+2. ``--chown``: give each tree to its owner, or else the target (see :mod:`pyinit.root.chown`);
 3. ``--pre`` then ``--pre-dir`` hooks, in order, as root, with the plan's
    environment; the first failure stops start-up (exit 125).
 
@@ -36,6 +36,7 @@ from pyinit.plan import format_limit
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pyinit.plan import MkdirStep, Plan, RlimitStep
+    from pyinit.plan.userspec import Identity
 
 #: Mode of a --mkdir directory created without an explicit MODE, and of created parents.
 DEFAULT_MKDIR_MODE = 0o755
@@ -50,6 +51,13 @@ def target_ids(plan: Plan) -> tuple[int, int]:
     return os.geteuid(), os.getegid()
 
 
+def owner_ids(plan: Plan, owner: Identity | None) -> tuple[int, int]:
+    """The uid and gid one ``--mkdir``/``--chown`` path goes to: its ``=OWNER``, else the target."""
+    if owner is not None:
+        return owner.uid, owner.gid
+    return target_ids(plan)
+
+
 def apply_root_setup(plan: Plan) -> None:
     """Carry out the plan's root-setup steps in order: mkdir, chown, pre hooks.
 
@@ -58,14 +66,21 @@ def apply_root_setup(plan: Plan) -> None:
     """
     if not plan.root_setup:
         return
-    uid, gid = target_ids(plan)
     for step in plan.mkdirs:
-        make_directory(step, uid, gid)
+        make_directory(step, *owner_ids(plan, step.owner))
     if plan.chowns:
         from pyinit.root.chown import chown_tree
 
         for c in plan.chowns:
-            chown_tree(c.path, uid, gid, policy=c.policy, cross_mounts=c.cross_mounts)
+            uid, gid = owner_ids(plan, c.owner)
+            chown_tree(
+                c.path,
+                uid,
+                gid,
+                policy=c.policy,
+                cross_mounts=c.cross_mounts,
+                named_owner=c.owner is not None,
+            )
     if plan.pre_hooks:
         run_pre_hooks(plan)
 
@@ -79,11 +94,15 @@ def make_directory(step: MkdirStep, uid: int, gid: int) -> bool:
     An existing directory gets its owner fixed, and its mode when one was
     asked; an existing non-directory or a symlink at ``step.path`` is an
     error.  The mode is applied with fchmod after creation, so the umask
-    does not interfere.
+    does not interfere.  A path that names its owner is created only in
+    directories root or that owner alone can change (see
+    :func:`pyinit.root.chown.refuse_shared_directory`).
     """
     parent_path, _, leaf = step.path.rpartition("/")
-    parent_fd = _open_parents(step.path, parent_path)
+    guard = uid if step.owner is not None else None
+    parent_fd = _open_parents(step.path, parent_path, guard)
     try:
+        sticky_shared = _refuse_shared(parent_fd, parent_path or "/", step.path, guard)
         created = _mkdir_at(parent_fd, leaf, 0o700, step.path)
         try:
             fd = os.open(leaf, _DIR_FLAGS, dir_fd=parent_fd)
@@ -93,6 +112,10 @@ def make_directory(step: MkdirStep, uid: int, gid: int) -> bool:
         os.close(parent_fd)
     try:
         st = os.fstat(fd)
+        if sticky_shared:
+            from pyinit.root.chown import refuse_foreign_entry
+
+            refuse_foreign_entry(st, step.path, uid, "--mkdir")
         if st.st_uid != uid or st.st_gid != gid:
             os.fchown(fd, uid, gid)
         mode = step.mode if step.mode is not None else DEFAULT_MKDIR_MODE if created else None
@@ -106,16 +129,21 @@ def make_directory(step: MkdirStep, uid: int, gid: int) -> bool:
     return created
 
 
-def _open_parents(path: str, parent_path: str) -> int:
-    """Open (creating as needed, root-owned 0755) every directory above the leaf."""
+def _open_parents(path: str, parent_path: str, guard: int | None = None) -> int:
+    """Open (creating as needed, root-owned 0755) every directory above the leaf.
+
+    ``guard``: the named owner's uid; each directory is checked before
+    anything is created in it (see _refuse_shared).
+    """
     fd = os.open("/", _DIR_FLAGS)
     done = ""
     try:
         for name in parent_path.split("/")[1:]:
+            _refuse_shared(fd, done or "/", path, guard)
             done += "/" + name
             if _mkdir_at(fd, name, DEFAULT_MKDIR_MODE, path):
                 _fix_created_parent(fd, name, path)
-            child = _open_parent_component(fd, name, done, path)
+            child = _open_parent_component(fd, name, done, path, guard=guard)
             os.close(fd)
             fd = child
     except BaseException:
@@ -147,8 +175,14 @@ MAX_SYMLINKS = 40
 
 
 def _open_parent_component(
-    dir_fd: int, name: str, done: str, path: str, hops: list[int] | None = None
+    dir_fd: int,
+    name: str,
+    done: str,
+    path: str,
+    hops: list[int] | None = None,
+    guard: int | None = None,
 ) -> int:
+    _refuse_shared(dir_fd, done.rpartition("/")[0] or "/", path, guard)
     try:
         return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
     except OSError as e:
@@ -167,10 +201,25 @@ def _open_parent_component(
     hops[0] += 1
     if hops[0] > MAX_SYMLINKS:
         raise PyinitError(f"--mkdir {path}: too many levels of symbolic links at {done}")
-    return _open_link_target(dir_fd, os.readlink(name, dir_fd=dir_fd), done, path, hops)
+    target = os.readlink(name, dir_fd=dir_fd)
+    return _open_link_target(dir_fd, target, done, path, hops, guard)
 
 
-def _open_link_target(dir_fd: int, target: str, done: str, path: str, hops: list[int]) -> int:
+def _refuse_shared(dir_fd: int, shown: str, path: str, guard: int | None) -> bool:
+    """With a named owner (``guard``, its uid): refuse a directory a third user could change.
+
+    True for a sticky directory others can write: its entry must then be root's or the owner's.
+    """
+    if guard is None:
+        return False
+    from pyinit.root.chown import refuse_shared_directory
+
+    return refuse_shared_directory(dir_fd, shown, path, guard, "--mkdir")
+
+
+def _open_link_target(
+    dir_fd: int, target: str, done: str, path: str, hops: list[int], guard: int | None
+) -> int:
     """Open a root-controlled link's target with the same rules, one component at a time.
 
     The kernel must not resolve it: a root-made link into a volume
@@ -189,7 +238,7 @@ def _open_link_target(dir_fd: int, target: str, done: str, path: str, hops: list
                 child = os.open("..", _DIR_FLAGS, dir_fd=fd)
             else:
                 where += "/" + name
-                child = _open_parent_component(fd, name, where, path, hops)
+                child = _open_parent_component(fd, name, where, path, hops, guard)
             os.close(fd)
             fd = child
     except OSError as e:
