@@ -261,8 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     services.add_argument(
         "--config",
-        metavar="FILE",
-        help="read options and [[start]] items from TOML FILE (env PYINIT_CONFIG)",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="read options and [[start]] items from TOML file PATH, or from the *.toml files "
+        "of directory PATH (repeatable, merged in order; env PYINIT_CONFIG)",
     )
 
     out = p.add_argument_group("output")
@@ -282,12 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_options(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Namespace:
     """Parse argv, fill defaults from PYINIT_* variables, strip the ``--`` separator."""
     options = build_parser().parse_args(argv)
-    config = options.config or environ.get("PYINIT_CONFIG")
+    paths = options.config or [p for p in [environ.get("PYINIT_CONFIG")] if p]
     file_command: list[str] = []
-    if config:
+    sources: tuple[object, ...] = ()
+    if paths:
         from pyinit.plan.config import parse_with_config
 
-        options, file_command = parse_with_config(config, build_parser, argv)
+        options, file_command, sources = parse_with_config(paths, build_parser, argv)
+    options.config_sources = sources
     command = list(options.command)
     if command and command[0] == "--":
         command = command[1:]

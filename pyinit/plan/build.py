@@ -77,6 +77,7 @@ class Plan(Record):
     __slots__ = (
         "chowns",
         "command",
+        "config_files",
         "env",
         "extra_groups",
         "file_env",
@@ -140,6 +141,8 @@ class Plan(Record):
     # Sidecars and tasks (GUIDE section 8), in start order; the main's --ready probe.
     items: tuple[Item, ...]
     ready: Probe | None
+    # The --config files read, in the order they were merged.
+    config_files: tuple[str, ...]
 
 
 def frozen_env(env: Mapping[str, str]) -> Mapping[str, str]:
@@ -482,6 +485,12 @@ def build_plan(
 
     services = _plan_services(options, identity, skip_non_root, euid, capability_mask, host)
     notices.extend(services.notices)
+    config_sources = getattr(options, "config_sources", ())
+    if config_sources:
+        from pyinit.plan.config import check_config_trust
+
+        main_user = _secret_target(identity, extra_groups, switch_identity, euid)
+        check_config_trust(config_sources, _item_users(services.items, main_user, euid))
 
     wants_setup = bool(mkdirs or chowns or rlimits or pre_hooks)
     root_setup = wants_setup
@@ -522,6 +531,7 @@ def build_plan(
         notices=tuple(notices),
         items=services.items,
         ready=services.ready,
+        config_files=tuple(s.path for s in config_sources if not s.is_directory),
     )
     check_capabilities(plan, euid, capability_mask)
     check_step_down(plan)
@@ -609,6 +619,17 @@ def _secret_target(
         return None
     gids = (identity.gid, *identity.groups, *extra_groups)
     return Target(identity.uid, gids, trusted=(0, euid))
+
+
+def _item_users(items: tuple[Item, ...], main_user: Target | None, euid: int) -> list[Target]:
+    """The users pyinit steps down to for the main (MAIN_USER) and for each item."""
+    users = [] if main_user is None else [main_user]
+    for item in items:
+        identity = item.identity
+        if identity is not None and item.switch_identity and identity.uid not in (0, euid):
+            gids = (identity.gid, *identity.groups)
+            users.append(Target(identity.uid, gids, trusted=(0, euid)))
+    return users
 
 
 def _plan_services(

@@ -54,6 +54,8 @@ def _lines(plan: Plan) -> list[str]:
         f"mode: {plan.mode} (asked: {plan.mode_requested}; pid {os.getpid()}"
         f"{', PID 1' if plan.is_pid1 else ''})"
     ]
+    if plan.config_files:
+        lines.append(f"config files (merged in this order): {', '.join(plan.config_files)}")
     lines.extend(f"notice: {n}" for n in plan.notices)
     lines.append("root setup:" if plan.root_setup else "root setup: none")
     step = 0
