@@ -60,6 +60,9 @@ NUMERIC_ITEM_KEYS = ("ready-timeout", "max-restarts")
 #: Keys whose value is an octal mode: a TOML integer is taken by its value (see _integer_mode).
 MODE_KEYS = ("umask",)
 
+#: The largest integer a key takes (larger ones are refused before they are turned into text).
+MAX_INTEGER = 2**64
+
 #: A config file is read whole, as root, before anything else: this much at most.
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -247,7 +250,9 @@ def file_defaults(
 def _option_value(action: argparse.Action, value: object, path: str, key: str) -> object:
     if isinstance(action, argparse._StoreTrueAction):
         if not isinstance(value, bool):
-            raise UsageError(f"{path}: key {key!r}: expected true or false, not {_kind(value)}")
+            raise UsageError(
+                f"{path}: key {quoted(key)}: expected true or false, not {_kind(value)}"
+            )
         return value
     if isinstance(action, argparse._AppendAction):
         values = _string_list(value, path, key, allow_empty=True, numbers=True)
@@ -257,7 +262,7 @@ def _option_value(action: argparse.Action, value: object, path: str, key: str) -
     text = _scalar(value, path, key)
     if action.choices is not None and text not in action.choices:
         choices = ", ".join(str(c) for c in action.choices)
-        raise UsageError(f"{path}: key {key!r}: {text!r} is not one of {choices}")
+        raise UsageError(f"{path}: key {quoted(key)}: {quoted(text)} is not one of {choices}")
     _validate(key, text, path)
     return text
 
@@ -280,7 +285,7 @@ def _integer_mode(value: int, path: str, key: str, text: str) -> str:
     hint = f'0o{int(digits):03d} or "{digits:0>3}"' if set(digits) <= set("01234567") else None
     hint = hint or f'0o{value:o} (the value of {value}) or "{value:o}"'
     raise UsageError(
-        f"{path}: key {key!r}: {value} is a decimal integer (octal {value:o}); a mode is "
+        f"{path}: key {quoted(key)}: {value} is a decimal integer (octal {value:o}); a mode is "
         f"octal: write {key} = {hint}"
     )
 
@@ -300,7 +305,7 @@ def _validate(key: str, value: str, path: str) -> None:
     try:
         check(value)
     except UsageError as e:
-        raise UsageError(f"{path}: key {key!r}: {e.message}") from None
+        raise UsageError(f"{path}: key {quoted(key)}: {e.message}") from None
 
 
 def _kind(value: object) -> str:
@@ -314,21 +319,26 @@ def _scalar(value: object, path: str, key: str, numbers: bool = True) -> str:
         if "\0" in value:
             # No argv, path or environment string can hold one: refused here,
             # not by exec or mkdir halfway through the setup.
-            raise UsageError(f"{path}: key {key!r}: {quoted(value)} holds a NUL character")
+            raise UsageError(f"{path}: key {quoted(key)}: {quoted(value)} holds a NUL character")
         return value
     if numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, int) and abs(value) > MAX_INTEGER:
+            # str() of an integer of 4300+ digits raises; none of pyinit's numbers is near.
+            raise UsageError(f"{path}: key {quoted(key)}: integer out of range")
         return str(value)
     wanted = "a string or a number" if numbers else "a string"
-    raise UsageError(f"{path}: key {key!r}: expected {wanted}, not {_kind(value)}")
+    raise UsageError(f"{path}: key {quoted(key)}: expected {wanted}, not {_kind(value)}")
 
 
 def _string_list(
     value: object, path: str, key: str, *, allow_empty: bool, numbers: bool = False
 ) -> list[str]:
     if not isinstance(value, list):
-        raise UsageError(f"{path}: key {key!r}: expected an array of strings, not {_kind(value)}")
+        raise UsageError(
+            f"{path}: key {quoted(key)}: expected an array of strings, not {_kind(value)}"
+        )
     if not value and not allow_empty:
-        raise UsageError(f"{path}: key {key!r}: empty array")
+        raise UsageError(f"{path}: key {quoted(key)}: empty array")
     return [_scalar(v, path, key, numbers=numbers) for v in value]
 
 
@@ -349,7 +359,7 @@ def _start_item(table: object, path: str, number: int) -> ItemSpec:
     kind = kinds[0]
     name = table[kind]
     if not isinstance(name, str):
-        raise UsageError(f"{where}: key {kind!r}: expected a string, not {_kind(name)}")
+        raise UsageError(f"{where}: key {quoted(kind)}: expected a string, not {_kind(name)}")
     where = f"{where} ({name if name.isprintable() and len(name) <= 40 else quoted(name, 40)})"
     if "command" not in table:
         raise UsageError(f"{where}: key 'command' is missing")

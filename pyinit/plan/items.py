@@ -387,7 +387,7 @@ def _item_identity(
     try:
         identity = resolve_user_spec(user)
     except UsageError as e:
-        reason = e.message.removeprefix(f"--user {user!r}: ").removeprefix("--user: ")
+        reason = e.message.removeprefix(f"--user {quoted(user)}: ").removeprefix("--user: ")
         raise UsageError(f"{spec.where}: user={quoted(user)}: {reason}") from None
     switch = _needs_identity_switch(identity, who.euid, who.host.egid, who.host.groups)
     if not switch:
