@@ -27,6 +27,13 @@ the same way, and each step is checked:
 
 Kubernetes secret volumes pass (root-owned ``..data`` symlink to a
 root-owned ``..2024_...`` directory), and so does Docker's ``/run/secrets``.
+
+The resolver is :class:`PathWalk`, shared with ``--config``: config files are
+obeyed as root too, but the users to check against (the main's and every
+item's) are known only once the plan has resolved them, so the config
+loader records the steps (:class:`StepRecorder`) and the plan checks them
+later with the same :class:`PathChecks`, which for a config also covers the
+file itself and a directory whose files are all read.
 """
 
 from __future__ import annotations
