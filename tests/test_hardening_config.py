@@ -387,6 +387,10 @@ def test_a_directory_inside_a_config_directory_is_refused(confdir: Path) -> None
     )
 
 
+def test_an_empty_config_path_is_refused() -> None:
+    assert error_of(["--config", "", "x"]) == "--config '': empty path"
+
+
 def test_dry_run_lists_the_files_read(confdir: Path) -> None:
     a = write(confdir / "a.toml", 'command = ["true"]\n')
     b = write(confdir / "b.toml", "stop-timeout = 2\n")

@@ -130,6 +130,8 @@ def read_configs(paths: Iterable[str]) -> list[tuple[ConfigSource, str]]:
     """Each PATH's text (a directory: its ``*.toml`` files in name order), opened safely."""
     read: list[tuple[ConfigSource, str]] = []
     for path in paths:
+        if not path:
+            raise _failure(path)("empty path")
         steps = StepRecorder()
         fd, is_directory = PathWalk(path, _failure(path), [steps]).open_file_or_directory()
         try:
@@ -195,8 +197,8 @@ def check_config_trust(sources: Iterable[ConfigSource], users: Iterable[Target])
     """
     users = list(users)
     for source in sources:
+        unsafe = _unsafe(source.path)
         for user in users:
-            unsafe = _unsafe(source.path)
             source.steps.replay(PathChecks(user, unsafe, file_too=True))
 
 
