@@ -290,8 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     services.add_argument(
         "--config",
-        metavar="FILE",
-        help="read options and [[start]] items from TOML FILE (env PYINIT_CONFIG)",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="read options and [[start]] items from TOML file PATH, or from the *.toml files "
+        "of directory PATH (repeatable, merged in order; env PYINIT_CONFIG)",
     )
 
     out = p.add_argument_group("output")
@@ -309,24 +312,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_options(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Namespace:
-    """Parse argv over the config file and the PYINIT_* variables; strip the ``--`` separator.
+    """Parse argv over the config files and the PYINIT_* variables; strip the ``--`` separator.
 
     One order (docs/usage.md): flags > PYINIT_* environment > config files > defaults.
     """
     flags_only = build_parser().parse_args(argv)
     options = flags_only
-    config = flags_only.config or environ.get("PYINIT_CONFIG")
+    paths = flags_only.config or [p for p in [environ.get("PYINIT_CONFIG")] if p]
     file_command: list[str] = []
-    if config:
+    sources: tuple[object, ...] = ()
+    if paths:
         from pyinit.plan.config import parse_with_config
 
         try:
-            options, file_command = parse_with_config(config, build_parser, argv)
+            options, file_command, sources = parse_with_config(paths, build_parser, argv)
         except UsageError as e:
             if flags_only.config:
                 raise
-            raise name_the_variable(e, "--config", "PYINIT_CONFIG", config) from None
-    apply_environment(options, flags_only, environ, config or None)
+            raise name_the_variable(e, "--config", "PYINIT_CONFIG", paths[0]) from None
+    options.config_sources = sources
+    apply_environment(options, flags_only, environ, ", ".join(paths) or None)
     command = list(options.command)
     if command and command[0] == "--":
         command = command[1:]

@@ -16,6 +16,17 @@ EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
 SIGNAL_EXIT_BASE = 128
 
+#: The most characters of one user value an error quotes (an item name of 10 kB is cut).
+QUOTE_LIMIT = 100
+#: The most characters of one ``pyinit:`` line.
+LINE_LIMIT = 2000
+
+# C0 and C1 control characters and DEL as visible escapes: a newline or a
+# carriage return would start a forged ``pyinit:`` line, ESC or CSI (0x9b)
+# would drive the terminal.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_ESCAPES.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"})
+
 
 class PyinitError(Exception):
     """A failure to report as one ``pyinit: ...`` line and an exit code."""
@@ -28,6 +39,19 @@ class PyinitError(Exception):
 
 class UsageError(PyinitError):
     """Bad command-line input: names the flag and the offending value (exit 125)."""
+
+
+def quoted(value: str, limit: int = QUOTE_LIMIT) -> str:
+    """VALUE as an error quotes it: ``repr`` (control characters escaped), cut to LIMIT."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def one_line(text: str, limit: int = LINE_LIMIT) -> str:
+    """TEXT made safe as (part of) one log line: control characters escaped, cut to LIMIT."""
+    if not text.isprintable():
+        text = text.translate(_ESCAPES)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def exit_code_for_wait_status(status: int) -> int:

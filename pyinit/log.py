@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import signal
 
+from pyinit.errors import one_line
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -104,7 +106,8 @@ def _emit(text: str) -> None:
     # fd 2 itself, not sys.stderr: that is None when pyinit was started with
     # stderr closed.  A dead reader (EPIPE, and a SIGPIPE that the signal
     # intake recognises as our own) or a full disk must never stop pyinit.
-    line = f"pyinit: {text}\n".encode(errors="replace")
+    # Whatever a message quotes, it stays one line without terminal escapes.
+    line = f"pyinit: {one_line(text)}\n".encode(errors="replace")
     writer = _writer
     if writer is None:
         write_line(line)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sandbox import PROJECT_ROOT, PYINIT, base_environment, run
 
 from pyinit.cli import parse_options
-from pyinit.errors import UsageError
+from pyinit.errors import UsageError, quoted
 from pyinit.plan import Plan, build_plan
 from pyinit.plan.items import ALL_KEYS, parse_item_text, parse_probe
 from pyinit.plan.render import render_plan
@@ -638,15 +638,15 @@ def test_item_strings_parse_or_fail_naming_the_flag(kind: str, text: str) -> Non
     try:
         spec = parse_item_text(kind, text)
     except UsageError as e:
-        assert e.message.startswith(f"--{kind} {text!r}: ")
-        assert "\n" not in e.message.replace(repr(text), "")
+        assert e.message.startswith(f"--{kind} {quoted(text)}: ")
+        assert "\n" not in e.message
         return
     assert spec.command and spec.name
     options = parse_options([f"--{kind}", text, "--mode", "supervise", "main"], {})
     try:
         plan = build_plan(options, {}, pid=4242, euid=0, capability_mask=ALL_CAPS)
     except UsageError as e:
-        assert e.message.startswith(f"--{kind} {text!r}: ")
+        assert e.message.startswith(f"--{kind} {quoted(text)}: ")
         return
     (item,) = plan.items
     assert isinstance(item, Item) and item.kind == kind and item.command == spec.command

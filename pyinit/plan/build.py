@@ -15,7 +15,7 @@ import os
 import resource
 from types import MappingProxyType
 
-from pyinit.errors import UsageError
+from pyinit.errors import UsageError, quoted
 from pyinit.plan.capabilities import missing_capabilities, parse_capability
 from pyinit.plan.host import Host, read_host
 from pyinit.plan.secrets import Target, check_exec_budget, resolve_file_env
@@ -88,6 +88,7 @@ class Plan(Record):
     __slots__ = (
         "chowns",
         "command",
+        "config_files",
         "env",
         "extra_groups",
         "file_env",
@@ -162,6 +163,8 @@ class Plan(Record):
     # Sidecars and tasks (docs/services.md), in start order; the main's --ready probe.
     items: tuple[Item, ...]
     ready: Probe | None
+    # The --config files read, in the order they were merged.
+    config_files: tuple[str, ...]
 
 
 def frozen_env(env: Mapping[str, str]) -> Mapping[str, str]:
@@ -213,10 +216,10 @@ def parse_octal(text: str, flag: str, maximum: int) -> int:
     digits = text.strip()
     digits = digits[2:] if digits[:2] in ("0o", "0O") else digits
     if not digits or any(c not in "01234567" for c in digits):
-        raise UsageError(f"{flag} {text!r}: expected an octal number such as 0750")
+        raise UsageError(f"{flag} {quoted(text)}: expected an octal number such as 0750")
     value = int(digits, 8)
     if value > maximum:
-        raise UsageError(f"{flag} {text!r}: out of range (at most {maximum:o})")
+        raise UsageError(f"{flag} {quoted(text)}: out of range (at most {maximum:o})")
     return value
 
 
@@ -272,11 +275,11 @@ def split_owner(text: str, flag: str) -> tuple[str, Identity | None]:
 def _require_absolute(path: str, flag: str) -> None:
     """Refuse a relative path, and one that is (or normalises to) the root directory."""
     if not path.startswith("/"):
-        raise UsageError(f"{flag} {path!r}: path must be absolute")
+        raise UsageError(f"{flag} {quoted(path)}: path must be absolute")
     if _normalise(path) == "/":
         # Handing / (and every file system mounted under it) to a service user
         # is never what was meant; /tmp/.. and /./. are / too.
-        raise UsageError(f"{flag} {path!r}: refusing to act on the root directory")
+        raise UsageError(f"{flag} {quoted(path)}: refusing to act on the root directory")
 
 
 def _normalise(path: str) -> str:
@@ -294,7 +297,7 @@ def parse_rlimit(text: str) -> RlimitStep:
     flag = "--rlimit"
     name_text, sep, values = text.partition("=")
     if not sep or not values:
-        raise UsageError(f"{flag} {text!r}: expected NAME=SOFT[:HARD], e.g. nofile=65536")
+        raise UsageError(f"{flag} {quoted(text)}: expected NAME=SOFT[:HARD], e.g. nofile=65536")
     name = name_text.strip().upper().removeprefix("RLIMIT_")
     name = RLIMIT_ALIASES.get(name.lower(), name)
     # ASCII only: str.upper() maps e.g. "\u017f" to "S", which would make odd text a limit name.
@@ -302,12 +305,14 @@ def parse_rlimit(text: str) -> RlimitStep:
     number = getattr(resource, "RLIMIT_" + name, None) if valid else None
     if not isinstance(number, int) or not name:
         known = ", ".join(sorted(n[7:].lower() for n in dir(resource) if n.startswith("RLIMIT_")))
-        raise UsageError(f"{flag} {text!r}: unknown limit {name_text!r} (one of {known})")
+        raise UsageError(
+            f"{flag} {quoted(text)}: unknown limit {quoted(name_text)} (one of {known})"
+        )
     soft_text, _, hard_text = values.partition(":")
     soft = _parse_limit_value(soft_text, flag, text)
     hard = _parse_limit_value(hard_text, flag, text) if hard_text else soft
     if _limit_exceeds(soft, hard):
-        raise UsageError(f"{flag} {text!r}: soft limit is above the hard limit")
+        raise UsageError(f"{flag} {quoted(text)}: soft limit is above the hard limit")
     if number == resource.RLIMIT_NOFILE:
         _check_nofile(hard, text)
     return RlimitStep(name=name.lower(), resource=number, soft=soft, hard=hard)
@@ -322,11 +327,14 @@ def _parse_limit_value(value: str, flag: str, text: str) -> int:
     if value in ("unlimited", "infinity", "-1"):
         return resource.RLIM_INFINITY
     if not _ascii_digits(value):
-        raise UsageError(f"{flag} {text!r}: limit {value!r} is not a number or 'unlimited'")
+        raise UsageError(
+            f"{flag} {quoted(text)}: limit {quoted(value)} is not a number or 'unlimited'"
+        )
     number = int(value)
     if number > MAX_FINITE_LIMIT:
         raise UsageError(
-            f"{flag} {text!r}: limit {value} is out of range (0..{MAX_FINITE_LIMIT} or 'unlimited')"
+            f"{flag} {quoted(text)}: limit {value} is out of range "
+            f"(0..{MAX_FINITE_LIMIT} or 'unlimited')"
         )
     return number
 
@@ -344,7 +352,7 @@ def _check_nofile(hard: int, text: str) -> None:
         return
     if _limit_exceeds(hard, nr_open):
         raise UsageError(
-            f"--rlimit {text!r}: the kernel allows at most {nr_open} open files (fs.nr_open)"
+            f"--rlimit {quoted(text)}: the kernel allows at most {nr_open} open files (fs.nr_open)"
         )
 
 
@@ -371,10 +379,10 @@ def parse_stop_timeout(text: str) -> float:
     # float() alone would also take "1_0", "1e3", "nan" and non-ASCII digits.
     whole, _, fraction = digits.partition(".")
     if not (whole or fraction) or not _ascii_digits(whole or "0", fraction or "0"):
-        raise UsageError(f"--stop-timeout {text!r}: expected seconds, e.g. 10 or 2.5")
+        raise UsageError(f"--stop-timeout {quoted(text)}: expected seconds, e.g. 10 or 2.5")
     value = float(digits)
     if value > MAX_STOP_TIMEOUT:
-        raise UsageError(f"--stop-timeout {text!r}: at most {MAX_STOP_TIMEOUT:g} seconds")
+        raise UsageError(f"--stop-timeout {quoted(text)}: at most {MAX_STOP_TIMEOUT:g} seconds")
     return value
 
 
@@ -385,14 +393,14 @@ def parse_fd(text: str, limit: int | None = None) -> int:
     of the descriptor table: no inherited descriptor can be at or above it.
     """
     if not _ascii_digits(text) or int(text) < 3:
-        raise UsageError(f"--keep-fd {text!r}: expected a descriptor number >= 3")
+        raise UsageError(f"--keep-fd {quoted(text)}: expected a descriptor number >= 3")
     if limit is None:
         limit = fd_table_size()
     fd = int(text)
     if fd >= limit:
         raise UsageError(
-            f"--keep-fd {text!r}: no such descriptor can exist (the fd table has {limit} entries,"
-            " RLIMIT_NOFILE hard limit)"
+            f"--keep-fd {quoted(text)}: no such descriptor can exist (the fd table has {limit} "
+            "entries, RLIMIT_NOFILE hard limit)"
         )
     return fd
 
@@ -443,9 +451,9 @@ def hooks_from_directory(directory: str) -> list[Hook]:
     try:
         names = sorted(os.listdir(directory))
     except FileNotFoundError:
-        raise UsageError(f"--pre-dir {directory!r}: no such directory") from None
+        raise UsageError(f"--pre-dir {quoted(directory)}: no such directory") from None
     except OSError as e:
-        raise UsageError(f"--pre-dir {directory!r}: {e.strerror}") from None
+        raise UsageError(f"--pre-dir {quoted(directory)}: {e.strerror}") from None
     hooks = []
     for name in names:
         path = os.path.join(directory, name)
@@ -515,7 +523,7 @@ def build_plan(
         assert identity is not None
         notices.append(
             f"running as uid {euid} without CAP_SETUID/CAP_SETGID: skipping root setup and the "
-            f"step-down to {identity.spec!r} (--if-not-root fail makes this an error)"
+            f"step-down to {quoted(identity.spec)} (--if-not-root fail makes this an error)"
         )
         switch_identity = False
     mkdirs = tuple(parse_mkdir(m) for m in options.mkdir)
@@ -530,6 +538,13 @@ def build_plan(
 
     services = _plan_services(options, identity, skip_non_root, euid, capability_mask, host)
     notices.extend(services.notices)
+    config_sources = getattr(options, "config_sources", ())
+    if config_sources:
+        # Before any secret is read for them: the users are known only now.
+        from pyinit.plan.config import check_config_trust
+
+        main_user = _secret_target(identity, extra_groups, switch_identity, euid)
+        check_config_trust(config_sources, _item_users(services.items, main_user, euid))
 
     from_env = _split_list(environ.get("PYINIT_FILE_ENV", "")) if runs_service else []
     file_env_names = tuple(dict.fromkeys(from_env + list(options.file_env)))
@@ -597,6 +612,7 @@ def build_plan(
         only_for=only_for,
         items=services.items,
         ready=services.ready,
+        config_files=tuple(s.path for s in config_sources if not s.is_directory),
     )
     check_item_exec_budgets(plan, stack_limit)
     check_capabilities(plan, euid, capability_mask)
@@ -647,14 +663,14 @@ def check_ready_fd(plan: Plan) -> None:
     limit = fd_table_size()
     for item in plan.items:
         if item.ready is not None and item.ready.fd is not None and item.ready.fd >= limit:
-            where = f"{item.kind} {item.name}: ready={item.ready.text!r}"
+            where = f"{item.kind} {item.name}: ready={quoted(item.ready.text)}"
             raise UsageError(f"{where}: {_past_fd_table(limit)}")
     ready = plan.ready
     if ready is None or ready.fd is None:
         return
     fd = ready.fd
     if fd >= limit:
-        raise UsageError(f"--ready {ready.text!r}: {_past_fd_table(limit)}")
+        raise UsageError(f"--ready {quoted(ready.text)}: {_past_fd_table(limit)}")
     if fd in plan.keep_fds:
         why = f"--keep-fd {fd} passes the main that descriptor already"
     elif fd < 3 + plan.listen_fds:
@@ -662,7 +678,7 @@ def check_ready_fd(plan: Plan) -> None:
         why = f"LISTEN_FDS={plan.listen_fds} passes the main fds 3..{last} (socket activation)"
     else:
         return
-    raise UsageError(f"--ready {ready.text!r}: {why}; pick another N for the readiness pipe")
+    raise UsageError(f"--ready {quoted(ready.text)}: {why}; pick another N for the readiness pipe")
 
 
 def _past_fd_table(limit: int) -> str:
@@ -681,7 +697,7 @@ def check_step_down(plan: Plan) -> None:
     dropping = plan.switch_identity and identity is not None and identity.uid != 0
     if dropping and identity is not None and "SETUID" in plan.keep_caps:
         raise UsageError(
-            f"--keep-cap SETUID: with it uid {identity.uid} (--user {identity.spec!r}) could "
+            f"--keep-cap SETUID: with it uid {identity.uid} (--user {quoted(identity.spec)}) could "
             "setuid(0) back to root; the step-down would not be one"
         )
 
@@ -705,6 +721,17 @@ def _item_secrets(items: tuple[Item, ...], environ: Mapping[str, str], euid: int
             flag = f"{item.source}: file-env="
             values.update(resolve_file_env(item.file_env, environ, target=target, flag=flag))
     return values
+
+
+def _item_users(items: tuple[Item, ...], main_user: Target | None, euid: int) -> list[Target]:
+    """The users pyinit steps down to for the main (MAIN_USER) and for each item."""
+    users = [] if main_user is None else [main_user]
+    for item in items:
+        identity = item.identity
+        if identity is not None and item.switch_identity and identity.uid not in (0, euid):
+            gids = (identity.gid, *identity.groups)
+            users.append(Target(identity.uid, gids, trusted=(0, euid)))
+    return users
 
 
 def _plan_services(
@@ -777,7 +804,7 @@ def parse_workdir(text: str | None) -> str | None:
         return "~" if rest == "/" else "~" + rest
     if not text.startswith("/"):
         raise UsageError(
-            f"--workdir {text!r}: path must be absolute (or ~ / ~/SUB for the target's home)"
+            f"--workdir {quoted(text)}: path must be absolute (or ~ / ~/SUB for the target's home)"
         )
     return _normalise(text)
 
@@ -873,8 +900,8 @@ def required_capabilities(plan: Plan, euid: int | None = None) -> dict[str, str]
     if plan.switch_identity and plan.identity is not None:
         ident = plan.identity
         if ident.uid != euid:
-            needed["SETUID"] = f"--user {ident.spec!r}: switching to uid {ident.uid}"
-        needed["SETGID"] = f"--user {ident.spec!r}: setting gid {ident.gid} and groups"
+            needed["SETUID"] = f"--user {quoted(ident.spec)}: switching to uid {ident.uid}"
+        needed["SETGID"] = f"--user {quoted(ident.spec)}: setting gid {ident.gid} and groups"
     for cap in plan.keep_caps:
         # Only a capability this process holds can be passed on as ambient.
         needed.setdefault(cap, f"--keep-cap {cap}: passing it on to the target")

@@ -9,7 +9,7 @@ capability it needs and checked before anything is changed.
 
 from __future__ import annotations
 
-from pyinit.errors import UsageError
+from pyinit.errors import UsageError, quoted
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def parse_capability(text: str, flag: str) -> str:
     name = text.strip().upper().removeprefix("CAP_")
     # ASCII only: str.upper() maps e.g. "\u017f" to "S", which is no capability name.
     if not text.isascii() or name not in CAPABILITY_NUMBERS:
-        raise UsageError(f"{flag} {text!r}: unknown capability (e.g. NET_BIND_SERVICE)")
+        raise UsageError(f"{flag} {quoted(text)}: unknown capability (e.g. NET_BIND_SERVICE)")
     return name
 
 

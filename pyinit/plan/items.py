@@ -15,7 +15,7 @@ import re
 import shlex
 import signal
 
-from pyinit.errors import UsageError
+from pyinit.errors import UsageError, quoted
 from pyinit.plan.capabilities import missing_capabilities
 from pyinit.plan.services import (
     GIVEUP_POLICIES,
@@ -87,7 +87,7 @@ class ItemSpec(Record):
 
 def parse_item_text(kind: str, text: str) -> ItemSpec:
     """Split ``'NAME [KEY=VALUE ...] -- COMMAND [ARG...]'`` into an ItemSpec (not yet checked)."""
-    where = f"--{kind} {text!r}"
+    where = f"--{kind} {quoted(text)}"
     try:
         words = shlex.split(text)
     except ValueError as e:
@@ -106,7 +106,9 @@ def parse_item_text(kind: str, text: str) -> ItemSpec:
     for word in head[1:]:
         key, sep, value = word.partition("=")
         if not sep:
-            raise UsageError(f"{where}: {word!r} is not KEY=VALUE (the command goes after ' -- ')")
+            raise UsageError(
+                f"{where}: {quoted(word)} is not KEY=VALUE (the command goes after ' -- ')"
+            )
         pairs.append((key, value))
     return ItemSpec(
         kind=kind, name=head[0], command=tuple(command), pairs=tuple(pairs), where=where
@@ -126,10 +128,10 @@ def parse_probe(text: str, where: str) -> Probe:
         kind = "http"
         fields = _parse_http(text, where)
     elif not sep:
-        raise UsageError(f"{where}: unknown probe {text!r} (expected {PROBE_FORMS})")
+        raise UsageError(f"{where}: unknown probe {quoted(text)} (expected {PROBE_FORMS})")
     elif kind == "fd":
         if not (rest.isdigit() and rest.isascii()) or not 3 <= int(rest) <= 2**31 - 1:
-            raise UsageError(f"{where}: fd:N needs a descriptor number N >= 3, not {rest!r}")
+            raise UsageError(f"{where}: fd:N needs a descriptor number N >= 3, not {quoted(rest)}")
         fields = {"fd": int(rest)}
     elif kind == "tcp":
         fields = _parse_host_port(rest, where, default_host="127.0.0.1")
@@ -146,7 +148,7 @@ def parse_probe(text: str, where: str) -> Probe:
             raise UsageError(f"{where}: exec:CMD needs a command")
         fields = {"argv": tuple(argv)}
     else:
-        raise UsageError(f"{where}: unknown probe {text!r} (expected {PROBE_FORMS})")
+        raise UsageError(f"{where}: unknown probe {quoted(text)} (expected {PROBE_FORMS})")
     probe: dict[str, Any] = {
         "fd": None,
         "host": None,
@@ -191,9 +193,9 @@ def _parse_host_port(
     if not port_text and default_port is not None:
         port_text = str(default_port)
     if not host or any(c.isspace() or c in "/@\0" for c in host):
-        raise UsageError(f"{where}: missing or bad host {host!r}")
+        raise UsageError(f"{where}: missing or bad host {quoted(host)}")
     if not (port_text.isdigit() and port_text.isascii()) or not 1 <= int(port_text) <= 65535:
-        raise UsageError(f"{where}: port {port_text!r} is not a number 1..65535")
+        raise UsageError(f"{where}: port {quoted(port_text)} is not a number 1..65535")
     return {"host": host, "port": int(port_text)}
 
 
@@ -207,35 +209,37 @@ def _seconds(value: str, where: str, key: str, *, zero: bool, whole: str | None 
         seconds = float(value)
     except ValueError:
         raise UsageError(
-            f"{where}: {key}={shown!r}: {value!r} is not seconds, e.g. 10 or 2.5"
+            f"{where}: {key}={quoted(shown)}: {quoted(value)} is not seconds, e.g. 10 or 2.5"
         ) from None
     if not (seconds >= 0 if zero else seconds > 0) or seconds == float("inf"):
         bound = ">= 0" if zero else "> 0"
-        raise UsageError(f"{where}: {key}={shown!r}: {value!r} must be a finite number {bound}")
+        raise UsageError(
+            f"{where}: {key}={quoted(shown)}: {quoted(value)} must be a finite number {bound}"
+        )
     return seconds
 
 
 def _choice(value: str, where: str, key: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise UsageError(f"{where}: {key}={value!r}: expected one of {', '.join(choices)}")
+        raise UsageError(f"{where}: {key}={quoted(value)}: expected one of {', '.join(choices)}")
     return value
 
 
 def _backoff(value: str, where: str) -> tuple[float, float]:
     low, sep, high = value.partition(":")
     if not sep:
-        raise UsageError(f"{where}: backoff={value!r}: expected MIN:MAX seconds, e.g. 0.5:30")
+        raise UsageError(f"{where}: backoff={quoted(value)}: expected MIN:MAX seconds, e.g. 0.5:30")
     minimum = _seconds(low, where, "backoff", zero=True, whole=value)
     maximum = _seconds(high, where, "backoff", zero=False, whole=value)
     if minimum > maximum:
-        raise UsageError(f"{where}: backoff={value!r}: MIN is above MAX")
+        raise UsageError(f"{where}: backoff={quoted(value)}: MIN is above MAX")
     return minimum, maximum
 
 
 def _max_restarts(value: str, where: str) -> tuple[int, float]:
     count, sep, window = value.partition("/")
     if not (count.isdigit() and count.isascii()):
-        raise UsageError(f"{where}: max-restarts={value!r}: expected N[/WINDOW], e.g. 5/60")
+        raise UsageError(f"{where}: max-restarts={quoted(value)}: expected N[/WINDOW], e.g. 5/60")
     seconds = (
         _seconds(window, where, "max-restarts", zero=False, whole=value)
         if sep
@@ -247,7 +251,7 @@ def _max_restarts(value: str, where: str) -> tuple[int, float]:
 def _env_pair(value: str, where: str) -> tuple[str, str]:
     name, sep, text = value.partition("=")
     if not sep or not name or "\0" in value:
-        raise UsageError(f"{where}: env={value!r}: expected env=NAME=VALUE")
+        raise UsageError(f"{where}: env={quoted(value)}: expected env=NAME=VALUE")
     return name, text
 
 
@@ -269,10 +273,12 @@ def _file_env_names(value: str, where: str, seen: list[str]) -> list[str]:
 def _check_name(spec: ItemSpec) -> None:
     if not NAME_PATTERN.fullmatch(spec.name):
         raise UsageError(
-            f"{spec.where}: bad name {spec.name!r} (expected [a-z0-9][a-z0-9_.-]{{0,31}})"
+            f"{spec.where}: bad name {quoted(spec.name)} (expected [a-z0-9][a-z0-9_.-]{{0,31}})"
         )
     if spec.name in RESERVED_NAMES:
-        raise UsageError(f"{spec.where}: the name {spec.name!r} is reserved for the main process")
+        raise UsageError(
+            f"{spec.where}: the name {quoted(spec.name)} is reserved for the main process"
+        )
 
 
 class _Keys:
@@ -306,11 +312,11 @@ class _Keys:
     def _check_key(spec: ItemSpec, key: str, seen: set[str]) -> None:
         where = spec.where
         if key not in ALL_KEYS:
-            raise UsageError(f"{where}: unknown key {key!r} (one of {', '.join(ALL_KEYS)})")
+            raise UsageError(f"{where}: unknown key {quoted(key)} (one of {', '.join(ALL_KEYS)})")
         if key in SIDECAR_KEYS and spec.kind != SIDECAR:
-            raise UsageError(f"{where}: key {key!r} is for sidecars only, not a {spec.kind}")
+            raise UsageError(f"{where}: key {quoted(key)} is for sidecars only, not a {spec.kind}")
         if key in seen and key not in REPEATABLE_KEYS:
-            raise UsageError(f"{where}: key {key!r} given twice")
+            raise UsageError(f"{where}: key {quoted(key)} given twice")
         seen.add(key)
 
     def _set(self, where: str, key: str, value: str) -> None:
@@ -327,7 +333,7 @@ class _Keys:
         elif key == "file-env":
             self.file_env.extend(_file_env_names(value, where, self.file_env))
         elif key == "ready":
-            self.ready = parse_probe(value, f"{where}: ready={value!r}")
+            self.ready = parse_probe(value, f"{where}: ready={quoted(value)}")
         elif key == "ready-timeout":
             self.ready_timeout = _seconds(value, where, key, zero=False)
         elif key == "restart":
@@ -405,7 +411,7 @@ def _item_identity(
         return who.identity, _needs_identity_switch(
             who.identity, who.euid, who.host.egid, who.host.groups
         )
-    identity = resolve_user_spec_as(user, f"{spec.where}: user={user!r}")
+    identity = resolve_user_spec_as(user, f"{spec.where}: user={quoted(user)}")
     switch = _needs_identity_switch(identity, who.euid, who.host.egid, who.host.groups)
     if not switch:
         return identity, False
@@ -418,13 +424,13 @@ def _item_identity(
     if who.euid != 0 and who.if_not_root == "skip":
         notices.append(
             f"running as uid {who.euid} without CAP_SETUID/CAP_SETGID: {spec.kind} "
-            f"{spec.name!r} runs as uid {who.euid}, not {user!r} (--if-not-root fail makes "
-            "this an error)"
+            f"{quoted(spec.name)} runs as uid {who.euid}, not {quoted(user)} (--if-not-root fail "
+            "makes this an error)"
         )
         return None, False
     cap, why = missing[0]
     raise UsageError(
-        f"{spec.where}: user={user!r}: {why} needs CAP_{cap}, which this process lacks"
+        f"{spec.where}: user={quoted(user)}: {why} needs CAP_{cap}, which this process lacks"
         f" (running as uid {who.euid})"
     )
 
@@ -470,13 +476,14 @@ def plan_services(
         item = resolve_item(spec, who, notices)
         if item.name in seen:
             raise UsageError(
-                f"{spec.where}: duplicate name {item.name!r} (first used by {seen[item.name]})"
+                f"{spec.where}: duplicate name {quoted(item.name)} "
+                f"(first used by {seen[item.name]})"
             )
         seen[item.name] = spec.where
         items.append(item)
     ready = None
     if options.ready is not None:
-        ready = parse_probe(options.ready, f"--ready {options.ready!r}")
+        ready = parse_probe(options.ready, f"--ready {quoted(options.ready)}")
     return Services(items=tuple(items), ready=ready, notices=tuple(notices))
 
 

@@ -78,6 +78,8 @@ def _lines(plan: Plan) -> list[str]:
         f"mode: {plan.mode} ({plan.mode_reason}; pid {os.getpid()}"
         f"{', PID 1' if plan.is_pid1 else ''})"
     ]
+    if plan.config_files:
+        lines.append(f"config files (merged in this order): {', '.join(plan.config_files)}")
     lines.extend(f"notice: {n}" for n in plan.notices)
     if plan.only_for is not None:
         lines.append(f"only-for: {plan.only_for.note}")

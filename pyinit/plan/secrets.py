@@ -27,6 +27,13 @@ the same way, and each step is checked:
 
 Kubernetes secret volumes pass (root-owned ``..data`` symlink to a
 root-owned ``..2024_...`` directory), and so does Docker's ``/run/secrets``.
+
+The resolver is :class:`PathWalk`, shared with ``--config``: config files are
+obeyed as root too, but the users to check against (the main's and every
+item's) are known only once the plan has resolved them, so the config
+loader records the steps (:class:`StepRecorder`) and the plan checks them
+later with the same :class:`PathChecks`, which for a config also covers the
+file itself and a directory whose files are all read.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from pyinit.plan.files import FileTooLarge, describe_kind, read_open_regular
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
 #: The kernel's limit for one argv or environment string, NUL included (32 pages).
 MAX_ARG_STRLEN = 32 * 4096
@@ -56,6 +63,7 @@ MAX_SYMLINKS = 40
 # O_PATH: walking needs only search permission, as the kernel's own lookup does.
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC
+_LIST_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 class Target:
@@ -135,19 +143,19 @@ class _SecretPath:
         """An error naming the flag, the variable and the path."""
         return UsageError(f"{self.label}: {self.file_var}={self.path}: {detail}")
 
-    def unsafe(self, detail: str) -> UsageError:
+    def unsafe(self, target: Target, detail: str) -> UsageError:
         """The refusal of a path the target could redirect."""
-        assert self.target is not None
         return self.fail(
             f"{detail}; refusing to read a secret as root through a path uid "
-            f"{self.target.uid} can redirect (see docs/security.md)"
+            f"{target.uid} can redirect (see docs/security.md)"
         )
 
     def read(self) -> str:
         """The secret's value: the file's contents, one trailing newline stripped."""
         if not self.path:
             raise self.fail("empty path")
-        fd = self._open()
+        checks = [] if self.target is None else [PathChecks(self.target, self.unsafe)]
+        fd = PathWalk(self.path, self.fail, checks).open_file()
         try:
             data = read_open_regular(fd, MAX_ARG_STRLEN)
         except FileTooLarge:
@@ -170,10 +178,30 @@ class _SecretPath:
             "limit for one environment string (MAX_ARG_STRLEN); exec would fail with E2BIG"
         )
 
-    # --- resolution -------------------------------------------------------------------
 
-    def _open(self) -> int:
-        """Open the file, walking from / by hand; checks every step against the target."""
+class PathWalk:
+    """One path opened as root the way the kernel resolves it, but one component at a time.
+
+    Every directory passed through, symlink followed, entry looked up and
+    the file (or directory) finally opened is shown to each of ``observers``
+    (:class:`PathChecks` refuses what a user could redirect; a
+    :class:`StepRecorder` keeps the steps to check later, once the users are
+    known).  ``fail`` turns a detail into the caller's one-line error.
+    """
+
+    def __init__(
+        self, path: str, fail: Callable[[str], UsageError], observers: Sequence[PathObserver]
+    ) -> None:
+        self.path = path
+        self.fail = fail
+        self.observers = observers
+
+    def open_file(self) -> int:
+        """A read-only, non-blocking descriptor of the regular file at the path."""
+        return self.open_file_or_directory(allow_directory=False)[0]
+
+    def open_file_or_directory(self, *, allow_directory: bool = True) -> tuple[int, bool]:
+        """A read-only descriptor of the regular file or directory at the path, and which it is."""
         path = self.path if self.path.startswith("/") else os.getcwd() + "/" + self.path
         pending = path.split("/")[::-1]
         root = self._open_root()
@@ -194,12 +222,14 @@ class _SecretPath:
                     st = os.stat(name, dir_fd=parent.fd, follow_symlinks=False)
                 except OSError as e:
                     raise self.fail(e.strerror or str(e)) from None
-                self._check_replaceable(parent, shown, st)
+                for observer in self.observers:
+                    observer.entry(parent, shown, st)
                 if stat.S_ISLNK(st.st_mode):
                     links += 1
                     if links > MAX_SYMLINKS:
                         raise self.fail("too many levels of symbolic links")
-                    self._check_owner(shown, st, "a symbolic link")
+                    for observer in self.observers:
+                        observer.link(shown, st)
                     link = os.readlink(name, dir_fd=parent.fd)
                     pending.extend(link.split("/")[::-1])
                     if link.startswith("/"):
@@ -209,8 +239,10 @@ class _SecretPath:
                 if any(p not in ("", ".") for p in pending) or stat.S_ISDIR(st.st_mode):
                     stack.append(self._enter(parent, name, shown, st))
                     continue
-                return self._open_leaf(parent, name, shown, st)
-            raise self.fail("is a directory")
+                return self._open_leaf(parent, name, shown, st), False
+            if not allow_directory:
+                raise self.fail("is a directory")
+            return self._open_listing(stack[-1]), True
         finally:
             for d in stack:
                 os.close(d.fd)
@@ -219,7 +251,8 @@ class _SecretPath:
         fd = os.open("/", _DIR_FLAGS)
         try:
             d = _Dir(fd, "", os.fstat(fd))
-            self._check_directory(d, "/")
+            for observer in self.observers:
+                observer.directory(d)
         except BaseException:
             os.close(fd)
             raise
@@ -236,7 +269,8 @@ class _SecretPath:
             d = _Dir(fd, shown, os.fstat(fd))
             if (d.st.st_dev, d.st.st_ino) != (st.st_dev, st.st_ino):
                 raise self.fail(f"{shown} changed while it was being opened")
-            self._check_directory(d, shown)
+            for observer in self.observers:
+                observer.directory(d)
         except BaseException:
             os.close(fd)
             raise
@@ -250,52 +284,160 @@ class _SecretPath:
             fd = os.open(name, _FILE_FLAGS, dir_fd=parent.fd)
         except OSError as e:
             raise self.fail(f"cannot read: {e.strerror}") from None
-        opened = os.fstat(fd)
-        if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+        try:
+            opened = os.fstat(fd)
+            if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+                raise self.fail(f"{shown} changed while it was being opened")
+            for observer in self.observers:
+                observer.leaf(_Dir(fd, shown, opened))
+        except BaseException:
             os.close(fd)
-            raise self.fail(f"{shown} changed while it was being opened")
+            raise
         return fd
 
-    # --- the checks (only with a target) ----------------------------------------------
+    def _open_listing(self, d: _Dir) -> int:
+        fd = os.open(".", _LIST_FLAGS, dir_fd=d.fd)
+        try:
+            for observer in self.observers:
+                observer.listing(d)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
-    def _check_owner(self, shown: str, st: os.stat_result, what: str) -> None:
-        if self.target is not None and st.st_uid not in self.target.trusted:
-            raise self.unsafe(f"{shown} is {what} owned by uid {st.st_uid}, not root")
 
-    def _check_directory(self, d: _Dir, shown: str) -> None:
-        self._check_owner(shown, d.st, "a directory")
-        if self.target is not None and d.target_can_write(self.target) and not d.sticky:
-            raise self.unsafe(f"{shown or '/'} is a directory uid {self.target.uid} can write to")
+class PathChecks:
+    """What a :class:`PathWalk` checks at each step against one user (see the module docstring).
 
-    def _check_replaceable(self, parent: _Dir, shown: str, st: os.stat_result) -> None:
+    ``unsafe(target, detail)`` makes the caller's refusal.  With
+    ``file_too`` the file itself must be safe from the user as well (a
+    config file it could rewrite; a secret's contents are what they are).
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        unsafe: Callable[[Target, str], UsageError],
+        *,
+        file_too: bool = False,
+    ) -> None:
+        self.target = target
+        self.unsafe = unsafe
+        self.file_too = file_too
+
+    def _owner(self, shown: str, st: os.stat_result, what: str) -> None:
+        if st.st_uid not in self.target.trusted:
+            raise self.unsafe(self.target, f"{shown} is {what} owned by uid {st.st_uid}, not root")
+
+    def directory(self, d: _Dir) -> None:
+        """A directory passed through: owned by root, and not one the user can write to."""
+        self._owner(d.shown or "/", d.st, "a directory")
+        if d.target_can_write(self.target) and not d.sticky:
+            raise self.unsafe(
+                self.target, f"{d.shown or '/'} is a directory uid {self.target.uid} can write to"
+            )
+
+    def link(self, shown: str, st: os.stat_result) -> None:
+        """A symlink followed: owned by root (its owner could point it elsewhere)."""
+        self._owner(shown, st, "a symbolic link")
+
+    def entry(self, parent: _Dir, shown: str, st: os.stat_result) -> None:
         """Refuse an entry the target could rename, delete or replace in its directory."""
         target = self.target
-        if target is None or not parent.target_can_write(target):
+        if not parent.target_can_write(target):
             return
         # Only a sticky directory gets here (others are refused on entry): in
         # it, the target can replace only what it owns.
         if st.st_uid == target.uid:
             raise self.unsafe(
+                target,
                 f"{shown} belongs to uid {st.st_uid} in the sticky directory "
-                f"{parent.shown or '/'}, so its owner can replace it"
+                f"{parent.shown or '/'}, so its owner can replace it",
+            )
+
+    def leaf(self, f: _Dir) -> None:
+        """The file opened: with ``file_too``, neither the user's nor writable by it."""
+        if not self.file_too or f.read_only:
+            return
+        if f.st.st_uid == self.target.uid:
+            raise self.unsafe(self.target, f"{f.shown} is owned by uid {f.st.st_uid}")
+        if self.target.can_write(f.st):
+            raise self.unsafe(self.target, f"{f.shown} is a file uid {self.target.uid} can write")
+
+    def listing(self, d: _Dir) -> None:
+        """A directory whose entries are all read: the user may not add one, sticky or not."""
+        if d.target_can_write(self.target):
+            raise self.unsafe(
+                self.target,
+                f"{d.shown or '/'} is a directory uid {self.target.uid} can add files to",
             )
 
 
-class _Dir:
-    """A directory on the resolution path: its descriptor, shown path and stat."""
+class StepRecorder:
+    """Keeps every step of a :class:`PathWalk` to check it later against users known then."""
 
-    __slots__ = ("_writable", "fd", "shown", "st")
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, tuple[object, ...]]] = []
+
+    def directory(self, d: _Dir) -> None:
+        """Record a directory passed through."""
+        d.remember()
+        self.steps.append(("directory", (d,)))
+
+    def link(self, shown: str, st: os.stat_result) -> None:
+        """Record a symlink followed."""
+        self.steps.append(("link", (shown, st)))
+
+    def entry(self, parent: _Dir, shown: str, st: os.stat_result) -> None:
+        """Record an entry looked up."""
+        self.steps.append(("entry", (parent, shown, st)))
+
+    def leaf(self, f: _Dir) -> None:
+        """Record the file opened."""
+        f.remember()
+        self.steps.append(("leaf", (f,)))
+
+    def listing(self, d: _Dir) -> None:
+        """Record a directory whose entries are read."""
+        d.remember()
+        self.steps.append(("listing", (d,)))
+
+    def replay(self, checks: PathChecks) -> None:
+        """Show ``checks`` every step recorded, in order (it raises on the first unsafe one)."""
+        for kind, args in self.steps:
+            getattr(checks, kind)(*args)
+
+
+if TYPE_CHECKING:
+    PathObserver = PathChecks | StepRecorder
+
+
+class _Dir:
+    """A directory (or the opened file) on the resolution path: its descriptor, path and stat."""
+
+    __slots__ = ("_read_only", "fd", "shown", "st")
 
     def __init__(self, fd: int, shown: str, st: os.stat_result) -> None:
         self.fd = fd
         self.shown = shown
         self.st = st
-        self._writable: bool | None = None
+        self._read_only: bool | None = None
 
     @property
     def sticky(self) -> bool:
         """Whether only an entry's owner (and the directory's) may remove or rename it."""
         return bool(self.st.st_mode & stat.S_ISVTX)
+
+    @property
+    def read_only(self) -> bool:
+        """Whether it is on a read-only mount (asked once, while the descriptor is open)."""
+        if self._read_only is None:
+            self._read_only = _read_only_mount(self.fd)
+        return self._read_only
+
+    def remember(self) -> None:
+        """Ask what needs the descriptor now: it is closed before a recorded step is checked."""
+        _ = self.read_only
 
     def join(self, name: str) -> str:
         """The path of entry ``name`` of this directory, for messages."""
@@ -303,9 +445,7 @@ class _Dir:
 
     def target_can_write(self, target: Target) -> bool:
         """Whether the target may add, remove or rename entries here (a read-only mount: no)."""
-        if self._writable is None:
-            self._writable = target.can_write(self.st) and not _read_only_mount(self.fd)
-        return self._writable
+        return target.can_write(self.st) and not self.read_only
 
 
 def _read_only_mount(fd: int) -> bool:

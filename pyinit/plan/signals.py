@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import signal
 
-from pyinit.errors import UsageError
+from pyinit.errors import UsageError, quoted
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -52,18 +52,18 @@ def parse_signal(text: str, flag: str) -> int:
     name = text.strip().upper()
     if not text.isascii():
         # str.upper() maps "\u017f" to "S", str.isdigit() accepts "\u00b2": neither is a signal.
-        raise UsageError(f"{flag} {text!r}: unknown signal (e.g. TERM, INT, HUP, 15)")
+        raise UsageError(f"{flag} {quoted(text)}: unknown signal (e.g. TERM, INT, HUP, 15)")
     if name.isdigit():
         number = int(name)
         if number in signal.valid_signals():
             return number
-        raise UsageError(f"{flag} {text!r}: no such signal number")
+        raise UsageError(f"{flag} {quoted(text)}: no such signal number")
     name = name.removeprefix("SIG")
     rt = _parse_realtime(name)
     if rt is not None:
         return rt
     if not _is_signal_name(name):
-        raise UsageError(f"{flag} {text!r}: unknown signal (e.g. TERM, INT, HUP, 15)")
+        raise UsageError(f"{flag} {quoted(text)}: unknown signal (e.g. TERM, INT, HUP, 15)")
     return int(signal.Signals["SIG" + name])
 
 
@@ -99,13 +99,13 @@ def signal_name(number: int) -> str:
 def parse_rewrite(text: str, flag: str = "--rewrite") -> tuple[int, int]:
     """Parse ``FROM:TO`` (e.g. ``TERM:QUIT``); TO may be 0 to drop the signal, as in dumb-init."""
     if text.count(":") != 1:
-        raise UsageError(f"{flag} {text!r}: expected FROM:TO, e.g. TERM:QUIT")
+        raise UsageError(f"{flag} {quoted(text)}: expected FROM:TO, e.g. TERM:QUIT")
     src_text, dst_text = text.split(":")
-    where = f"{flag} {text!r}:"
+    where = f"{flag} {quoted(text)}:"
     src = parse_signal(src_text, where)
     dst = 0 if dst_text.strip() == "0" else parse_signal(dst_text, where)
     if src in _UNCATCHABLE or src == signal.SIGCHLD:
-        raise UsageError(f"{flag} {text!r}: {signal_name(src)} cannot be rewritten")
+        raise UsageError(f"{flag} {quoted(text)}: {signal_name(src)} cannot be rewritten")
     return src, dst
 
 

@@ -11,7 +11,7 @@ what it is.  No config file is read here: this stays on the lean exec path.
 
 from __future__ import annotations
 
-from pyinit.errors import UsageError
+from pyinit.errors import UsageError, quoted
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -130,8 +130,8 @@ def name_the_variable(error: UsageError, flag: str, variable: str, value: str) -
     a file, say) is returned as it is.
     """
     message = error.message
-    for prefix in (f"{flag} {value!r}:", f"{flag}:"):
+    for prefix in (f"{flag} {quoted(value)}:", f"{flag}:"):
         if message.startswith(prefix):
             rest = message[len(prefix) - 1 :]
-            return UsageError(f"{variable}={value!r}{rest}", error.exit_code)
+            return UsageError(f"{variable}={quoted(value)}{rest}", error.exit_code)
     return error

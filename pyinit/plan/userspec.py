@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import stat
 
-from pyinit.errors import UsageError
+from pyinit.errors import UsageError, quoted
 from pyinit.record import Record
 
 MAX_ID = 2147483647
@@ -183,7 +183,7 @@ def _parse_id_field(field: str, kind: str, where: str) -> int | None:
     stripped = field.strip().lstrip("+-").strip()
     if stripped.isdigit() or any(c.isspace() for c in field):
         raise UsageError(
-            f"{where}: invalid {kind} {field!r} (ids are plain digits 0..{MAX_ID},"
+            f"{where}: invalid {kind} {quoted(field)} (ids are plain digits 0..{MAX_ID},"
             " names have no spaces or signs)"
         )
     return None
@@ -219,7 +219,7 @@ def resolve_user_spec(
     gid_now = os.getgid() if current_gid is None else current_gid
 
     user_field, group_field = split_spec(spec)
-    where = f"--user {spec!r}"
+    where = f"--user {quoted(spec)}"
     uid_arg = _parse_id_field(user_field, "uid", where) if user_field else None
     gid_arg = _parse_id_field(group_field, "gid", where) if group_field else None
 
@@ -227,7 +227,9 @@ def resolve_user_spec(
     if entry is not None:
         uid, gid, home, name = entry.uid, entry.gid, entry.home or "/", entry.name
     elif user_field and uid_arg is None:
-        raise UsageError(f"--user {spec!r}: unknown user {user_field!r} (not in {PASSWD_PATH})")
+        raise UsageError(
+            f"--user {quoted(spec)}: unknown user {quoted(user_field)} (not in {PASSWD_PATH})"
+        )
     else:
         uid = uid_arg if uid_arg is not None else uid_now
         gid, home, name = gid_now, "/", None
@@ -254,7 +256,7 @@ def resolve_user_spec_as(spec: str, where: str) -> Identity:
     try:
         return resolve_user_spec(spec)
     except UsageError as e:
-        reason = e.message.removeprefix(f"--user {spec!r}: ").removeprefix("--user: ")
+        reason = e.message.removeprefix(f"--user {quoted(spec)}: ").removeprefix("--user: ")
         raise UsageError(f"{where}: {reason}") from None
 
 
@@ -283,7 +285,9 @@ def _find_group_id(
         ):
             return entry.gid
     if gid_arg is None:
-        raise UsageError(f"--user {spec!r}: unknown group {group_field!r} (not in {GROUP_PATH})")
+        raise UsageError(
+            f"--user {quoted(spec)}: unknown group {quoted(group_field)} (not in {GROUP_PATH})"
+        )
     return gid_arg
 
 
@@ -293,7 +297,7 @@ def resolve_group(name_or_gid: str, flag: str, groups: list[GroupEntry] | None =
         raise UsageError(f"{flag}: empty group name")
     if groups is None:
         groups = read_group()
-    gid_arg = _parse_id_field(name_or_gid, "gid", f"{flag} {name_or_gid!r}")
+    gid_arg = _parse_id_field(name_or_gid, "gid", f"{flag} {quoted(name_or_gid)}")
     for entry in groups:
         # An all-digit field is always a gid, never a group name (as for --user).
         if (gid_arg is not None and entry.gid == gid_arg) or (
@@ -301,7 +305,7 @@ def resolve_group(name_or_gid: str, flag: str, groups: list[GroupEntry] | None =
         ):
             return entry.gid
     if gid_arg is None:
-        raise UsageError(f"{flag} {name_or_gid!r}: unknown group (not in {GROUP_PATH})")
+        raise UsageError(f"{flag} {quoted(name_or_gid)}: unknown group (not in {GROUP_PATH})")
     return gid_arg
 
 
