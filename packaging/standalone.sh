@@ -47,12 +47,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 venv=$work/venv
-if [ ! -x "$venv/bin/pyinstaller" ]; then
-    rm -rf "$venv"
-    /usr/bin/python3 -m venv "$venv"
-    PYI_STATIC_ZLIB=1 "$venv/bin/pip" install -q --disable-pip-version-check \
-        --no-binary pyinstaller -c "$here/standalone-constraints.txt" pyinstaller
-fi
+[ -x "$venv/bin/pip" ] || /usr/bin/python3 -m venv "$venv"
+# A no-op when the pinned version is there already; a changed pin is built again.
+PYI_STATIC_ZLIB=1 "$venv/bin/pip" install -q --disable-pip-version-check \
+    --no-binary pyinstaller -c "$here/standalone-constraints.txt" pyinstaller
 # pyinit itself is taken from this checkout by the spec (nothing is built in it);
 # trio is its one runtime dependency it imports.
 "$venv/bin/pip" install -q --disable-pip-version-check -c "$src/constraints.txt" trio
