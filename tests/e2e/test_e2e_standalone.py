@@ -73,7 +73,7 @@ def bundle(
     try:
         podman("cp", f"{name}:/opt/pyinit", str(out))
     finally:
-        podman("rm", "--force", name, check=False)
+        podman("rm", "--force", "--volumes", name, check=False)  # and its anonymous /data
     return out / "pyinit"
 
 
