@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import sidecars
+import standalone
 from measure import mono_ns, percentile
 from setup_env import BENCH_DIR, Environment, compile_c, ns_prefix
 
@@ -286,6 +287,7 @@ SECTIONS: dict[str, tuple[Callable[[Environment, bool], Row], Callable[[Row], st
     "idlestop": (measure_idlestop, render_idlestop),
     "truerun": (measure_truerun, render_truerun),
     "sidecars": (measure_sidecars, render_sidecars),
+    "standalone": (standalone.measure_standalone, standalone.render_standalone),
 }
 
 

@@ -17,6 +17,8 @@ Measures (NAME for --only):
               namespace gone, `INIT -- /bin/true`)
   sidecars    issue 10 (sidecars.py): 10 sidecars vs supervisord, s6-svscan and honcho
               (launch, stop, memory, idle wake-ups, log relay, signals under a log flood)
+  standalone  issue 18 (standalone.py): the packaging/standalone.sh bundle vs the pip install
+              (start-up, the signal window before pyinit's first statement, PID 1 RSS, size)
 
 Writes a Markdown report to stdout; --output also writes it to a file (if the file has
 the results markers, only the part between them is replaced, keeping hand-written text).

@@ -73,17 +73,19 @@ def test_true_run_and_goals_table(quick_run: tuple[str, dict]) -> None:
 
 @pytest.mark.timeout(120)
 def test_sidecar_section_runs_or_says_why(quick_run: tuple[str, dict]) -> None:
-    """g5 either has numbers or a 'not available: ...' line naming the reason."""
+    """g5 has pyinit's numbers, and every other tool has rows or a line saying why not.
+
+    Only what .ci/run installs may be assumed: supervisord (Debian `supervisor`) and
+    s6-svscan (`s6`) are not among it, and honcho comes from PyPI (no network: no honcho),
+    so a missing comparator is named with its reason, never required.
+    """
     report, _ = quick_run
     section = report.split("## g5.", 1)[1].split("\n## ", 1)[0]
-    assert "not available: " in section or "| supervisord |" in section
-    if "| supervisord |" in section:
-        assert "## Issue 10 goals" in report
-        for title in (
-            "### Launch",
-            "### SIGTERM",
-            "### PID 1 memory",
-            "### Log relay",
-            "### SIGUSR1",
-        ):
-            assert title in section
+    if section.strip().startswith("not available: "):
+        return
+    for title in ("### Launch", "### SIGTERM", "### PID 1 memory", "### Log relay", "### SIGUSR1"):
+        assert title in section
+    assert "| pyinit |" in section
+    assert "## Issue 10 goals" in report
+    for tool in ("supervisord", "s6-svscan", "honcho"):
+        assert f"| {tool} |" in section or f"{tool} not compared: " in section, tool

@@ -28,7 +28,17 @@ from .podman import Container, Podman
 EXAMPLES = rootfs.REPO_ROOT / "examples"
 BASE_IMAGE = "localhost/debian:bookworm"
 # What the Dockerfiles COPY from the build context (the repository root).
-CONTEXT_FILES = ("constraints.txt", "pyproject.toml", "README.md", "pyinit", "examples")
+CONTEXT_FILES = (
+    "constraints.txt",
+    "pyproject.toml",
+    "README.md",
+    "pyinit",
+    "examples",
+    "packaging",
+)
+# `podman build --from` replaces a Dockerfile's first FROM only; a build stage's second
+# FROM (examples/redis-standalone) finds the base image under this name.
+BASE_ALIASES = ("docker.io/library/debian:bookworm-slim",)
 TOOLS = ("podman", "runc", "mmdebstrap", "unshare")
 
 
@@ -67,6 +77,8 @@ def podman(scratch: Path) -> Iterator[Podman]:
     if not (pm.has_image(marker) and pm.has_image(BASE_IMAGE)):
         pm("import", str(tarball), BASE_IMAGE, timeout=300)
         pm("tag", BASE_IMAGE, marker)
+    for alias in BASE_ALIASES:
+        pm("tag", BASE_IMAGE, alias)
     try:
         yield pm
     finally:
