@@ -25,7 +25,12 @@ def tracker(
 ) -> RestartTracker:
     low, high = (float(x) for x in backoff.split(":"))
     count, window = budget.split("/")
-    return RestartTracker(restart, low, high, int(count), float(window))
+    return RestartTracker(restart, low, high, int(count), float(window), no_jitter)
+
+
+def no_jitter() -> float:
+    """The random source that leaves every delay as it is."""
+    return 0.5
 
 
 def test_backoff_doubles_to_max_then_gives_up_with_last_status() -> None:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from pyinit.plan import Plan
     from pyinit.plan.services import Item
+    from pyinit.run.reaper import Watched
 
 
 class Child:
@@ -60,15 +61,21 @@ class Started:
     """An item the launcher forked before the loop existed; the loop adopts it."""
 
     def __init__(
-        self, pid: int, error: PyinitError | None, read_ends: dict[int, int], at: float
+        self, run: Watched, error: PyinitError | None, read_ends: dict[int, int], at: float
     ) -> None:
-        self.pid = pid
+        #: Its pid and, once reaped, its status.
+        self.run = run
         #: Why it could not exec (it has exited then), or None.
         self.error = error
         #: {child fd 1/2: our read end} of its log pipes, for the relay.
         self.read_ends = read_ends
         #: time.monotonic() of the fork.
         self.at = at
+
+
+def fork_failure(error: OSError) -> str:
+    """How a refused fork reads in a log line: ``fork failed: Resource temporarily unavailable``."""
+    return f"fork failed: {error.strerror or error}"
 
 
 def started_line(plan: Plan, pid: int) -> str:
@@ -122,11 +129,18 @@ def _fork(child_main: Callable[[int], NoReturn]) -> tuple[int, int]:
     """Fork; the child runs ``child_main(error_fd)``.  Returns (pid, the read end of error_fd).
 
     error_fd is close-on-exec: EOF on the read end means the child exec'd.
+    A refused fork (EAGAIN: the pids cgroup or RLIMIT_NPROC is full; ENOMEM)
+    raises OSError and leaves nothing open (:func:`fork_failure` words it).
     """
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read_fd)
+        os.close(write_fd)
+        raise
     if pid == 0:
         os.close(read_fd)
         child_main(write_fd)
