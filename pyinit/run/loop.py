@@ -45,7 +45,7 @@ from pyinit.run.descendants import FOREIGN_PROC, descendants, signal_all
 from pyinit.run.logrelay import LogRelay
 from pyinit.run.probes import single_error
 from pyinit.run.reaper import describe_status
-from pyinit.run.services import ItemRun, exec_result
+from pyinit.run.services import ItemRun
 from pyinit.run.spawn import fork_failure, start_target, started_line
 
 TYPE_CHECKING = False
@@ -240,7 +240,7 @@ class Supervision:
             return EXIT_SETUP_FAILED
         if channel is not None:
             channel.child_started(child.pid)
-        error = await exec_result(child)
+        error = await child.exec_result()
         if error is not None:
             log.error(error.message)
         else:

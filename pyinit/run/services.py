@@ -36,7 +36,7 @@ from pyinit.root.hooks import kill_group
 from pyinit.run import probes
 from pyinit.run.reaper import describe_status
 from pyinit.run.restart import FAILED_START, GIVE_UP, RESTART, RestartTracker
-from pyinit.run.spawn import Child, Started, fork_failure, fork_item
+from pyinit.run.spawn import Started, fork_failure, fork_item
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,30 +45,6 @@ if TYPE_CHECKING:
     from pyinit.plan.services import Item
     from pyinit.run.loop import Supervision
     from pyinit.run.reaper import Watched
-
-
-async def exec_result(child: Child) -> PyinitError | None:
-    """Like :meth:`Child.exec_error`, without blocking the loop."""
-    fd = child.error_fd
-    os.set_blocking(fd, False)
-    chunks = []
-    try:
-        while True:
-            await trio.lowlevel.wait_readable(fd)
-            try:
-                chunk = os.read(fd, 4096)
-            except BlockingIOError:
-                continue
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        trio.lowlevel.notify_closing(fd)
-        os.close(fd)
-    if not chunks:
-        return None
-    code_text, _, message = b"".join(chunks).decode(errors="replace").partition(":")
-    return PyinitError(message, int(code_text) if code_text.isdigit() else EXIT_SETUP_FAILED)
 
 
 class ItemRun:
@@ -122,7 +98,7 @@ class ItemRun:
             channel.child_started(child.pid)
         self.current = run
         self.tracker.started(time.monotonic())
-        error = await exec_result(child)
+        error = await child.exec_result()
         if error is not None:
             log.error(f"{self.label}: {error.message}")
         else:
@@ -315,7 +291,7 @@ class ItemRun:
             log.info(f"{self.label}: probe not run: {fork_failure(e)}")
             return EXIT_SETUP_FAILED  # a failed check: the probe tries again
         try:
-            await exec_result(child)
+            await child.exec_result()
             status = await self.sup.wait_exit(run)
         finally:
             kill_group(child.pid, signal.SIGKILL)

@@ -32,7 +32,11 @@ if TYPE_CHECKING:
 
 
 class Child:
-    """A started target: its pid, and the pipe that reports an exec failure."""
+    """A started child: its pid, and the pipe that reports an exec failure.
+
+    Read the report once, with :meth:`exec_error` (blocking: the launcher)
+    or :meth:`exec_result` (awaited: the event loop); either closes the pipe.
+    """
 
     def __init__(self, pid: int, error_fd: int) -> None:
         self.pid = pid
@@ -41,20 +45,51 @@ class Child:
     def exec_error(self) -> PyinitError | None:
         """Block until the child has exec'd (None) or failed (the error it reported)."""
         chunks = []
-        while True:
-            try:
-                chunk = os.read(self.error_fd, 4096)
-            except InterruptedError:
-                continue
-            if not chunk:
-                break
-            chunks.append(chunk)
-        os.close(self.error_fd)
-        if not chunks:
-            return None
-        code_text, _, message = b"".join(chunks).decode(errors="replace").partition(":")
-        code = int(code_text) if code_text.isdigit() else EXIT_SETUP_FAILED
-        return PyinitError(message, code)
+        try:
+            while chunk := _read_retrying(self.error_fd):
+                chunks.append(chunk)
+        finally:
+            os.close(self.error_fd)
+        return _reported_error(b"".join(chunks))
+
+    async def exec_result(self) -> PyinitError | None:
+        """:meth:`exec_error` without blocking the event loop (trio, imported only here)."""
+        import trio
+
+        fd = self.error_fd
+        os.set_blocking(fd, False)
+        chunks = []
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(fd)
+                try:
+                    chunk = _read_retrying(fd)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            trio.lowlevel.notify_closing(fd)
+            os.close(fd)
+        return _reported_error(b"".join(chunks))
+
+
+def _read_retrying(fd: int) -> bytes:
+    """One read of up to 4096 bytes, retried when a signal interrupts it."""
+    while True:
+        try:
+            return os.read(fd, 4096)
+        except InterruptedError:
+            continue
+
+
+def _reported_error(report: bytes) -> PyinitError | None:
+    """The child's report (``CODE:MESSAGE``) as an error; None if it wrote nothing (it exec'd)."""
+    if not report:
+        return None
+    code_text, _, message = report.decode(errors="replace").partition(":")
+    return PyinitError(message, int(code_text) if code_text.isdigit() else EXIT_SETUP_FAILED)
 
 
 class Started:
