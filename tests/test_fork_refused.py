@@ -238,3 +238,20 @@ def test_a_main_whose_fork_is_refused_is_one_line_and_125(
 
 def _read(path: Path) -> str:
     return path.read_text() if path.exists() else ""
+
+
+def test_a_refused_main_fork_beside_a_running_sidecar_still_ends_with_125(
+    tmp_path: Path, pids_cgroup: Path
+) -> None:
+    # unshare, pyinit and the early-started sidecar fill the cgroup: the main's
+    # fork is refused, and so is the loop's thread.  No traceback, nothing left.
+    errors = tmp_path / "stderr"
+    (pids_cgroup / "pids.max").write_text("3")
+    proc = _start(pids_cgroup, errors, "--sidecar", "s -- sleep 30", "--", "true")
+    code = _wait(proc, errors)
+    err = errors.read_text()
+    assert code == 125, err
+    assert err.startswith(f"pyinit: cannot start the target: {REFUSED}\n"), err
+    assert "Traceback" not in err, err
+    assert "supervisor failed: RuntimeError: can't start new thread" in err, err
+    assert (pids_cgroup / "cgroup.procs").read_text() == ""

@@ -148,7 +148,11 @@ def _run_loop(plan: Plan, intake: Intake) -> int:
     # runs Python (relaying a flood of sidecar lines, say): at most this
     # long, not Python's 5 ms, once the intake asks for it.
     sys.setswitchinterval(LOOP_SWITCH_INTERVAL)
-    threading.Thread(target=loop_thread, name="pyinit-loop", daemon=True).start()
+    try:
+        threading.Thread(target=loop_thread, name="pyinit-loop", daemon=True).start()
+    except RuntimeError as e:  # no thread to be had: the pids cgroup is full
+        log.error(f"supervisor failed: {_describe(e)}; stopping the target")
+        intake.finish(None)
     return intake.run()
 
 
