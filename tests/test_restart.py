@@ -7,7 +7,15 @@ import signal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyinit.run.restart import DONE, GIVE_UP, RESTART, RestartTracker, giveup_exit_code
+from pyinit.run.restart import (
+    DONE,
+    FAILED_START,
+    GIVE_UP,
+    RESTART,
+    RestartTracker,
+    giveup_exit_code,
+    random_fraction,
+)
 
 
 def exit_status(code: int) -> int:
@@ -25,7 +33,12 @@ def tracker(
 ) -> RestartTracker:
     low, high = (float(x) for x in backoff.split(":"))
     count, window = budget.split("/")
-    return RestartTracker(restart, low, high, int(count), float(window))
+    return RestartTracker(restart, low, high, int(count), float(window), no_jitter)
+
+
+def no_jitter() -> float:
+    """The random source that leaves every delay as it is."""
+    return 0.5
 
 
 def test_backoff_doubles_to_max_then_gives_up_with_last_status() -> None:
@@ -170,3 +183,63 @@ def test_staying_down_before_the_first_readiness_is_a_give_up() -> None:
     t = tracker("never")
     t.started(0.0)
     assert t.exited(exit_status(7), 1.0, ready=False).exit_code == 7
+
+
+# --- jitter, a bounded history, a refused fork -------------------------------------------
+
+
+def test_jitter_moves_each_delay_by_up_to_a_fifth_within_the_bounds() -> None:
+    def delays(fraction: float) -> list[float]:
+        t = RestartTracker("always", 1.0, 8.0, 100, 60.0, lambda: fraction)
+        now, got = 0.0, []
+        t.started(now)
+        for _ in range(5):
+            decision = t.exited(exit_status(1), now)
+            got.append(decision.delay)
+            now += decision.delay
+            t.started(now)
+        return got
+
+    # The doubling itself is not moved: 1, 2, 4, 8, 8 underneath.
+    assert delays(0.0) == [1.0, 1.6, 3.2, 6.4, 6.4]  # -20%, never below MIN
+    assert delays(0.5) == [1.0, 2.0, 4.0, 8.0, 8.0]
+    assert delays(0.999999) == [1.2, 2.4, 4.8, 8.0, 8.0]  # +20%, never above MAX
+
+
+def test_ten_sidecars_failing_together_do_not_restart_in_lockstep() -> None:
+    trackers = [RestartTracker("always", 0.5, 30.0, 5, 60.0) for _ in range(10)]
+    for t in trackers:
+        t.started(0.0)
+    delays = [t.exited(exit_status(1), 1.0).delay for t in trackers]
+    assert all(0.5 <= d <= 0.6 for d in delays), delays
+    assert len(set(delays)) > 1, delays  # all equal: 1 chance in 101**9
+
+
+def test_the_random_source_is_uniform_in_zero_to_one() -> None:
+    values = [random_fraction() for _ in range(1000)]
+    assert all(0.0 <= v < 1.0 for v in values)
+    assert min(values) < 0.1 and max(values) > 0.9
+
+
+def test_the_restart_history_keeps_only_the_window() -> None:
+    t = tracker(backoff="1:1", budget="10/30")
+    now = 0.0
+    t.started(now)
+    for _ in range(1000):  # a sidecar crashing every 5 s for over an hour
+        now += 4.0
+        decision = t.exited(exit_status(1), now)
+        assert decision.action == RESTART
+        now += decision.delay
+        t.started(now)
+    assert len(t.restart_times) <= 6
+    assert t.restarts_within_window(now) == len(t.restart_times)
+
+
+def test_a_refused_fork_is_a_failed_run_with_125() -> None:
+    # on-failure restarts it, the budget counts it, a give-up exits 125.
+    t = tracker("on-failure", backoff="0.1:0.1", budget="1/60")
+    t.started(0.0)
+    assert t.exited(FAILED_START, 0.0).action == RESTART
+    t.started(0.1)
+    decision = t.exited(FAILED_START, 0.1)
+    assert (decision.action, decision.exit_code) == (GIVE_UP, 125)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -474,8 +475,10 @@ def test_a_sidecar_failing_twice_before_it_is_ready_is_restarted_then_the_main_s
     assert lines(tmp_path / "count") == ["3"], err
     pids = [*lines(tmp_path / "pids"), *lines(main_pid)]
     assert len(pids) == 4 and len(set(pids)) == 4, (pids, err)
-    assert "sidecar db exited before it was ready (exit 1): restarting in 0.05s" in err
-    assert "sidecar db exited before it was ready (exit 1): restarting in 0.1s" in err
+    # backoff=0.05:1 doubles, each delay within +-20% of itself and within the bounds.
+    delays = [float(d) for d in re.findall(r"ready \(exit 1\): restarting in ([0-9.]+)s", err)]
+    assert len(delays) == 2, err
+    assert 0.05 <= delays[0] <= 0.06 and 0.08 <= delays[1] <= 0.12, delays
 
 
 @pytest.mark.parametrize(

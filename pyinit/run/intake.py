@@ -52,7 +52,7 @@ from pyinit.plan.signals import (
 from pyinit.plan.stop import StopDeadline
 from pyinit.root.hooks import kill_group
 from pyinit.run.descendants import FOREIGN_PROC, descendants, signal_all
-from pyinit.run.reaper import Reaper, describe_status
+from pyinit.run.reaper import describe_status
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from types import ModuleType
 
     from pyinit.plan import Plan
+    from pyinit.run.reaper import Reaper, Watched
     from pyinit.run.spawn import Started
 
     CallSoon = Callable[..., object]
@@ -68,10 +69,10 @@ if TYPE_CHECKING:
 class Intake:
     """Forwards, reaps and keeps the stop deadline; the loop attaches to it."""
 
-    def __init__(self, plan: Plan, reaper: Reaper, target: int | None) -> None:
+    def __init__(self, plan: Plan, reaper: Reaper, target: Watched | None) -> None:
         self.plan = plan
         self.reaper = reaper
-        #: The main's pid; None while sidecars and tasks start before it.
+        #: The main (its pid, its status once reaped); None while items start before it.
         self.target = target
         #: The stop signal that arrived before the main started (pyinit exits 128+N).
         self.early_stop: int | None = None
@@ -218,8 +219,8 @@ class Intake:
         shutdown sequence would stop nothing and run nothing.
         """
         target = self.target
-        status = None if target is None else self.reaper.status_of(target)
-        if status is None:
+        status = None if target is None else target.status
+        if target is None or status is None:
             return False
         with self._lock:
             if self._result is not None or self.plan.post_hooks or self.plan.items:
@@ -232,7 +233,7 @@ class Intake:
             if leftovers is None:
                 log.warning(FOREIGN_PROC)
             self._call_soon = None
-            log.info(f"target {target} exited ({describe_status(status)})")
+            log.info(f"target {target.pid} exited ({describe_status(status)})")
             self._result = exit_code_for_wait_status(status)
             return True
 
@@ -246,7 +247,7 @@ class Intake:
             else:
                 log.info(f"{signal_name(signum)} received before the main started: not forwarded")
             return
-        if self.reaper.status_of(self.target) is not None:
+        if self.target.exited:
             log.info(f"{signal_name(signum)} received while winding down: not forwarded")
             return
         sent = self._rewrites.get(signum, signum)
@@ -260,7 +261,7 @@ class Intake:
             # unless --rewrite says what it gets instead (dumb-init's -r wins too).
             sent = signal.SIGSTOP
         self.send_to_target(sent)
-        where = f"group {self.target}" if self.plan.forward_to_group else str(self.target)
+        where = f"group {self.target.pid}" if self.plan.forward_to_group else str(self.target.pid)
         log.info(f"forwarded {signal_name(sent)} to {where}")
         if signum in STOP_SIGNALS or sent in STOP_SIGNALS:
             self.begin_stop()
@@ -272,13 +273,14 @@ class Intake:
 
     def send_to_target(self, signum: int) -> None:
         """Signal the target (its process group with --signal-group)."""
-        if self.target is None:
-            return
+        target = self.target
+        if target is None or target.exited:
+            return  # never signal a pid the kernel may have given to another process
         try:
             if self.plan.forward_to_group:
-                os.killpg(self.target, signum)
+                os.killpg(target.pid, signum)
             else:
-                os.kill(self.target, signum)
+                os.kill(target.pid, signum)
         except ProcessLookupError:
             pass  # exited already; the reaper will tell
 
@@ -292,11 +294,11 @@ class Intake:
         deadline = self.begin_stop()
         target = self.target
         if target is not None:
-            if self.reaper.status_of(target) is None:
-                kill_group(target, signal.SIGTERM)
-            self._wait_until(deadline.kill_at, lambda: self.reaper.status_of(target) is not None)
-            if self.reaper.status_of(target) is None:
-                kill_group(target, signal.SIGKILL)
+            if not target.exited:
+                kill_group(target.pid, signal.SIGTERM)
+            self._wait_until(deadline.kill_at, lambda: target.exited)
+            if not target.exited:
+                kill_group(target.pid, signal.SIGKILL)
         signal_all(descendants() or [], signal.SIGKILL)
         self._wait_until(deadline.exit_at, lambda: not descendants())
 

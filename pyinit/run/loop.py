@@ -16,7 +16,9 @@ The shape, with the place where services go (docs/services.md):
    schedule; pyinit exits by ``exit_at``.
 
 Every process is awaited the same way: started inside
-``reaper.spawning()``, then ``await supervision.wait_exit(pid)``.
+``reaper.spawning()``, whose watch gives a :class:`pyinit.run.reaper.Watched`,
+then ``await supervision.wait_exit(watched)``.  A refused fork is logged
+and, for the main, ends the start with 125; items retry it (services).
 """
 
 from __future__ import annotations
@@ -29,7 +31,12 @@ import time
 import trio
 
 from pyinit import log
-from pyinit.errors import SIGNAL_EXIT_BASE, PyinitError, exit_code_for_wait_status
+from pyinit.errors import (
+    EXIT_SETUP_FAILED,
+    SIGNAL_EXIT_BASE,
+    PyinitError,
+    exit_code_for_wait_status,
+)
 from pyinit.plan.build import frozen_env
 from pyinit.plan.signals import signal_name
 from pyinit.plan.stop import StopDeadline, stop_schedule
@@ -38,14 +45,15 @@ from pyinit.run.descendants import FOREIGN_PROC, descendants, signal_all
 from pyinit.run.logrelay import LogRelay
 from pyinit.run.probes import single_error
 from pyinit.run.reaper import describe_status
-from pyinit.run.services import ItemRun, exec_result
-from pyinit.run.spawn import start_target, started_line
+from pyinit.run.services import ItemRun
+from pyinit.run.spawn import fork_failure, start_target, started_line
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pyinit.plan import Hook, Plan
     from pyinit.run.intake import Intake
     from pyinit.run.probes import NotifySocket, ReadyPipe
+    from pyinit.run.reaper import Watched
 
 #: While draining leftovers, the longest wait between two scans (a grandchild
 #: whose parent is alive exits without telling us).
@@ -97,7 +105,7 @@ class Supervision:
         self.plan = plan
         self.intake = intake
         self.reaper = intake.reaper
-        self.main: int | None = intake.target
+        self.main: Watched | None = intake.target
         self.nursery = nursery
         self._exits: dict[int, trio.Event] = {}
         self._changed = trio.Event()
@@ -141,18 +149,18 @@ class Supervision:
 
     # --- the interface for every supervised process --------------------------------------
 
-    async def wait_exit(self, pid: int) -> int:
-        """The wait status of watched ``pid``, once the reaper has it."""
-        while (status := self.reaper.status_of(pid)) is None:
-            await self._exits.setdefault(pid, trio.Event()).wait()
+    async def wait_exit(self, watched: Watched) -> int:
+        """The wait status of a watched child, once the reaper has handed it over."""
+        while (status := watched.status) is None:
+            # Keyed by pid: an event left by a cancelled wait for an earlier
+            # child with this pid only wakes this loop once more.
+            await self._exits.setdefault(watched.pid, trio.Event()).wait()
         return status
 
-    def spawn_hook(self, hook: Hook, env: dict[str, str]) -> int:
+    def spawn_hook(self, hook: Hook, env: dict[str, str]) -> Watched:
         """Start a hook in its own group, watched before the reaper can see it exit."""
         with self.reaper.spawning() as watch:
-            pid = spawn_hook(hook, env, own_group=True)
-            watch(pid)
-        return pid
+            return watch(spawn_hook(hook, env, own_group=True))
 
     # --- the life ------------------------------------------------------------------------
 
@@ -195,8 +203,7 @@ class Supervision:
                 log.error(error.message)
                 return error.exit_code
             if self.main is None and self.intake.early_stop is None:
-                await self._start_main()
-                return None
+                return await self._start_main()
         if self.main is not None:
             # The launcher forked it: a stop while adopting is the main's to
             # take, and the shutdown follows.
@@ -211,7 +218,8 @@ class Supervision:
         await event.wait()
         scope.cancel()
 
-    async def _start_main(self) -> None:
+    async def _start_main(self) -> int | None:
+        """Fork the main; 125 if the fork was refused (then nothing of it runs)."""
         plan = self.plan
         channel = None
         if plan.ready is not None and plan.ready.kind in ("notify", "fd"):
@@ -221,14 +229,18 @@ class Supervision:
         if channel is not None and channel.env:
             plan = plan.replace(env=frozen_env({**plan.env, **channel.env}))
         pass_fds = channel.pass_fds if channel is not None else None
-        with self.reaper.spawning() as watch:
-            child = start_target(plan, self.intake.original_mask, pass_fds)
-            watch(child.pid)
-            self.intake.target = child.pid
-        self.main = child.pid
+        try:
+            with self.reaper.spawning() as watch:
+                child = start_target(plan, self.intake.original_mask, pass_fds)
+                self.main = self.intake.target = watch(child.pid)
+        except OSError as e:
+            if channel is not None:
+                channel.close()
+            log.error(f"cannot start the target: {fork_failure(e)}")
+            return EXIT_SETUP_FAILED
         if channel is not None:
             channel.child_started(child.pid)
-        error = await exec_result(child)
+        error = await child.exec_result()
         if error is not None:
             log.error(error.message)
         else:
@@ -240,9 +252,10 @@ class Supervision:
             self._term_main()
         elif error is None:
             self.nursery.start_soon(self._report_ready, channel)
-            return
+            return None
         if channel is not None:
             channel.close()
+        return None
 
     def _term_main(self) -> None:
         sig = dict(self.plan.rewrites).get(signal.SIGTERM, signal.SIGTERM)
@@ -259,16 +272,16 @@ class Supervision:
             status = await self.wait_exit(main)
             nursery.cancel_scope.cancel()
         if status is not None:
-            log.info(f"target {main} exited ({describe_status(status)})")
+            log.info(f"target {main.pid} exited ({describe_status(status)})")
             self.deadline = self.intake.begin_stop()
             return exit_code_for_wait_status(status)
         self.deadline = self.intake.begin_stop()
         self._shutting_down = True
         self._notify_upward("STOPPING=1")
-        if self.reaper.status_of(main) is None:
+        if not main.exited:
             self._term_main()
         status = await self.wait_exit(main)
-        log.info(f"target {main} exited ({describe_status(status)})")
+        log.info(f"target {main.pid} exited ({describe_status(status)})")
         return self._giveup_code
 
     async def _report_ready(self, channel: NotifySocket | ReadyPipe | None) -> None:
@@ -306,11 +319,11 @@ class Supervision:
         assert self.main is not None
         await self._stop_begun.wait()
         await trio.sleep_until(_trio_time(self.deadline.kill_at))
-        if self.reaper.status_of(self.main) is None:
+        if not self.main.exited:
             log.notice(
                 f"target still running {self.plan.stop_timeout:g}s into the stop: sending SIGKILL"
             )
-            kill_group(self.main, signal.SIGKILL)
+            kill_group(self.main.pid, signal.SIGKILL)
 
     async def shutdown(self, code: int) -> None:
         """Everything after the main, under the one deadline."""
@@ -405,17 +418,17 @@ class Supervision:
 
     async def _run_hook(self, hook: Hook, env: dict[str, str]) -> int:
         """Run a hook as root in its own group, on the stop schedule."""
-        pid = self.spawn_hook(hook, env)
+        run = self.spawn_hook(hook, env)
         status: int | None = None
         for when, sig in stop_schedule(self.deadline, time.monotonic()):
             with trio.move_on_at(_trio_time(when)):
-                status = await self.wait_exit(pid)
+                status = await self.wait_exit(run)
             if status is not None:
                 break
             escalation_notice(hook.label, sig)
-            kill_group(pid, sig)
+            kill_group(run.pid, sig)
         if status is None:
             with trio.move_on_at(_trio_time(self.deadline.exit_at)):
-                status = await self.wait_exit(pid)
-        kill_group(pid, signal.SIGKILL)  # what the hook left behind in its group
+                status = await self.wait_exit(run)
+        kill_group(run.pid, signal.SIGKILL)  # what the hook left behind in its group
         return int(signal.SIGKILL) if status is None else status  # SIGKILL: a wait status

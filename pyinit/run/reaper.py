@@ -2,9 +2,16 @@
 
 As PID 1 (or a child subreaper) pyinit inherits every orphan in the
 container, and each one that exits stays a zombie until it is waited for.
-One loop, run by the signal intake on every SIGCHLD, reaps them all and
-keeps the status of each *watched* pid (the target, hooks, later sidecars)
-for whoever awaits it; a listener (the event loop) is told of every reap.
+One loop, run by the signal intake on every SIGCHLD, reaps them all; a
+listener (the event loop) is told of every reap.
+
+**Each status is handed over once.**  Whoever starts a child watches its
+pid and gets a :class:`Watched`, the one place its status will appear.  The
+reap puts the status there and forgets the pid at once (Pebble's reaper
+does the same): the kernel may give that pid to the next fork, and a new
+process must never be told the exit of an old one.  The status of a pid
+nobody watches (an orphan) is not kept at all.  Watching a pid that is
+still tracked can only be pyinit's own bug, and is logged as one.
 
 This is also why pyinit never starts a child with ``subprocess.Popen`` or
 ``trio.run_process``: their own ``waitpid(pid)`` races this loop, and when
@@ -35,30 +42,57 @@ def describe_status(status: int) -> str:
     return f"exit {os.waitstatus_to_exitcode(status)}"
 
 
+class Watched:
+    """One watched child: its pid, and its wait status once reaped (None while it runs).
+
+    The reaper sets :attr:`status` exactly once, and forgets the pid as it
+    does; whoever holds this object owns the status from then on.
+    """
+
+    __slots__ = ("pid", "status")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.status: int | None = None
+
+    @property
+    def exited(self) -> bool:
+        """True once the child has been reaped."""
+        return self.status is not None
+
+
 class Reaper:
-    """Reaps all children and keeps the statuses of the pids someone watches.
+    """Reaps all children and hands each watched one's status over, once.
 
     Thread-safe: :meth:`reap` runs in the signal intake (the main thread),
-    :meth:`spawning` and :meth:`status_of` may be used from the event loop.
+    :meth:`spawning` and :meth:`watch` may be used from the event loop.
+    Holds only the pids that run and are watched: nothing grows with the
+    number of processes started.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._watched: set[int] = set()
-        self._statuses: dict[int, int] = {}
+        self._watched: dict[int, Watched] = {}
         self._listener: Callable[[list[tuple[int, int]]], None] | None = None
 
-    def watch(self, pid: int) -> None:
-        """Keep ``pid``'s status when it is reaped, for :meth:`status_of`."""
+    def watch(self, pid: int) -> Watched:
+        """Watch ``pid`` (a child not yet waited for): its status will appear in the result."""
         with self._lock:
-            self._watched.add(pid)
+            return self._watch_locked(pid)
 
-    def status_of(self, pid: int) -> int | None:
-        """The wait status of a watched pid once reaped, else None."""
-        return self._statuses.get(pid)
+    def _watch_locked(self, pid: int) -> Watched:
+        if pid in self._watched:
+            # A live pid cannot be forked again: someone watches one child twice.
+            log.error(f"internal error: pid {pid} is watched already; the new watch wins")
+        watched = self._watched[pid] = Watched(pid)
+        return watched
+
+    def tracked(self) -> int:
+        """How many pids are watched and not yet reaped."""
+        return len(self._watched)
 
     def spawning(self) -> _Spawning:
-        """``with reaper.spawning() as watch: watch(spawn())``: no reap in between."""
+        """``with reaper.spawning() as watch: w = watch(spawn())``: no reap in between."""
         return _Spawning(self)
 
     def listen(self, listener: Callable[[list[tuple[int, int]]], None]) -> None:
@@ -94,9 +128,9 @@ class Reaper:
             if pid == 0:
                 break  # children remain, none has exited
             reaped.append((pid, status))
-            if pid in self._watched:
-                self._watched.discard(pid)
-                self._statuses[pid] = status
+            watched = self._watched.pop(pid, None)
+            if watched is not None:
+                watched.status = status  # handed over; the pid is free for the next fork
             if log.level() >= log.VERBOSE:
                 log.info(f"reaped {pid} ({describe_status(status)})")
         return reaped
@@ -108,9 +142,9 @@ class _Spawning:
     def __init__(self, reaper: Reaper) -> None:
         self._reaper = reaper
 
-    def __enter__(self) -> Callable[[int], None]:
+    def __enter__(self) -> Callable[[int], Watched]:
         self._reaper._lock.acquire()
-        return self._reaper._watched.add
+        return self._reaper._watch_locked
 
     def __exit__(self, *exc: object) -> None:
         self._reaper._lock.release()

@@ -14,6 +14,9 @@ one at a time, in reverse start order.
 Every item is forked by :func:`pyinit.run.spawn.start_item` inside
 ``reaper.spawning()``, with the main's plan changed to the item's command,
 user, environment and working directory: the same step-down and hygiene.
+A refused fork (the pids cgroup full) is a failed start, not a crash: it
+counts as a run that failed (:data:`pyinit.run.restart.FAILED_START`), and
+the restart policy retries it after its backoff, within its budget.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from pyinit.plan.signals import signal_name
 from pyinit.root.hooks import kill_group
 from pyinit.run import probes
 from pyinit.run.reaper import describe_status
-from pyinit.run.restart import GIVE_UP, RESTART, RestartTracker
-from pyinit.run.spawn import Child, Started, fork_item
+from pyinit.run.restart import FAILED_START, GIVE_UP, RESTART, RestartTracker
+from pyinit.run.spawn import Started, fork_failure, fork_item
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -41,30 +44,7 @@ if TYPE_CHECKING:
 
     from pyinit.plan.services import Item
     from pyinit.run.loop import Supervision
-
-
-async def exec_result(child: Child) -> PyinitError | None:
-    """Like :meth:`Child.exec_error`, without blocking the loop."""
-    fd = child.error_fd
-    os.set_blocking(fd, False)
-    chunks = []
-    try:
-        while True:
-            await trio.lowlevel.wait_readable(fd)
-            try:
-                chunk = os.read(fd, 4096)
-            except BlockingIOError:
-                continue
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        trio.lowlevel.notify_closing(fd)
-        os.close(fd)
-    if not chunks:
-        return None
-    code_text, _, message = b"".join(chunks).decode(errors="replace").partition(":")
-    return PyinitError(message, int(code_text) if code_text.isdigit() else EXIT_SETUP_FAILED)
+    from pyinit.run.reaper import Watched
 
 
 class ItemRun:
@@ -74,19 +54,28 @@ class ItemRun:
         self.sup = sup
         self.item = item
         self.label = f"{item.kind} {item.name}"
-        self.pid: int | None = None  # while a run is alive
+        #: The run, while it is alive.
+        self.current: Watched | None = None
         self.stopping = False
         self.tracker = RestartTracker.for_item(item)
         #: The uid it runs as: the only one whose notify datagrams count.
         self.uid = probes.runs_as(item.identity, item.switch_identity)
         self._backoff = trio.CancelScope()
-        #: (pid, exec'd) of the first run, if the launcher forked it before the loop existed.
+        #: (run, exec'd) of the first run, if the launcher forked it before the loop existed.
         self._adopted = None if started is None else self._adopt(started)
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the run while it is alive, else None."""
+        return None if self.current is None else self.current.pid
 
     async def start_once(
         self, channel: probes.NotifySocket | probes.ReadyPipe | None
-    ) -> tuple[int, bool]:
-        """Fork one run; once it has exec'd (True) or failed to (False: it exits then), its pid."""
+    ) -> tuple[Watched, bool]:
+        """Fork one run; once it has exec'd (True) or failed to (False: it exits then), the run.
+
+        A refused fork raises OSError, and counts as a start for the budget.
+        """
         sup = self.sup
         item = self.item
         if self._adopted is not None:
@@ -94,42 +83,50 @@ class ItemRun:
             return adopted
         extra_env = dict(channel.env) if channel is not None else {}
         pass_fds = dict(channel.pass_fds) if channel is not None else {}
-        with sup.reaper.spawning() as watch:
-            child, read_ends = fork_item(
-                sup.plan, item, sup.intake.original_mask, extra_env, pass_fds
-            )
-            watch(child.pid)
+        try:
+            with sup.reaper.spawning() as watch:
+                child, read_ends = fork_item(
+                    sup.plan, item, sup.intake.original_mask, extra_env, pass_fds
+                )
+                run = watch(child.pid)
+        except OSError:
+            self.tracker.started(time.monotonic())
+            raise
         if read_ends:
             sup.relay.adopt(item.name, read_ends)
         if channel is not None:
             channel.child_started(child.pid)
-        self.pid = child.pid
+        self.current = run
         self.tracker.started(time.monotonic())
-        error = await exec_result(child)
+        error = await child.exec_result()
         if error is not None:
             log.error(f"{self.label}: {error.message}")
         else:
             log.info(f"started {self.label} (pid {child.pid}): {' '.join(item.command)}")
-        return child.pid, error is None
+        return run, error is None
 
-    def _adopt(self, started: Started) -> tuple[int, bool]:
+    def _adopt(self, started: Started) -> tuple[Watched, bool]:
         """Take over the first run the launcher forked (its exec result is known)."""
         if started.read_ends:
             self.sup.relay.adopt(self.item.name, started.read_ends)
-        self.pid = started.pid
+        self.current = started.run
         self.tracker.started(started.at)
+        pid = started.run.pid
         if started.error is not None:
             log.error(f"{self.label}: {started.error.message}")
         else:
-            log.info(f"started {self.label} (pid {started.pid}): {' '.join(self.item.command)}")
-        return started.pid, started.error is None
+            log.info(f"started {self.label} (pid {pid}): {' '.join(self.item.command)}")
+        return started.run, started.error is None
 
     async def run_task(self) -> None:
         """Run a task to its end; PyinitError (125) unless it exits 0."""
-        pid, _ = await self.start_once(None)
-        status = await self.sup.wait_exit(pid)
-        self.pid = None
-        kill_group(pid, signal.SIGKILL)  # what the task left behind in its group
+        try:
+            run, _ = await self.start_once(None)
+        except OSError as e:
+            raise PyinitError(f"{self.label} failed ({fork_failure(e)}): not starting") from None
+        status = await self.sup.wait_exit(run)
+        self.current = None
+        kill_group(run.pid, signal.SIGKILL)  # what the task left behind in its group
         if status != 0:
             raise PyinitError(f"{self.label} failed ({describe_status(status)}): not starting")
         log.info(f"{self.label} done")
@@ -149,30 +146,12 @@ class ItemRun:
         timeout = self.item.ready_timeout
         deadline = math.inf if timeout is None else trio.current_time() + timeout
         while True:
-            channel = probes.open_channel(self.item.ready, self.label, self.uid)
-            probe_scope = trio.CancelScope()
-            try:
-                pid, execd = await self.start_once(channel)
-                if not ready:
-                    ready = execd and await self._first_ready(pid, channel, deadline)
-                    if ready:
-                        task_status.started()
-                elif self.item.ready is not None:
-                    self.sup.nursery.start_soon(self._ready_again, pid, channel, probe_scope)
-                    channel = None
-                status = await self.sup.wait_exit(pid)
-            finally:
-                probe_scope.cancel()  # a probe of a run that ended must not poll on
-                if channel is not None:
-                    channel.close()
-            self.pid = None
-            kill_group(pid, signal.SIGKILL)  # no orphan of it may hold its port
+            status, ready, verb, last = await self._one_run(ready, deadline, task_status)
             if self.stopping or self.sup.stopping:
                 await self._stopped(ready)
                 return
             decision = self.tracker.exited(status, time.monotonic(), ready=ready)
-            exited = "exited" if ready else "exited before it was ready"
-            last = describe_status(status)
+            exited = verb if ready else f"{verb} before it was ready"
             if decision.action == RESTART:
                 log.notice(f"{self.label} {exited} ({last}): restarting in {decision.delay:g}s")
                 with self._backoff, trio.move_on_at(math.inf if ready else deadline) as bound:
@@ -202,6 +181,37 @@ class ItemRun:
             log.info(f"{self.label} {exited} ({last}): {decision.reason}")
             return
 
+    async def _one_run(
+        self, ready: bool, deadline: float, task_status: trio.TaskStatus[None]
+    ) -> tuple[int, bool, str, str]:
+        """Start one run and await its end: (wait status, ready, how it ended: verb, detail).
+
+        A refused fork is a run that failed at once (:data:`FAILED_START`).
+        ``task_status`` is told at the first readiness.
+        """
+        channel = probes.open_channel(self.item.ready, self.label, self.uid)
+        probe_scope = trio.CancelScope()
+        try:
+            try:
+                run, execd = await self.start_once(channel)
+            except OSError as e:
+                return FAILED_START, ready, "could not start", fork_failure(e)
+            if not ready:
+                ready = execd and await self._first_ready(run, channel, deadline)
+                if ready:
+                    task_status.started()
+            elif self.item.ready is not None:
+                self.sup.nursery.start_soon(self._ready_again, run.pid, channel, probe_scope)
+                channel = None
+            status = await self.sup.wait_exit(run)
+        finally:
+            probe_scope.cancel()  # a probe of a run that ended must not poll on
+            if channel is not None:
+                channel.close()
+        self.current = None
+        kill_group(run.pid, signal.SIGKILL)  # no orphan of it may hold its port
+        return status, ready, "exited", describe_status(status)
+
     async def _stopped(self, ready: bool) -> None:
         """Shutdown began: nothing to restart.  Before readiness, wait to be cancelled."""
         if not ready:
@@ -211,11 +221,11 @@ class ItemRun:
 
     async def _first_ready(
         self,
-        pid: int,
+        run: Watched,
         channel: probes.NotifySocket | probes.ReadyPipe | None,
         deadline: float,
     ) -> bool:
-        """True once run ``pid`` is ready; False if it exits first.
+        """True once ``run`` is ready; False if it exits first.
 
         :class:`probes.ReadyTimeout` once ``deadline`` (trio's clock) passes.
         """
@@ -225,7 +235,7 @@ class ItemRun:
         exited: list[int] = []
 
         async def watch_exit(scope: trio.CancelScope) -> None:
-            exited.append(await self.sup.wait_exit(pid))
+            exited.append(await self.sup.wait_exit(run))
             scope.cancel()
 
         async with trio.open_nursery() as nursery:
@@ -273,24 +283,28 @@ class ItemRun:
     async def run_probe_command(self, argv: Sequence[str]) -> int:
         """An ``exec:`` probe: run ``argv`` as the item's user; its exit code."""
         item = self.item.replace(command=tuple(argv), log="raw")
-        with self.sup.reaper.spawning() as watch:
-            child, _ = fork_item(self.sup.plan, item, self.sup.intake.original_mask, {}, {})
-            watch(child.pid)
         try:
-            await exec_result(child)
-            status = await self.sup.wait_exit(child.pid)
+            with self.sup.reaper.spawning() as watch:
+                child, _ = fork_item(self.sup.plan, item, self.sup.intake.original_mask, {}, {})
+                run = watch(child.pid)
+        except OSError as e:
+            log.info(f"{self.label}: probe not run: {fork_failure(e)}")
+            return EXIT_SETUP_FAILED  # a failed check: the probe tries again
+        try:
+            await child.exec_result()
+            status = await self.sup.wait_exit(run)
         finally:
             kill_group(child.pid, signal.SIGKILL)
         return os.waitstatus_to_exitcode(status)
 
-    def stop(self) -> int | None:
-        """Send the stop-signal to this item's group; its pid if it was running."""
+    def stop(self) -> Watched | None:
+        """Send the stop-signal to this item's group; the run if it was running."""
         self.stopping = True
         self._backoff.cancel()
-        pid = self.pid
-        if pid is None:
+        run = self.current
+        if run is None:
             return None
         sig = self.item.stop_signal if self.item.kind == SIDECAR else signal.SIGTERM
-        log.info(f"stopping {self.label} (pid {pid}) with {signal_name(sig)}")
-        kill_group(pid, sig)
-        return pid
+        log.info(f"stopping {self.label} (pid {run.pid}) with {signal_name(sig)}")
+        kill_group(run.pid, sig)
+        return run

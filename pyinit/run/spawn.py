@@ -28,10 +28,15 @@ if TYPE_CHECKING:
 
     from pyinit.plan import Plan
     from pyinit.plan.services import Item
+    from pyinit.run.reaper import Watched
 
 
 class Child:
-    """A started target: its pid, and the pipe that reports an exec failure."""
+    """A started child: its pid, and the pipe that reports an exec failure.
+
+    Read the report once, with :meth:`exec_error` (blocking: the launcher)
+    or :meth:`exec_result` (awaited: the event loop); either closes the pipe.
+    """
 
     def __init__(self, pid: int, error_fd: int) -> None:
         self.pid = pid
@@ -40,35 +45,72 @@ class Child:
     def exec_error(self) -> PyinitError | None:
         """Block until the child has exec'd (None) or failed (the error it reported)."""
         chunks = []
-        while True:
-            try:
-                chunk = os.read(self.error_fd, 4096)
-            except InterruptedError:
-                continue
-            if not chunk:
-                break
-            chunks.append(chunk)
-        os.close(self.error_fd)
-        if not chunks:
-            return None
-        code_text, _, message = b"".join(chunks).decode(errors="replace").partition(":")
-        code = int(code_text) if code_text.isdigit() else EXIT_SETUP_FAILED
-        return PyinitError(message, code)
+        try:
+            while chunk := _read_retrying(self.error_fd):
+                chunks.append(chunk)
+        finally:
+            os.close(self.error_fd)
+        return _reported_error(b"".join(chunks))
+
+    async def exec_result(self) -> PyinitError | None:
+        """:meth:`exec_error` without blocking the event loop (trio, imported only here)."""
+        import trio
+
+        fd = self.error_fd
+        os.set_blocking(fd, False)
+        chunks = []
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(fd)
+                try:
+                    chunk = _read_retrying(fd)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            trio.lowlevel.notify_closing(fd)
+            os.close(fd)
+        return _reported_error(b"".join(chunks))
+
+
+def _read_retrying(fd: int) -> bytes:
+    """One read of up to 4096 bytes, retried when a signal interrupts it."""
+    while True:
+        try:
+            return os.read(fd, 4096)
+        except InterruptedError:
+            continue
+
+
+def _reported_error(report: bytes) -> PyinitError | None:
+    """The child's report (``CODE:MESSAGE``) as an error; None if it wrote nothing (it exec'd)."""
+    if not report:
+        return None
+    code_text, _, message = report.decode(errors="replace").partition(":")
+    return PyinitError(message, int(code_text) if code_text.isdigit() else EXIT_SETUP_FAILED)
 
 
 class Started:
     """An item the launcher forked before the loop existed; the loop adopts it."""
 
     def __init__(
-        self, pid: int, error: PyinitError | None, read_ends: dict[int, int], at: float
+        self, run: Watched, error: PyinitError | None, read_ends: dict[int, int], at: float
     ) -> None:
-        self.pid = pid
+        #: Its pid and, once reaped, its status.
+        self.run = run
         #: Why it could not exec (it has exited then), or None.
         self.error = error
         #: {child fd 1/2: our read end} of its log pipes, for the relay.
         self.read_ends = read_ends
         #: time.monotonic() of the fork.
         self.at = at
+
+
+def fork_failure(error: OSError) -> str:
+    """How a refused fork reads in a log line: ``fork failed: Resource temporarily unavailable``."""
+    return f"fork failed: {error.strerror or error}"
 
 
 def started_line(plan: Plan, pid: int) -> str:
@@ -122,11 +164,18 @@ def _fork(child_main: Callable[[int], NoReturn]) -> tuple[int, int]:
     """Fork; the child runs ``child_main(error_fd)``.  Returns (pid, the read end of error_fd).
 
     error_fd is close-on-exec: EOF on the read end means the child exec'd.
+    A refused fork (EAGAIN: the pids cgroup or RLIMIT_NPROC is full; ENOMEM)
+    raises OSError and leaves nothing open (:func:`fork_failure` words it).
     """
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read_fd)
+        os.close(write_fd)
+        raise
     if pid == 0:
         os.close(read_fd)
         child_main(write_fd)

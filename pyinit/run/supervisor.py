@@ -27,11 +27,12 @@ import threading
 import time
 
 from pyinit import log
+from pyinit.errors import EXIT_SETUP_FAILED
 from pyinit.plan.services import SIDECAR
 from pyinit.root.setup import apply_root_setup
 from pyinit.run.intake import Intake
 from pyinit.run.reaper import Reaper
-from pyinit.run.spawn import Started, fork_item, start_target, started_line
+from pyinit.run.spawn import Started, fork_failure, fork_item, start_target, started_line
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -66,9 +67,15 @@ def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
         # The rest starts from the loop, in order (docs/services.md), and it
         # reports the main's readiness.
         return _run_loop(plan, intake)
-    child = start_target(plan, mask)
-    reaper.watch(child.pid)
-    intake.target = child.pid
+    try:
+        child = start_target(plan, mask)
+    except OSError as e:  # fork refused (the pids cgroup is full, no memory): say so
+        log.error(f"cannot start the target: {fork_failure(e)}")
+        if not intake.started:
+            return EXIT_SETUP_FAILED  # nothing runs: nothing to stop
+        # The loop stops the early sidecars in order; it tries the main once more first.
+        return _run_loop(plan, intake)
+    intake.target = reaper.watch(child.pid)
     error = child.exec_error()
     if error is not None:
         log.error(error.message)
@@ -90,17 +97,21 @@ def _start_items_early(plan: Plan, reaper: Reaper, mask: tuple[int, ...]) -> dic
 
     Such a sidecar is ready once it has exec'd, which the launcher can wait
     for without the loop; the loop adopts each (its log pipes, its
-    restarts).  Stops at a task, a probe, or one that could not exec.
+    restarts).  Stops at a task, a probe, one that could not exec, or a
+    refused fork.
     """
     started: dict[str, Started] = {}
     for item in plan.items:
         if item.kind != SIDECAR or item.ready is not None:
             break
-        child, read_ends = fork_item(plan, item, mask, {}, {})
-        reaper.watch(child.pid)
+        try:
+            child, read_ends = fork_item(plan, item, mask, {}, {})
+        except OSError:
+            break  # fork refused: the loop starts it, with its restart policy
+        watched = reaper.watch(child.pid)
         at = time.monotonic()
         error = child.exec_error()
-        started[item.name] = Started(child.pid, error, read_ends, at)
+        started[item.name] = Started(watched, error, read_ends, at)
         if error is not None:
             break
     return started
@@ -137,7 +148,11 @@ def _run_loop(plan: Plan, intake: Intake) -> int:
     # runs Python (relaying a flood of sidecar lines, say): at most this
     # long, not Python's 5 ms, once the intake asks for it.
     sys.setswitchinterval(LOOP_SWITCH_INTERVAL)
-    threading.Thread(target=loop_thread, name="pyinit-loop", daemon=True).start()
+    try:
+        threading.Thread(target=loop_thread, name="pyinit-loop", daemon=True).start()
+    except RuntimeError as e:  # no thread to be had: the pids cgroup is full
+        log.error(f"supervisor failed: {_describe(e)}; stopping the target")
+        intake.finish(None)
     return intake.run()
 
 
