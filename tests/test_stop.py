@@ -274,3 +274,30 @@ def test_a_hung_post_hook_is_cut_off_so_the_next_one_runs() -> None:
     assert out.splitlines() == ["second 3"], err
     assert "not run" not in err
     assert "sending SIGKILL" in err
+
+
+@needs_root
+def test_leftovers_get_their_turn_while_a_slow_main_runs_and_its_children_stay_its_own(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "signals"
+    orphan_ready, child_ready, main_ready = (tmp_path / n for n in ("orphan", "child", "main"))
+
+    def recorder(name: str, ready: Path) -> str:
+        return f"trap 'echo TERM {name} >> {log}' TERM; touch {ready}; while :; do sleep 0.05; done"
+
+    main = (
+        f'(sh -c "{recorder("orphan", orphan_ready)}" &); '
+        f'sh -c "{recorder("child", child_ready)}" & '
+        f"trap '' TERM; touch {main_ready}; while :; do sleep 0.05; done"
+    )
+    with Namespace(["-v", "--stop-timeout", "2", "--", "sh", "-c", main]) as ns:
+        for path in (orphan_ready, child_ready, main_ready):
+            wait_for(path.exists, what=path.name)
+        ns.signal(signal.SIGTERM)
+        code, _, err = ns.wait()
+    assert code == 128 + signal.SIGKILL, err
+    # The orphan had its SIGTERM while the main still ran; the main's own child is the
+    # main's to stop (it went with the main's group, by SIGKILL).
+    assert log.read_text().splitlines() == ["TERM orphan"], err
+    assert "leftover process(es) with SIGTERM" in err  # the orphan (and its sleep, if any)

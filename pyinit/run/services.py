@@ -301,4 +301,6 @@ class ItemRun:
             kill_group(pid, sig)
 
         ended_by = self.sup.ended_by(pid)
-        await stopping.stop(send, ended_by, first, time.monotonic(), kill_at, reap_by)
+        if await stopping.stop(send, ended_by, first, time.monotonic(), kill_at, reap_by):
+            # Gone: not live for the leftovers' turn, even before run_sidecar wakes.
+            self.pid = None
