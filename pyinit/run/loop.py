@@ -277,7 +277,8 @@ class Supervision:
         self._notify_upward("STOPPING=1")
         self._term_main()
         await self._main_ended.wait()
-        log.info(f"target {main} exited ({describe_status(self._main_status or 0)})")
+        assert self._main_status is not None  # set with _main_ended
+        log.info(f"target {main} exited ({describe_status(self._main_status)})")
         return self._giveup_code
 
     async def _await_main(self, main: int) -> None:
