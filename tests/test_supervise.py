@@ -367,8 +367,16 @@ def test_an_exception_in_the_supervisor_stops_the_target(tmp_path: Path) -> None
         from pyinit.cli import main
         main(sys.argv[1:])
     """)
-    script = f"trap 'echo TERM > {got}; exit 0' TERM; touch {ready}; while :; do sleep 0.01; done"
-    argv = [*UNSHARE, sys.executable, "-c", driver, "--", "sh", "-c", script]
+    # A sidecar (started by the launcher) that keeps running after a SIGTERM: it must
+    # still get that SIGTERM before the emergency stop's SIGKILL.
+    side_ready, side_got = tmp_path / "side-ready", tmp_path / "side-got"
+    sidecar = f"s -- sh -c \"trap 'echo TERM > {side_got}' TERM; touch {side_ready}; sleep 600\""
+    script = (
+        f"trap 'echo TERM > {got}; exit 0' TERM; while [ ! -e {side_ready} ]; do sleep 0.01; done;"
+        f" touch {ready}; while :; do sleep 0.01; done"
+    )
+    argv = [*UNSHARE, sys.executable, "-c", driver]
+    argv += ["--stop-timeout", "2", "--sidecar", sidecar, "--", "sh", "-c", script]
     proc = subprocess.Popen(
         argv,
         stderr=subprocess.PIPE,
@@ -385,6 +393,7 @@ def test_an_exception_in_the_supervisor_stops_the_target(tmp_path: Path) -> None
     assert proc.returncode == 125
     assert "supervisor failed: RuntimeError: injected fault" in err
     assert got.read_text() == "TERM\n"
+    assert side_got.read_text() == "TERM\n", err
 
 
 def test_a_failed_trio_import_still_stops_the_target(tmp_path: Path) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 
 from pyinit.plan.build import format_limit
 from pyinit.plan.signals import signal_name
+from pyinit.plan.stop import stop_budget
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,6 +38,8 @@ def render_plan(plan: Plan, environ: Mapping[str, str], as_json: bool = False) -
         if plan.notify_socket is not None:
             data["notify_socket"] = "<from NOTIFY_SOCKET>"  # an inherited value: not shown
         _annotate_items(plan, data)
+        if plan.mode == "supervise":
+            data["stop_budget"] = stop_budget(plan).as_dict()
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
     return "\n".join(_lines(plan)) + "\n"
 
@@ -138,11 +142,42 @@ def _lines(plan: Plan) -> list[str]:
             )
         for h in plan.post_hooks:
             lines.append(f"  post hook {h.label}")
+        lines.extend(_budget_lines(plan))
         if plan.notify_socket is not None:
             lines.append(f"  {NOTIFY_KEPT}")
     elif "NOTIFY_SOCKET" in plan.env:
         lines.append(NOTIFY_PASSED)
     return lines
+
+
+def _budget_lines(plan: Plan) -> list[str]:
+    """The stop timeline: who gets its stop signal by when, SIGKILL, each post hook's cut-off."""
+    budget = stop_budget(plan)
+    signals = {f"{i.kind} {i.name}": i.stop_signal for i in plan.items if i.kind == "sidecar"}
+    lines = [
+        f"  stop budget: {_secs(budget.timeout)} in turns of {_secs(budget.share)} "
+        "(seconds after the stop; a turn ends early once its process is gone)"
+    ]
+    for turn in budget.turns:
+        if turn.who == "main":
+            what = "main: the forwarded stop signal (after a give-up: SIGTERM)"
+        else:
+            what = f"{turn.who}: {signal_name(signals.get(turn.who, signal.SIGTERM))}"
+        when = "at" if turn.signal_by == 0 else "by"
+        lines.append(f"    {when} {_secs(turn.signal_by):<7} {what}")
+    lines.append(f"    at {_secs(budget.kill_by):<7} SIGKILL to every process still running")
+    for hook in budget.hooks:
+        lines.append(
+            f"    by {_secs(hook.kill_by):<7} post hook {hook.label} cut off "
+            "(SIGTERM up to 1s before, then SIGKILL)"
+        )
+    lines.append(f"    at {_secs(budget.timeout):<7} pyinit exits")
+    return lines
+
+
+def _secs(seconds: float) -> str:
+    """``1.875s``: a budget's time, to the millisecond."""
+    return f"{round(seconds, 3):g}s"
 
 
 def _annotate_items(plan: Plan, data: dict[str, object]) -> None:

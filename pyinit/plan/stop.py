@@ -1,23 +1,37 @@
-"""The stop policy: one ``--stop-timeout`` deadline, from the stop to pyinit's exit.
+"""The stop policy: one ``--stop-timeout`` deadline, shared out in turns.
 
 A stop begins with the first stop signal (TERM, INT, QUIT, or one rewritten
-to them) or with the target's own exit, whichever comes first.  From that
-instant ``--stop-timeout`` seconds cover everything that is left: the
-target, the processes it left behind, the ``--post`` hooks (and a pre hook
-interrupted by the stop).  The schedule, for a stop starting at ``T``:
+to them), the target's own exit or a sidecar's give-up, whichever comes
+first, at ``T``.  From that instant ``--stop-timeout`` seconds cover
+everything that is left: the main, the sidecars (and a task still running),
+the leftovers, the ``--post`` hooks (and a pre hook interrupted by the stop).
 
-* ``T``: the stop signal reaches the target; when the target is gone, the
-  leftovers get SIGTERM; then the post hooks run;
-* ``term_at`` (for a process started after ``T``, i.e. a post hook):
-  SIGTERM to its process group, at the latest one second (or half of what
-  is left) before ``kill_at``;
-* ``kill_at = T + timeout - grace``: SIGKILL to whatever is still running;
+:class:`StopBudget` is the policy, decided from the plan alone and shown by
+``--dry-run``: the time before the final SIGKILL is split into equal
+**turns**, one per process to stop (the main, each item in reverse start
+order, the leftovers) and one per post hook.
+
+* Each process's stop signal goes out when the one before it is gone, and
+  at the latest when that one's turn ends (``signal_by``): a main that
+  ignores its signal delays the sidecars' stop signals by one turn, never
+  takes their grace.  A process whose turn ended keeps running with its
+  stop signal: nothing gets SIGKILL before every process got its stop
+  signal and at least one turn of grace.
+* ``kill_by`` (after the last process turn): SIGKILL to every process still
+  running, and the post hooks follow once they are reaped.
+* Each post hook runs when the one before it ended and is cut off by its
+  own ``kill_by`` (SIGTERM up to 1 s before): a hung hook cannot take the
+  turn of the next.
 * ``exit_at = T + timeout``: pyinit exits, having reaped what the kernel
-  tore down in the ``grace`` (at most 0.5 s, a quarter of a short timeout).
+  tore down in the last ``grace`` (at most 0.5 s, a quarter of a short
+  timeout).
+
+The turns' ends are fixed offsets from ``T``: time a turn does not use
+(its process stopped at once) flows to the turns after it.
 
 Pure arithmetic on ``time.monotonic()`` values, shared by the supervisor's
-event loop (one ``trio.CancelScope`` deadline), its synchronous emergency
-path and the pre-hook relay.
+event loop, its synchronous emergency path and the pre-hook relay.  On the
+exec path (``build`` imports the default): keep the imports as they are.
 """
 
 from __future__ import annotations
@@ -26,12 +40,23 @@ import signal
 
 from pyinit.record import Record
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pyinit.plan import Plan
+
 #: ``--stop-timeout`` by default: ends well inside Docker's 10 s grace (and Kubernetes' 30 s).
 DEFAULT_STOP_TIMEOUT = 8.0
 #: Time reserved after the final SIGKILL for the kernel to tear processes down.
 KILL_GRACE = 0.5
 #: What a process started during the stop gets between SIGTERM and SIGKILL, at most.
 TERM_GRACE = 1.0
+#: The turn of what the main and the items left behind.
+LEFTOVERS = "leftovers"
+
+
+def kill_grace(timeout: float) -> float:
+    """The time left after the final SIGKILL for the kernel's teardown."""
+    return min(KILL_GRACE, timeout / 4)
 
 
 class StopDeadline(Record):
@@ -43,8 +68,8 @@ class StopDeadline(Record):
 
     @property
     def kill_at(self) -> float:
-        """When whatever still runs gets SIGKILL."""
-        return self.start + self.timeout - min(KILL_GRACE, self.timeout / 4)
+        """When whatever still runs gets SIGKILL, at the latest."""
+        return self.start + self.timeout - kill_grace(self.timeout)
 
     @property
     def exit_at(self) -> float:
@@ -52,12 +77,78 @@ class StopDeadline(Record):
         return self.start + self.timeout
 
 
-def stop_schedule(deadline: StopDeadline, now: float) -> tuple[tuple[float, int], ...]:
-    """(when, signal) steps for a process started at ``now`` that must be gone by the deadline.
+class StopTurn(Record):
+    """One process's turn: its stop signal goes out at the latest ``signal_by`` after the stop."""
+
+    __slots__ = ("signal_by", "who")
+    #: ``main``, ``sidecar NAME``, ``task NAME`` or ``leftovers``.
+    who: str
+    signal_by: float
+
+
+class HookTurn(Record):
+    """One post hook's turn: it starts when the one before ended, cut off ``kill_by`` in."""
+
+    __slots__ = ("kill_by", "label")
+    label: str
+    kill_by: float
+
+
+class StopBudget(Record):
+    """How ``--stop-timeout`` is shared out; every time in seconds after the stop began."""
+
+    __slots__ = ("grace", "hooks", "kill_by", "share", "timeout", "turns")
+    timeout: float
+    #: The length of one turn.
+    share: float
+    #: The processes, in the order they are stopped.
+    turns: tuple[StopTurn, ...]
+    #: SIGKILL to every process (of ``turns``) still running.
+    kill_by: float
+    hooks: tuple[HookTurn, ...]
+    #: Left after the last SIGKILL for the kernel to tear processes down.
+    grace: float
+
+    @classmethod
+    def for_stop(
+        cls, timeout: float, stopped: tuple[str, ...], hooks: tuple[str, ...]
+    ) -> StopBudget:
+        """The budget for the main, then ``stopped`` (in stop order), leftovers and ``hooks``."""
+        grace = kill_grace(timeout)
+        who = ("main", *stopped, LEFTOVERS)
+        share = (timeout - grace) / (len(who) + len(hooks))
+        return cls(
+            timeout=timeout,
+            share=share,
+            turns=tuple(StopTurn(who=w, signal_by=i * share) for i, w in enumerate(who)),
+            kill_by=len(who) * share,
+            hooks=tuple(
+                HookTurn(label=label, kill_by=(len(who) + i + 1) * share)
+                for i, label in enumerate(hooks)
+            ),
+            grace=grace,
+        )
+
+    def turn_end(self, index: int) -> float:
+        """When turn ``index`` ends: the next turn's ``signal_by``, or ``kill_by`` for the last."""
+        if index + 1 < len(self.turns):
+            return self.turns[index + 1].signal_by
+        return self.kill_by
+
+
+def stop_budget(plan: Plan) -> StopBudget:
+    """The plan's budget: items in reverse start order, post hooks in order."""
+    stopped = tuple(f"{item.kind} {item.name}" for item in reversed(plan.items))
+    hooks = tuple(hook.label for hook in plan.post_hooks)
+    return StopBudget.for_stop(plan.stop_timeout, stopped, hooks)
+
+
+def stop_schedule(now: float, kill_at: float) -> tuple[tuple[float, int], ...]:
+    """(when, signal) steps for a process started at ``now`` that must be gone by ``kill_at``.
 
     Used for a post hook (or a pre hook when the stop arrives while it runs):
-    SIGTERM to its group in good time, SIGKILL at ``kill_at``.
+    SIGTERM to its group in good time, at most 1 s (or half of what is left)
+    before SIGKILL at ``kill_at``.
     """
-    kill_at = deadline.kill_at
     term_at = max(now, kill_at - min(TERM_GRACE, (kill_at - now) / 2))
     return ((term_at, signal.SIGTERM), (kill_at, signal.SIGKILL))

@@ -103,8 +103,8 @@ class SignalRelay:
     a hook runs, so nothing is lost between hooks and no handler is needed.
     The first stop signal starts the ``--stop-timeout`` deadline: the hook
     then gets SIGTERM and SIGKILL on the one stop schedule
-    (:func:`pyinit.plan.stop.stop_schedule`).  Signals not in ``signals``
-    stay pending for the target.  Main thread only.
+    (:func:`pyinit.plan.stop.stop_schedule`, :func:`pyinit.stopping.stop_now`).
+    Signals not in ``signals`` stay pending for the target.  Main thread only.
     """
 
     def __init__(self, signals: Iterable[int], stop_timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
@@ -131,23 +131,48 @@ class SignalRelay:
 
     def wait(self, hook: Hook, pid: int) -> int:
         """Relay signals to ``pid`` until it exits (bounded once a stop began); its wait status."""
-        steps: list[tuple[float, int]] | None = None
-        waited = (*self.signals, signal.SIGCHLD)
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                kill_group(pid, signal.SIGKILL)  # what the hook left behind in its group
-                return status
-            if steps is None and self.deadline is not None:
-                steps = list(stop_schedule(self.deadline, time.monotonic()))
-            while steps and time.monotonic() >= steps[0][0]:
-                _, sig = steps.pop(0)
+        status: list[int] = []
+        if not self._relay_until(pid, status, None):
+            # A stop began: the one stop, by the deadline.
+            from pyinit.stopping import stop_now
+
+            assert self.deadline is not None
+            (term_at, _), (kill_at, _) = stop_schedule(time.monotonic(), self.deadline.kill_at)
+
+            def send(sig: int) -> None:
                 escalation_notice(hook.label, sig)
                 kill_group(pid, sig)
-            if steps:
-                info = signal.sigtimedwait(waited, max(0.0, steps[0][0] - time.monotonic()))
-            else:
+
+            def ended_by(when: float) -> bool:
+                return self._relay_until(pid, status, when)
+
+            stop_now(send, ended_by, signal.SIGTERM, term_at, kill_at, self.deadline.exit_at)
+        if not status:
+            status.append(os.waitpid(pid, 0)[1])  # SIGKILLed: it goes at once
+        kill_group(pid, signal.SIGKILL)  # what the hook left behind in its group
+        return status[0]
+
+    def _relay_until(self, pid: int, status: list[int], when: float | None) -> bool:
+        """Relay signals to ``pid`` until it exits (True, its status appended) or ``when`` passes.
+
+        With ``when`` None: False as soon as a stop began.
+        """
+        waited = (*self.signals, signal.SIGCHLD)
+        while True:
+            done, wait_status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status.append(wait_status)
+                return True
+            info: signal.struct_siginfo | None
+            if when is None:
+                if self.deadline is not None:
+                    return False
                 info = signal.sigwaitinfo(waited)
+            else:
+                left = when - time.monotonic()
+                if left <= 0:
+                    return False
+                info = signal.sigtimedwait(waited, left)
             if info is not None and info.si_signo != signal.SIGCHLD:
                 self._note(info.si_signo)
                 with contextlib.suppress(ProcessLookupError):

@@ -18,6 +18,10 @@ from __future__ import annotations
 
 import os
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Container
+
 #: Said when :func:`descendants` cannot answer.
 FOREIGN_PROC = (
     "/proc is not this PID namespace's (mount it, e.g. unshare --mount-proc): "
@@ -33,12 +37,16 @@ def proc_is_ours() -> bool:
         return False
 
 
-def descendants() -> list[int] | None:
-    """Pids of every process below this one (zombies included), or None if /proc is not ours."""
+def descendants(skip: Container[int] = ()) -> list[int] | None:
+    """Pids of every process below this one (zombies included), or None if /proc is not ours.
+
+    The children in ``skip`` are left out with everything below them (a
+    supervised process still running: what it started is its own to stop).
+    """
     if not proc_is_ours():
         return None
     found: list[int] = []
-    pending = _children(os.getpid())
+    pending = [pid for pid in _children(os.getpid()) if pid not in skip]
     while pending:
         pid = pending.pop()
         found.append(pid)

@@ -287,30 +287,48 @@ class Intake:
     # --- the synchronous twin of the loop's stop ---------------------------------------
 
     def emergency_stop(self) -> None:
-        """Without the loop: TERM the target's group, KILL it at the deadline, reap.
+        """Without the loop: SIGTERM to every process at once, SIGKILL at the deadline, reap.
 
-        The same deadline as the loop's; signals keep being forwarded meanwhile.
+        The loop that knew the turns failed: every process (the target's
+        group and all below pyinit) gets its stop signal now, so still none
+        is SIGKILLed before it had one.  The same deadline and the same stop
+        (:func:`pyinit.stopping.stop_now`) as the loop's; signals keep being
+        forwarded meanwhile.
         """
+        from pyinit.stopping import stop_now
+
         deadline = self.begin_stop()
         target = self.target
-        if target is not None:
-            if not target.exited:
-                kill_group(target.pid, signal.SIGTERM)
-            self._wait_until(deadline.kill_at, lambda: target.exited)
-            if not target.exited:
-                kill_group(target.pid, signal.SIGKILL)
-        signal_all(descendants() or [], signal.SIGKILL)
-        self._wait_until(deadline.exit_at, lambda: not descendants())
 
-    def _wait_until(self, when: float, done: Callable[[], bool]) -> None:
+        def alive() -> bool:
+            target_alive = target is not None and not target.exited
+            return target_alive or bool(descendants())
+
+        def send(sig: int) -> None:
+            if sig == signal.SIGKILL:
+                log.notice("still running at the deadline: sending SIGKILL to everything")
+            if target is not None and not target.exited:
+                kill_group(target.pid, sig)
+            signal_all(descendants() or [], sig)
+
+        def ended_by(when: float) -> bool:
+            return self._wait_until(when, lambda: not alive())
+
+        stop_now(
+            send, ended_by, signal.SIGTERM, time.monotonic(), deadline.kill_at, deadline.exit_at
+        )
+
+    def _wait_until(self, when: float, done: Callable[[], bool]) -> bool:
+        """Forward and reap until ``done()`` (True) or ``when`` passes (False)."""
         self.reaper.reap()
         while not done():
             left = when - time.monotonic()
             if left <= 0:
-                return
+                return False
             info = signal.sigtimedwait(self.signals, left)
             if info is not None:
                 self.handle(info)
+        return True
 
 
 def handler_signals(signals: list[int]) -> list[int]:

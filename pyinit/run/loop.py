@@ -8,12 +8,13 @@ The shape, with the place where services go (docs/services.md):
 
 1. start the items before the main (sidecars, tasks: later), then the main
    (today the launcher has already forked it, before trio was imported);
-2. wait for the main's exit; after a stop signal, SIGKILL its group at the
-   deadline's ``kill_at``;
-3. shut down under the one deadline (:class:`pyinit.plan.stop.StopDeadline`):
-   stop the main -> the items in reverse start order (later) -> leftovers
-   (TERM, wait, KILL at ``kill_at``) -> post hooks, each on the stop
-   schedule; pyinit exits by ``exit_at``.
+2. wait for the main's exit;
+3. from the stop on (:class:`pyinit.plan.stop.StopBudget`), stop every process
+   in its turn with the one primitive (:func:`pyinit.stopping.stop`): the
+   main (its signal was forwarded), the items in reverse start order, the
+   leftovers (:class:`Leftovers`), SIGKILL to what still runs at ``kill_by``;
+   then the post hooks, each cut off at the end of its own turn; pyinit
+   exits by ``exit_at``.
 
 Every process is awaited the same way: started inside
 ``reaper.spawning()``, whose watch gives a :class:`pyinit.run.reaper.Watched`,
@@ -30,7 +31,7 @@ import time
 
 import trio
 
-from pyinit import log
+from pyinit import log, stopping
 from pyinit.errors import (
     EXIT_SETUP_FAILED,
     SIGNAL_EXIT_BASE,
@@ -39,7 +40,7 @@ from pyinit.errors import (
 )
 from pyinit.plan.build import frozen_env
 from pyinit.plan.signals import signal_name
-from pyinit.plan.stop import StopDeadline, stop_schedule
+from pyinit.plan.stop import StopDeadline, stop_budget, stop_schedule
 from pyinit.root.hooks import escalation_notice, kill_group, spawn_hook
 from pyinit.run.descendants import FOREIGN_PROC, descendants, signal_all
 from pyinit.run.logrelay import LogRelay
@@ -50,6 +51,8 @@ from pyinit.run.spawn import fork_failure, start_target, started_line
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from pyinit.plan import Hook, Plan
     from pyinit.run.intake import Intake
     from pyinit.run.probes import NotifySocket, ReadyPipe
@@ -111,8 +114,12 @@ class Supervision:
         self._changed = trio.Event()
         self._stop_begun = trio.Event()
         self.deadline = StopDeadline(start=float("inf"), timeout=0.0)
-        #: Leftovers still running at the last scan.
-        self._alive: list[int] = []
+        #: How the stop deadline is shared out (the plan's decision).
+        self.budget = stop_budget(plan)
+        self._main_ended = trio.Event()
+        self._main_status: int | None = None
+        self._processes_stopped = trio.Event()
+        self._leftovers = Leftovers(self)
         #: Sidecars and tasks, in start order.
         self.runs: list[ItemRun] = []
         self.relay = LogRelay(nursery)
@@ -166,13 +173,16 @@ class Supervision:
 
     async def run(self) -> int:
         """Items, main, then the shutdown sequence; pyinit's exit code."""
+        self.nursery.start_soon(self._stop_in_turns)
         if self.main is None or self.plan.items:
             failed = await self._start_up()
             if failed is not None:
                 self.deadline = self.intake.begin_stop()
+                if self.main is not None:  # forked by the launcher: it is stopped too
+                    self.nursery.start_soon(self._await_main, self.main)
+                    self._term_main()
                 await self.shutdown(failed)
                 return failed
-        self.nursery.start_soon(self._kill_main_at_deadline)
         code = await self._wait_main_or_giveup()
         await self.shutdown(code)
         return code
@@ -266,23 +276,29 @@ class Supervision:
     async def _wait_main_or_giveup(self) -> int:
         assert self.main is not None
         main = self.main
-        status: int | None = None
+        self.nursery.start_soon(self._await_main, main)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._cancel_on, self._giveup, nursery.cancel_scope)
-            status = await self.wait_exit(main)
+            await self._main_ended.wait()
             nursery.cancel_scope.cancel()
-        if status is not None:
-            log.info(f"target {main.pid} exited ({describe_status(status)})")
+        if self._main_status is not None:
+            log.info(f"target {main.pid} exited ({describe_status(self._main_status)})")
             self.deadline = self.intake.begin_stop()
-            return exit_code_for_wait_status(status)
+            return exit_code_for_wait_status(self._main_status)
         self.deadline = self.intake.begin_stop()
         self._shutting_down = True
         self._notify_upward("STOPPING=1")
         if not main.exited:
             self._term_main()
-        status = await self.wait_exit(main)
-        log.info(f"target {main.pid} exited ({describe_status(status)})")
+        await self._main_ended.wait()
+        assert self._main_status is not None  # set with _main_ended
+        log.info(f"target {main.pid} exited ({describe_status(self._main_status)})")
         return self._giveup_code
+
+    async def _await_main(self, main: Watched) -> None:
+        """The one wait for the main's exit: its status, and ``_main_ended`` for all who wait."""
+        self._main_status = await self.wait_exit(main)
+        self._main_ended.set()
 
     async def _report_ready(self, channel: NotifySocket | ReadyPipe | None) -> None:
         """READY=1 to pyinit's own manager once the main is ready (--ready, or exec'd)."""
@@ -315,100 +331,105 @@ class Supervision:
         except OSError as e:
             log.warning(f"NOTIFY_SOCKET: cannot send {message}: {e.strerror or e}")
 
-    async def _kill_main_at_deadline(self) -> None:
-        assert self.main is not None
+    # --- the stop, in turns (pyinit.plan.stop.StopBudget) ---------------------------------
+
+    def ended_by(self, watched: Watched) -> Callable[[float], Awaitable[bool]]:
+        """For :func:`pyinit.stopping.stop`: wait for a watched child's exit until an instant."""
+
+        async def ended_by(when: float) -> bool:
+            with trio.move_on_at(_trio_time(when)):
+                await self.wait_exit(watched)
+                return True
+            return False
+
+        return ended_by
+
+    async def _stop_in_turns(self) -> None:
+        """From the stop on: each process's stop signal in its turn, then SIGKILL to the rest.
+
+        A turn ends when its process is gone, at the latest at the turn's end
+        in the budget; the next process's stop then begins while the slow one
+        keeps running, with its stop signal, until ``kill_by``.
+        """
         await self._stop_begun.wait()
-        await trio.sleep_until(_trio_time(self.deadline.kill_at))
-        if not self.main.exited:
-            log.notice(
-                f"target still running {self.plan.stop_timeout:g}s into the stop: sending SIGKILL"
-            )
-            kill_group(self.main.pid, signal.SIGKILL)
+        budget = self.budget
+        start = self.deadline.start
+        kill_at = start + budget.kill_by
+        for run in self.runs:
+            run.stopping = True  # none is restarted from now on, whatever its turn
+        stops: list[Callable[[float, float], Awaitable[None]]] = [
+            self._stop_main,
+            *(run.stop for run in reversed(self.runs)),
+            self._leftovers.stop,
+        ]
+        async with trio.open_nursery() as nursery:
+            for index, stop_one in enumerate(stops):
+                ended = trio.Event()
+                nursery.start_soon(self._stop_then_set, stop_one, kill_at, ended)
+                with trio.move_on_at(_trio_time(start + budget.turn_end(index))):
+                    await ended.wait()
+        self._processes_stopped.set()
+
+    async def _stop_then_set(
+        self,
+        stop_one: Callable[[float, float], Awaitable[None]],
+        kill_at: float,
+        ended: trio.Event,
+    ) -> None:
+        await stop_one(kill_at, self.deadline.exit_at)
+        ended.set()
+
+    async def _stop_main(self, kill_at: float, reap_by: float) -> None:
+        """The main has its stop signal (forwarded, or _term_main): SIGKILL at ``kill_at``."""
+        main = self.main
+        if main is None:
+            return
+
+        def send(sig: int) -> None:
+            log.notice(f"target still running at the deadline: sending {signal_name(sig)}")
+            kill_group(main.pid, sig)
+
+        async def ended_by(when: float) -> bool:
+            with trio.move_on_at(_trio_time(when)):
+                await self._main_ended.wait()
+                return True
+            return False
+
+        await stopping.stop(send, ended_by, None, kill_at, kill_at, reap_by)
 
     async def shutdown(self, code: int) -> None:
-        """Everything after the main, under the one deadline."""
+        """Everything after the main: the processes' stop in turns, post hooks, the last lines."""
         if not self._shutting_down:
             self._shutting_down = True
             self._notify_upward("STOPPING=1")
-        with trio.CancelScope(deadline=_trio_time(self.deadline.kill_at)) as scope:
-            await self._stop_items()
-            await self._term_leftovers()
-        if scope.cancelled_caught:
-            for run in self.runs:
-                if run.pid is not None:
-                    log.notice(f"{run.label} still running at the deadline: sending SIGKILL")
-                    kill_group(run.pid, signal.SIGKILL)
-        if self._alive or scope.cancelled_caught:
-            await self._kill_leftovers()
+        self.on_stop(self.intake.begin_stop())
+        await self._processes_stopped.wait()
         await self._run_post_hooks(code)
         await self.relay.drain(_trio_time(self.deadline.exit_at))
 
-    async def _stop_items(self) -> None:
-        """Sidecars (and a running task) one at a time, in reverse start order."""
-        for run in self.runs:
-            run.stopping = True
-        for run in reversed(self.runs):
-            pid = run.stop()
-            if pid is not None:
-                await self.wait_exit(pid)
+    def live_pids(self) -> set[int]:
+        """The main and the items' runs still running: each is stopped in its own turn."""
+        live = {run.pid for run in self.runs if run.pid is not None}
+        if self.main is not None and not self._main_ended.is_set():
+            live.add(self.main.pid)
+        return live
 
-    # --- leftovers -----------------------------------------------------------------------
-
-    async def _scan(self) -> list[int] | None:
-        # In a worker thread: 20,000 leftovers take a while to read, and the
-        # deadline must fire on time (an abandoned scan is harmless).
-        return await trio.to_thread.run_sync(descendants, abandon_on_cancel=True)
-
-    async def _term_leftovers(self) -> None:
-        """TERM what the main left behind and wait until it is gone (``_alive``: what is not)."""
-        found = await self._scan()
-        if found is None:
-            log.warning(FOREIGN_PROC)
-            return
-        if not found:
-            return
-        log.info(f"stopping {len(found)} leftover process(es) with SIGTERM")
-        signal_all(found, signal.SIGTERM)
-        self._alive = found
-        while self._alive:
-            began = time.monotonic()
-            # Taken before the scan: a reap during the scan must wake the wait
-            # below at once, not after a poll interval.
-            changed = self._changed
-            found = await self._scan()
-            self._alive = found or []
-            if not self._alive:
-                return
-            # Rescan when something was reaped, at the latest after a poll
-            # interval, and never more often than a scan takes.
-            with trio.move_on_after(max(DRAIN_POLL_SECONDS, time.monotonic() - began)):
-                await changed.wait()
-
-    async def _kill_leftovers(self) -> None:
-        if self._alive:
-            log.notice(f"{len(self._alive)} leftover process(es) ignored SIGTERM: sending SIGKILL")
-            signal_all(self._alive, signal.SIGKILL)
-        with trio.move_on_at(_trio_time(self.deadline.exit_at)):
-            while True:
-                changed = self._changed
-                alive = await self._scan() or []
-                if not alive:
-                    break
-                signal_all(alive, signal.SIGKILL)
-                with trio.move_on_after(DRAIN_POLL_SECONDS):
-                    await changed.wait()
+    def changed(self) -> trio.Event:
+        """Set at the next reap (take it before looking, so a reap meanwhile is not missed)."""
+        return self._changed
 
     # --- post hooks ----------------------------------------------------------------------
 
     async def _run_post_hooks(self, code: int) -> None:
         env = dict(self.plan.env)
         env["PYINIT_EXIT_CODE"] = str(code)
-        for hook in self.plan.post_hooks:
-            if time.monotonic() >= self.deadline.kill_at:
+        for hook, turn in zip(self.plan.post_hooks, self.budget.hooks, strict=True):
+            kill_at = self.deadline.start + turn.kill_by
+            if time.monotonic() >= kill_at:
                 log.warning(f"post hook {hook.label} not run: the --stop-timeout deadline passed")
                 continue
             try:
-                status = await self._run_hook(hook, env)
+                status = await self._run_hook(hook, env, kill_at)
             except PyinitError as e:
                 log.error(e.message)
                 continue
@@ -416,19 +437,90 @@ class Supervision:
             if status != 0:
                 log.warning(f"post hook {hook.label} failed: {describe_status(status)}")
 
-    async def _run_hook(self, hook: Hook, env: dict[str, str]) -> int:
-        """Run a hook as root in its own group, on the stop schedule."""
+    async def _run_hook(self, hook: Hook, env: dict[str, str], kill_at: float) -> int:
+        """Run a hook as root in its own group, cut off by its turn's ``kill_at``."""
         run = self.spawn_hook(hook, env)
-        status: int | None = None
-        for when, sig in stop_schedule(self.deadline, time.monotonic()):
-            with trio.move_on_at(_trio_time(when)):
-                status = await self.wait_exit(run)
-            if status is not None:
-                break
+        (term_at, _), _ = stop_schedule(time.monotonic(), kill_at)
+        status: list[int] = []
+
+        def send(sig: int) -> None:
             escalation_notice(hook.label, sig)
             kill_group(run.pid, sig)
-        if status is None:
-            with trio.move_on_at(_trio_time(self.deadline.exit_at)):
-                status = await self.wait_exit(run)
+
+        async def ended_by(when: float) -> bool:
+            with trio.move_on_at(_trio_time(when)):
+                status.append(await self.wait_exit(run))
+                return True
+            return False
+
+        await stopping.stop(send, ended_by, signal.SIGTERM, term_at, kill_at, self.deadline.exit_at)
         kill_group(run.pid, signal.SIGKILL)  # what the hook left behind in its group
-        return int(signal.SIGKILL) if status is None else status  # SIGKILL: a wait status
+        return status[0] if status else int(signal.SIGKILL)  # SIGKILL: a wait status
+
+
+class Leftovers:
+    """What the main and the items left behind, found by walking /proc; the last turn.
+
+    On its turn every leftover gets SIGTERM, and so does each found later
+    (a slow main's orphans, once it is gone); at ``kill_at`` SIGKILL, again
+    on every rescan.  The subtrees of the main and the items still running
+    are theirs to stop and left alone until then.  Its end is the end of
+    everything: no leftover, and the main and every item gone.
+    """
+
+    def __init__(self, sup: Supervision) -> None:
+        self.sup = sup
+        self._signal = 0
+        #: The leftovers sent the stop signal (each once).
+        self._termed: set[int] = set()
+        self._killing_told = False
+
+    async def stop(self, kill_at: float, reap_by: float) -> None:
+        """The leftovers' turn: SIGTERM now, SIGKILL at ``kill_at``, drained until ``reap_by``."""
+        await stopping.stop(
+            self._send, self._ended_by, signal.SIGTERM, time.monotonic(), kill_at, reap_by
+        )
+
+    def _send(self, sig: int) -> None:
+        # Applied by _ended_by to each scan's finds: a scan runs in a worker thread.
+        self._signal = sig
+
+    async def _ended_by(self, when: float) -> bool:
+        with trio.move_on_at(_trio_time(when)):
+            while True:
+                began = time.monotonic()
+                changed = self.sup.changed()  # before the scan: a reap during it wakes us at once
+                found = await _scan(self.sup.live_pids())
+                if found is None:
+                    log.warning(FOREIGN_PROC)
+                    return True
+                self._apply(found)
+                if not found and not self.sup.live_pids():
+                    return True
+                # Rescan on every reap, at the latest after a poll interval
+                # (a grandchild whose parent is alive exits without telling
+                # us), and never more often than a scan takes.
+                with trio.move_on_after(max(DRAIN_POLL_SECONDS, time.monotonic() - began)):
+                    await changed.wait()
+        return False
+
+    def _apply(self, found: list[int]) -> None:
+        """Send the current signal to the leftovers found that need it."""
+        if self._signal == signal.SIGKILL:
+            stubborn = [pid for pid in found if pid in self._termed]
+            if stubborn and not self._killing_told:
+                log.notice(f"{len(stubborn)} leftover process(es) ignored SIGTERM: sending SIGKILL")
+                self._killing_told = True
+            signal_all(found, signal.SIGKILL)  # again on every scan: whatever is still there
+            return
+        new = [pid for pid in found if pid not in self._termed]
+        if self._signal and new:
+            log.info(f"stopping {len(new)} leftover process(es) with {signal_name(self._signal)}")
+            signal_all(new, self._signal)
+            self._termed.update(new)
+
+
+async def _scan(skip: set[int]) -> list[int] | None:
+    # In a worker thread: 20,000 leftovers take a while to read, and the
+    # deadline must fire on time (an abandoned scan is harmless).
+    return await trio.to_thread.run_sync(descendants, skip, abandon_on_cancel=True)

@@ -9,7 +9,8 @@ own, see :func:`pyinit.run.spawn.start_item`), from its first start on: a run th
 exits before the first readiness is restarted too, within ``ready-timeout``,
 and a give-up then either ends the start-up (``on-giveup=stop``) or lets it
 go on without that sidecar (``ignore``).  At shutdown the loop stops them
-one at a time, in reverse start order.
+one at a time, in reverse start order, each in its turn of the stop budget
+(:meth:`ItemRun.stop`).
 
 Every item is forked by :func:`pyinit.run.spawn.start_item` inside
 ``reaper.spawning()``, with the main's plan changed to the item's command,
@@ -28,7 +29,7 @@ import time
 
 import trio
 
-from pyinit import log
+from pyinit import log, stopping
 from pyinit.errors import EXIT_SETUP_FAILED, PyinitError
 from pyinit.plan.services import SIDECAR
 from pyinit.plan.signals import signal_name
@@ -297,14 +298,24 @@ class ItemRun:
             kill_group(child.pid, signal.SIGKILL)
         return os.waitstatus_to_exitcode(status)
 
-    def stop(self) -> Watched | None:
-        """Send the stop-signal to this item's group; the run if it was running."""
+    async def stop(self, kill_at: float, reap_by: float) -> None:
+        """This item's stop: its stop-signal to its group now, SIGKILL at ``kill_at`` if needed."""
         self.stopping = True
         self._backoff.cancel()
         run = self.current
         if run is None:
-            return None
-        sig = self.item.stop_signal if self.item.kind == SIDECAR else signal.SIGTERM
-        log.info(f"stopping {self.label} (pid {run.pid}) with {signal_name(sig)}")
-        kill_group(run.pid, sig)
-        return run
+            return
+        pid = run.pid
+        first = self.item.stop_signal if self.item.kind == SIDECAR else signal.SIGTERM
+
+        def send(sig: int) -> None:
+            if sig == first:
+                log.info(f"stopping {self.label} (pid {pid}) with {signal_name(sig)}")
+            else:
+                log.notice(f"{self.label} still running at the deadline: sending SIGKILL")
+            kill_group(pid, sig)
+
+        ended_by = self.sup.ended_by(run)
+        if await stopping.stop(send, ended_by, first, time.monotonic(), kill_at, reap_by):
+            # Gone: not live for the leftovers' turn, even before run_sidecar wakes.
+            self.current = None
