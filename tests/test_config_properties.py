@@ -23,14 +23,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from plan_helpers import ALL_CAPS
 from sandbox import base_environment
 
 from pyinit.cli import build_parser, parse_options
 from pyinit.errors import PyinitError
 from pyinit.plan import Plan, build_plan
 from pyinit.plan.items import ALL_KEYS
-
-ALL_CAPS = (1 << 41) - 1
 
 #: A message quotes a few values, each cut to 100 characters, and a path.
 MESSAGE_LIMIT = 1200

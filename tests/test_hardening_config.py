@@ -22,16 +22,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from plan_helpers import plan_for
 from sandbox import Result, Sandbox, base_environment, run_pyinit
 
-from pyinit.cli import parse_options
 from pyinit.errors import UsageError
-from pyinit.plan import Plan, build_plan
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 ALICE = 1000
-ALL_CAPS = (1 << 41) - 1
 TIMEOUT = 30
 
 
@@ -57,12 +55,6 @@ def write(path: Path, text: str, owner: int = 0, mode: int = 0o644) -> Path:
 def hook_config(marker: Path, extra: str = "") -> str:
     """A config whose pre hook leaves MARKER behind with the uid it ran as."""
     return f'pre = ["id -u > {marker}"]\ncommand = ["true"]\n{extra}'
-
-
-def plan_for(argv: list[str], environ: dict[str, str] | None = None) -> Plan:
-    """Parse and plan in-process as root (nothing is carried out)."""
-    env = base_environment() if environ is None else environ
-    return build_plan(parse_options(argv, env), env, pid=4242, euid=0, capability_mask=ALL_CAPS)
 
 
 def error_of(argv: list[str], environ: dict[str, str] | None = None) -> str:

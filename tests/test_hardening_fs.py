@@ -24,12 +24,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from plan_helpers import plan_for
 from sandbox import Result, base_environment, run_pyinit
 
-from pyinit.cli import parse_options
 from pyinit.errors import UsageError
-from pyinit.plan import build_plan
-from pyinit.plan.capabilities import CAPABILITY_NUMBERS
 from pyinit.plan.files import FileTooLarge, NotRegularFile, read_open_regular
 from pyinit.plan.secrets import MAX_ARG_STRLEN, check_exec_budget, exec_budget
 
@@ -38,14 +36,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 UID = 1000
 GID = 1000
 TIMEOUT = 30
-ALL_CAPS = (1 << (max(CAPABILITY_NUMBERS.values()) + 1)) - 1
 needs_unshare = pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare")
-
-
-def plan_for(argv: list[str], environ: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-    """Parse and plan in-process as root (nothing is carried out)."""
-    env = base_environment() if environ is None else environ
-    return build_plan(parse_options(argv, env), env, pid=4242, euid=0, capability_mask=ALL_CAPS)
 
 
 def pyinit(*args: str, env: dict[str, str] | None = None, timeout: float = TIMEOUT) -> Result:

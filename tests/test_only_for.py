@@ -19,11 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from plan_helpers import plan_for
 from sandbox import DEFAULT_PATH, PROJECT_ROOT, Result, Sandbox, base_environment, run
 
-from pyinit.cli import parse_options
 from pyinit.errors import UsageError
-from pyinit.plan import Plan, build_plan
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -189,11 +188,6 @@ def test_config_key(sandbox: Sandbox, public_dir: Path) -> None:
 
 
 # --- the plan, in process ----------------------------------------------------------------
-
-
-def plan_for(argv: list[str], environ: dict[str, str] | None = None) -> Plan:
-    environ = {"PATH": DEFAULT_PATH} if environ is None else environ
-    return build_plan(parse_options(argv, environ), environ, pid=4242, euid=0)
 
 
 def test_plan_of_an_unmatched_command() -> None:

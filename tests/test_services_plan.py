@@ -10,30 +10,15 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from plan_helpers import ALL_CAPS, plan_for
 from sandbox import PROJECT_ROOT, PYINIT, base_environment, run
 
 from pyinit.cli import parse_options
 from pyinit.errors import UsageError, quoted
-from pyinit.plan import Plan, build_plan
+from pyinit.plan import build_plan
 from pyinit.plan.items import ALL_KEYS, parse_item_text, parse_probe
 from pyinit.plan.render import render_plan
 from pyinit.plan.services import SIDECAR, TASK, Item, Probe
-
-ALL_CAPS = (1 << 41) - 1
-
-
-def plan_for(
-    argv: list[str],
-    environ: dict[str, str] | None = None,
-    *,
-    euid: int = 0,
-    pid: int = 4242,
-    mask: int = ALL_CAPS,
-) -> Plan:
-    """Parse and plan in-process (caller ids and capabilities given)."""
-    env = base_environment() if environ is None else environ
-    options = parse_options(argv, env)
-    return build_plan(options, env, pid=pid, euid=euid, capability_mask=mask)
 
 
 def error_of(argv: list[str], environ: dict[str, str] | None = None, **kw: int) -> str:
