@@ -172,6 +172,27 @@ def run(
     return Result(proc.returncode, out, err)
 
 
+#: ``python -S -X importtime -m pyinit``: only the interpreter's start-up and pyinit's imports.
+PYINIT_IMPORTTIME = [sys.executable, "-S", "-X", "importtime", "-m", "pyinit"]
+
+
+def imported_modules(importtime_stderr: str) -> set[str]:
+    """The modules a ``python -X importtime`` run imported, read from its stderr."""
+    return {
+        line.split("|")[2].strip()
+        for line in importtime_stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+
+
+def pyinit_imports(argv: list[str]) -> set[str]:
+    """The modules ``python -m pyinit ARGV`` imports (it must exit 0), run without site."""
+    env = base_environment(PYTHONPATH=str(PROJECT_ROOT))
+    code, _, err = run([*PYINIT_IMPORTTIME, *argv], env=env)
+    assert code == 0, err
+    return imported_modules(err)
+
+
 def children(pid: int) -> list[int]:
     """The direct children of ``pid`` (from /proc/PID/task/PID/children)."""
     try:

@@ -9,13 +9,20 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from pidns import Namespace, wait_for
 from plan_helpers import plan_for
-from sandbox import PROJECT_ROOT, PYINIT, Sandbox, base_environment, run
+from sandbox import (
+    PROJECT_ROOT,
+    PYINIT,
+    PYINIT_IMPORTTIME,
+    Sandbox,
+    base_environment,
+    imported_modules,
+    run,
+)
 
 from pyinit.errors import UsageError
 from pyinit.plan import DEFAULT_STOP_TIMEOUT, Plan
@@ -289,11 +296,9 @@ def test_exec_path_with_the_variables_imports_no_config_reader(sandbox: Sandbox)
         PYINIT_MODE="exec",
         PYINIT_STOP_TIMEOUT="25",
     )
-    code, out, err = sandbox.run(
-        [sys.executable, "-S", "-X", "importtime", "-m", "pyinit", "--", "id", "-u"], env=env
-    )
+    code, out, err = sandbox.run([*PYINIT_IMPORTTIME, "--", "id", "-u"], env=env)
     assert (code, out) == (0, "65534\n"), err
-    modules = {line.split("|")[2].strip() for line in err.splitlines() if "|" in line}
+    modules = imported_modules(err)
     assert "pyinit.run.execmode" in modules
     for heavy in ("tomllib", "pyinit.plan.config", "typing", "dataclasses", "trio"):
         assert heavy not in modules, heavy

@@ -12,14 +12,22 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox import PROJECT_ROOT, PYINIT, Sandbox, base_environment, children, run_pyinit
+from sandbox import (
+    PROJECT_ROOT,
+    PYINIT,
+    PYINIT_IMPORTTIME,
+    Sandbox,
+    base_environment,
+    children,
+    imported_modules,
+    run_pyinit,
+)
 
 AS_NOBODY = ("setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups")
 
@@ -725,12 +733,7 @@ def test_exec_path_imports_nothing_heavy(sandbox: Sandbox) -> None:
     env = base_environment(PYTHONPATH=str(PROJECT_ROOT))
     code, _, err = sandbox.run(
         [
-            sys.executable,
-            "-S",
-            "-X",
-            "importtime",
-            "-m",
-            "pyinit",
+            *PYINIT_IMPORTTIME,
             "--mode",
             "exec",
             "--user",
@@ -748,11 +751,7 @@ def test_exec_path_imports_nothing_heavy(sandbox: Sandbox) -> None:
         env=env,
     )
     assert code == 0, err
-    modules = {
-        line.split("|")[2].strip()
-        for line in err.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
+    modules = imported_modules(err)
     assert "pyinit.run.execmode" in modules
     for name in HEAVY:
         assert not any(m == name or m.startswith(name + ".") for m in modules), name

@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from plan_helpers import plan_for
-from sandbox import DEFAULT_PATH, PROJECT_ROOT, Result, Sandbox, base_environment, run
+from sandbox import DEFAULT_PATH, Result, Sandbox, base_environment, pyinit_imports
 
 from pyinit.errors import UsageError
 
@@ -213,19 +212,8 @@ def test_plan_of_an_unmatched_command() -> None:
 # --- start-up cost -------------------------------------------------------------------------
 
 
-def imported(argv: list[str]) -> set[str]:
-    env = base_environment(PYTHONPATH=str(PROJECT_ROOT))
-    code, _, err = run([sys.executable, "-S", "-X", "importtime", "-m", "pyinit", *argv], env=env)
-    assert code == 0, err
-    return {
-        line.split("|")[2].strip()
-        for line in err.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
-
-
 def test_fnmatch_only_for_a_pattern() -> None:
-    assert "pyinit.plan.onlyfor" not in imported(["--mode", "exec", "--", "true"])
-    literal = imported(["--mode", "exec", "--only-for", "redis-server", "--", "true"])
+    assert "pyinit.plan.onlyfor" not in pyinit_imports(["--mode", "exec", "--", "true"])
+    literal = pyinit_imports(["--mode", "exec", "--only-for", "redis-server", "--", "true"])
     assert "pyinit.plan.onlyfor" in literal and "fnmatch" not in literal
-    assert "fnmatch" in imported(["--mode", "exec", "--only-for", "redis*", "--", "true"])
+    assert "fnmatch" in pyinit_imports(["--mode", "exec", "--only-for", "redis*", "--", "true"])

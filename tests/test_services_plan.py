@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from plan_helpers import ALL_CAPS, plan_for
-from sandbox import PROJECT_ROOT, PYINIT, base_environment, run
+from sandbox import PYINIT, base_environment, pyinit_imports, run
 
 from pyinit.cli import parse_options
 from pyinit.errors import UsageError, quoted
@@ -584,24 +583,13 @@ def test_config_errors_are_one_line_and_125(tmp_path: Path) -> None:
 # --- import cost ---------------------------------------------------------------------------------
 
 
-def imported_modules(argv: list[str]) -> set[str]:
-    env = base_environment(PYTHONPATH=str(PROJECT_ROOT))
-    code, _, err = run([sys.executable, "-S", "-X", "importtime", "-m", "pyinit", *argv], env=env)
-    assert code == 0, err
-    return {
-        line.split("|")[2].strip()
-        for line in err.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
-
-
 def test_shlex_and_tomllib_only_when_used(tmp_path: Path) -> None:
-    plain = imported_modules(["--dry-run", "--", "true"])
+    plain = pyinit_imports(["--dry-run", "--", "true"])
     assert not {"shlex", "tomllib", "pyinit.plan.items", "pyinit.plan.config"} & plain
-    items = imported_modules(["--dry-run", "--sidecar", "a -- x", "--", "true"])
+    items = pyinit_imports(["--dry-run", "--sidecar", "a -- x", "--", "true"])
     assert {"shlex", "pyinit.plan.items"} <= items
     assert "tomllib" not in items
-    config = imported_modules(["--dry-run", "--config", write(tmp_path, EXAMPLE)])
+    config = pyinit_imports(["--dry-run", "--config", write(tmp_path, EXAMPLE)])
     assert {"tomllib", "pyinit.plan.config"} <= config
 
 
