@@ -542,10 +542,10 @@ def build_plan(
     config_sources = getattr(options, "config_sources", ())
     if config_sources:
         # Before any secret is read for them: the users are known only now.
-        from pyinit.plan.config import check_config_trust
-
         main_user = _secret_target(identity, extra_groups, switch_identity, euid)
-        check_config_trust(config_sources, _item_users(services.items, main_user, euid))
+        users = _item_users(services.items, main_user, euid)
+        for source in config_sources:
+            source.check_trust(users)
 
     from_env = _split_list(environ.get("PYINIT_FILE_ENV", "")) if runs_service else []
     file_env_names = tuple(dict.fromkeys(from_env + list(options.file_env)))
