@@ -41,6 +41,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -191,6 +192,21 @@ def pyinit_imports(argv: list[str]) -> set[str]:
     code, _, err = run([*PYINIT_IMPORTTIME, *argv], env=env)
     assert code == 0, err
     return imported_modules(err)
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str, mode: int = 0o755) -> Iterator[Path]:
+    """A new directory under /tmp with ``mode``, removed with its contents on leaving.
+
+    pytest's ``tmp_path`` is root-only: a target running as another user
+    cannot reach it.  0755 lets every fixture user in; 0777 lets them write.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        path.chmod(mode)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def children(pid: int) -> list[int]:

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from sandbox import (
     children,
     imported_modules,
     run_pyinit,
+    scratch_dir,
 )
 
 AS_NOBODY = ("setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups")
@@ -175,22 +175,21 @@ def _wait_for_comm(unshare_pid: int, comm: str, timeout: float = 10.0) -> int:
 @pytest.fixture(scope="module")
 def bindir() -> Iterator[Path]:
     """A world-searchable directory with an executable, a non-executable file, a directory."""
-    directory = Path(tempfile.mkdtemp(prefix="pyinit-bin-"))
-    (directory / "hello").write_text("#!/bin/sh\necho hello from $0\n")
-    (directory / "hello").chmod(0o755)
-    (directory / "noexec").write_text("#!/bin/sh\necho never\n")
-    (directory / "noexec").chmod(0o644)
-    (directory / "adir").mkdir()
-    (directory / "garbage").write_bytes(b"\x7fELF not really\n")
-    (directory / "garbage").chmod(0o755)
-    later = directory / "later"
-    later.mkdir()
-    (later / "noexec").write_text("#!/bin/sh\necho found later\n")
-    (later / "noexec").chmod(0o755)
-    for path in (directory, later, directory / "adir"):
-        path.chmod(0o755)
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
+    with scratch_dir("pyinit-bin-") as directory:
+        (directory / "hello").write_text("#!/bin/sh\necho hello from $0\n")
+        (directory / "hello").chmod(0o755)
+        (directory / "noexec").write_text("#!/bin/sh\necho never\n")
+        (directory / "noexec").chmod(0o644)
+        (directory / "adir").mkdir()
+        (directory / "garbage").write_bytes(b"\x7fELF not really\n")
+        (directory / "garbage").chmod(0o755)
+        later = directory / "later"
+        later.mkdir()
+        (later / "noexec").write_text("#!/bin/sh\necho found later\n")
+        (later / "noexec").chmod(0o755)
+        for path in (later, directory / "adir"):
+            path.chmod(0o755)
+        yield directory
 
 
 @pytest.mark.parametrize(

@@ -16,14 +16,12 @@ process or a file is what the user sees; the rest is planned in-process.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from plan_helpers import plan_for
-from sandbox import Result, Sandbox, base_environment, run_pyinit
+from sandbox import Result, Sandbox, base_environment, run_pyinit, scratch_dir
 
 from pyinit.errors import UsageError
 
@@ -36,12 +34,8 @@ TIMEOUT = 30
 @pytest.fixture
 def confdir() -> Iterator[Path]:
     """A root-owned 0755 directory under /tmp (root-owned, sticky): a safe place for configs."""
-    path = Path(tempfile.mkdtemp(prefix="pyinit-config-"))
-    path.chmod(0o755)
-    try:
+    with scratch_dir("pyinit-config-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def write(path: Path, text: str, owner: int = 0, mode: int = 0o644) -> Path:

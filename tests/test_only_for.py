@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from plan_helpers import plan_for
-from sandbox import DEFAULT_PATH, Result, Sandbox, base_environment, pyinit_imports
+from sandbox import (
+    DEFAULT_PATH,
+    Result,
+    Sandbox,
+    base_environment,
+    pyinit_imports,
+    scratch_dir,
+)
 
 from pyinit.errors import UsageError
 
@@ -31,15 +36,13 @@ FAKE_SERVER = '#!/bin/sh\necho "$(basename "$0") uid=$(id -u) args=$*"\n'
 @pytest.fixture
 def public_dir() -> Iterator[Path]:
     """A directory every fixture user can reach, with a fake redis-server in its bin/."""
-    path = Path(tempfile.mkdtemp(prefix="pyinit-only-for-"))
-    path.chmod(0o755)
-    bin_dir = path / "bin"
-    bin_dir.mkdir(mode=0o755)
-    for name in ("redis-server", "redis-check-aof"):
-        (bin_dir / name).write_text(FAKE_SERVER)
-        (bin_dir / name).chmod(0o755)
-    yield path
-    shutil.rmtree(path)
+    with scratch_dir("pyinit-only-for-") as path:
+        bin_dir = path / "bin"
+        bin_dir.mkdir(mode=0o755)
+        for name in ("redis-server", "redis-check-aof"):
+            (bin_dir / name).write_text(FAKE_SERVER)
+            (bin_dir / name).chmod(0o755)
+        yield path
 
 
 def env_for(public_dir: Path, **extra: str) -> dict[str, str]:
