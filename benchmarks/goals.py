@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import statistics
 import subprocess
 import tempfile
 import time
@@ -20,8 +19,9 @@ from typing import Any
 
 import sidecars
 import standalone
-from measure import mono_ns, percentile
+from measure import mono_ns
 from setup_env import BENCH_DIR, Environment, compile_c, ns_prefix
+from summary import fmt, stats
 
 Row = dict[str, Any]
 STOP_SOURCE = BENCH_DIR / "stop_helper.c"
@@ -79,13 +79,6 @@ def stop_session(
         "gone_ms": (gone - t_sent) / 1e6,
         "rc": rc,
     }
-
-
-def stats(values: list[float]) -> dict[str, float] | None:
-    """p50 and p95 (nearest rank) of values, None when empty."""
-    if not values:
-        return None
-    return {"n": len(values), "p50": statistics.median(values), "p95": percentile(values, 95)}
 
 
 def run_cases(env: Environment, cases: dict[str, Callable[[], int]], reps: int, left: int) -> Row:
@@ -180,13 +173,6 @@ def measure_sidecars(env: Environment, quick: bool) -> Row:
 
 # --------------------------------------------------------------------------
 # rendering
-
-
-def fmt(value: float | None) -> str:
-    """A number with 3 significant digits or 'n/a'."""
-    if value is None:
-        return "n/a"
-    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
 def ratio(a: float | None, b: float | None) -> str:

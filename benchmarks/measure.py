@@ -7,7 +7,6 @@ the reason in that init's row instead of aborting the run.
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import statistics
@@ -19,15 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from setup_env import Environment, Init, ns_prefix
+from summary import percentile
 
 Row = dict[str, Any]
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 def summarize(values: list[float]) -> dict[str, float]:
@@ -303,10 +296,18 @@ def _parse_send(text: str) -> tuple[list[float], float | None, int]:
     return usr1, term, lost
 
 
-def _one_signal_session(
+def signal_session(
     env: Environment, init: Init | None, samples: int, settle_ms: int, gap_us: int, n: int
 ) -> Row:
-    """One target (under init, or alone): samples x USR1 then TERM; raw latencies (us)."""
+    """One signal-latency session: the helper's target under ``init`` (or alone, for None).
+
+    The helper sends ``samples`` SIGUSR1, ``gap_us`` apart after ``settle_ms``,
+    to PID 1 of the session (or the bare target), then SIGTERM.  Returns the
+    raw latencies in microseconds, kill() to the target's handler:
+    ``{"usr1": [...], "term": us or None, "lost": count, "exit_code": code}``,
+    or ``{"error": why}``.  ``n`` names this session's FIFO in the workdir.
+    Used by :func:`signal_latency` and by the sidecars section's signal goal.
+    """
     assert env.helper is not None
     helper = str(env.helper)
     fifo = env.workdir / f"sig{n}.fifo"
@@ -359,7 +360,7 @@ def signal_latency(
             if init is not None and not init.available:
                 continue
             sessions[name].append(
-                _one_signal_session(env, init, per_round, settle_ms, gap_us, n * 100 + r)
+                signal_session(env, init, per_round, settle_ms, gap_us, n * 100 + r)
             )
     rows: list[Row] = []
     for name, init in candidates:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import math
 import os
 import re
 import shlex
@@ -35,8 +34,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from measure import SessionError, _one_signal_session, find_ns_init, mono_ns
+from measure import SessionError, find_ns_init, mono_ns, signal_session
 from setup_env import BENCH_DIR, Environment, Init, compile_c, ns_prefix
+from summary import fmt, stats, table
 
 Row = dict[str, Any]
 SOURCE = BENCH_DIR / "sidecar_helper.c"
@@ -291,21 +291,6 @@ def counters(pid: int) -> Row | None:
     except (OSError, StopIteration):
         return None
     return {"switches": vol + invol, "threads": threads, "rss_kb": rss}
-
-
-def stats(values: list[float]) -> Row | None:
-    """n, p50, p95 (nearest rank), min and max; None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(0.95 * len(ordered)))
-    return {
-        "n": len(values),
-        "p50": statistics.median(values),
-        "p95": ordered[rank - 1],
-        "min": ordered[0],
-        "max": ordered[-1],
-    }
 
 
 @contextlib.contextmanager
@@ -748,7 +733,7 @@ def measure_flood_signals(
     errors: dict[str, str] = {}
     for r in range(rounds):
         for i, init in enumerate(configs):
-            row = _one_signal_session(env, init, per, 500, 2000, 9000 + 10 * r + i)
+            row = signal_session(env, init, per, 500, 2000, 9000 + 10 * r + i)
             if "error" in row:
                 errors[init.name] = row["error"]
                 continue
@@ -809,13 +794,6 @@ def measure_sidecars(env: Environment, quick: bool) -> Row:
 # rendering
 
 
-def fmt(value: float | None) -> str:
-    """A number with 3 significant digits, or 'n/a'."""
-    if value is None:
-        return "n/a"
-    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-
-
 def ratio(a: float | None, b: float | None) -> str:
     """a / b as '1.2x', or 'n/a'."""
     if a is None or not b:
@@ -832,14 +810,6 @@ def verdict(ok: bool | None) -> str:
 def q(s: Row | None, key: str) -> float | None:
     """s[key] when s is a stats dict, else None."""
     return s[key] if s else None
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table."""
-    return "\n".join(
-        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        + ["| " + " | ".join(r) + " |" for r in rows]
-    )
 
 
 def render_launch(res: Row) -> str:

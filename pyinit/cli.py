@@ -1,8 +1,9 @@
 """Command line: ``pyinit [OPTIONS] [--] COMMAND [ARG...]``.
 
 Parses options (argparse), builds the plan, then hands it to exec mode or to
-the supervisor.  The supervisor (and with it trio) is imported only when the
-plan says supervise: the exec path stays lean.
+the supervisor.  The supervisor is imported only when the plan says
+supervise, and trio later still, in the main thread, only when the
+supervisor needs its event loop: the exec path stays lean.
 """
 
 from __future__ import annotations
@@ -436,8 +437,8 @@ def main(argv: Sequence[str] | None = None, original_mask: Iterable[int] | None 
         code = EXIT_SETUP_FAILED
     if "pyinit.run.supervisor" in sys.modules:
         # Supervise mode is done and everything is reaped.  The loop thread
-        # may still be importing trio (an early exit), and the interpreter's
-        # teardown of trio's modules costs 30-50 ms of a container's stop.
+        # (a daemon) may still be running, and the interpreter's teardown of
+        # trio's modules costs 30-50 ms of a container's stop.
         os._exit(code)
     _flush_quietly()
     raise SystemExit(code)

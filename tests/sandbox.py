@@ -41,6 +41,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -170,6 +171,42 @@ def run(
             f"timed out after {timeout}s: {argv!r}\nstdout: {out}\nstderr: {err}"
         ) from None
     return Result(proc.returncode, out, err)
+
+
+#: ``python -S -X importtime -m pyinit``: only the interpreter's start-up and pyinit's imports.
+PYINIT_IMPORTTIME = [sys.executable, "-S", "-X", "importtime", "-m", "pyinit"]
+
+
+def imported_modules(importtime_stderr: str) -> set[str]:
+    """The modules a ``python -X importtime`` run imported, read from its stderr."""
+    return {
+        line.split("|")[2].strip()
+        for line in importtime_stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+
+
+def pyinit_imports(argv: list[str]) -> set[str]:
+    """The modules ``python -m pyinit ARGV`` imports (it must exit 0), run without site."""
+    env = base_environment(PYTHONPATH=str(PROJECT_ROOT))
+    code, _, err = run([*PYINIT_IMPORTTIME, *argv], env=env)
+    assert code == 0, err
+    return imported_modules(err)
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str, mode: int = 0o755) -> Iterator[Path]:
+    """A new directory under /tmp with ``mode``, removed with its contents on leaving.
+
+    pytest's ``tmp_path`` is root-only: a target running as another user
+    cannot reach it.  0755 lets every fixture user in; 0777 lets them write.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        path.chmod(mode)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def children(pid: int) -> list[int]:

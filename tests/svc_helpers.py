@@ -15,38 +15,13 @@ from typing import Any
 import trio
 
 from pyinit.errors import EXIT_NOT_FOUND, PyinitError
+from pyinit.plan.items import parse_probe
 from pyinit.plan.services import SIDECAR, Item, Probe
 
 
 def make_probe(text: str) -> Probe:
-    """A Probe from the ``ready=`` grammar (the planning helper's parser is not needed here)."""
-    fields: dict[str, Any] = {
-        "text": text,
-        "fd": None,
-        "host": None,
-        "port": None,
-        "path": None,
-        "argv": None,
-        "url": None,
-    }
-    if text == "notify":
-        return Probe(kind="notify", **fields)
-    if text.startswith("http://"):
-        hostport, _, path = text[len("http://") :].partition("/")
-        host, _, port = hostport.rpartition(":")
-        fields.update(url=text, host=host, port=int(port), path="/" + path)
-        return Probe(kind="http", **fields)
-    kind, _, rest = text.partition(":")
-    if kind == "fd":
-        fields["fd"] = int(rest)
-    elif kind == "tcp":
-        host, _, port = rest.rpartition(":")
-        fields.update(host=host or "127.0.0.1", port=int(port))
-    elif kind in ("unix", "file"):
-        fields["path"] = rest
-    elif kind == "exec":
-        fields["argv"] = tuple(rest.split())
-    return Probe(kind=kind, **fields)
+    """A Probe from the ``ready=`` grammar, parsed by the planner's own parser."""
+    return parse_probe(text, "ready=")
 
 
 def make_item(name: str, command: list[str] | tuple[str, ...], **changes: Any) -> Item:

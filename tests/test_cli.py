@@ -10,17 +10,16 @@ from pathlib import Path
 from types import MappingProxyType
 
 import pytest
+from plan_helpers import ALL_CAPS, plan_for
 from sandbox import PROJECT_ROOT, base_environment, run, run_pyinit
 
 from pyinit import __version__
 from pyinit.cli import build_parser, parse_options
 from pyinit.errors import UsageError
-from pyinit.plan import Plan, build_plan, frozen_env, required_capabilities
+from pyinit.plan import frozen_env, required_capabilities
 from pyinit.plan.capabilities import CAPABILITY_NUMBERS
 from pyinit.plan.render import render_plan
 from pyinit.record import Record
-
-ALL_CAPS = (1 << (max(CAPABILITY_NUMBERS.values()) + 1)) - 1
 
 #: The stable surface from the guide (section 1): these names must exist.
 CONTRACT_FLAGS = [
@@ -52,20 +51,6 @@ def long_options() -> list[str]:
         for opt in action.option_strings
         if opt.startswith("--")
     )
-
-
-def plan_for(
-    argv: list[str],
-    environ: dict[str, str] | None = None,
-    *,
-    euid: int = 0,
-    pid: int = 4242,
-    mask: int = ALL_CAPS,
-) -> Plan:
-    """Parse and plan without touching the system (caller ids and capabilities given)."""
-    env = base_environment() if environ is None else environ
-    options = parse_options(argv, env)
-    return build_plan(options, env, pid=pid, euid=euid, capability_mask=mask)
 
 
 # --- --version, --help, entry points ---------------------------------------------------

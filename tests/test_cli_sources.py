@@ -9,28 +9,33 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from pidns import Namespace, wait_for
-from sandbox import PROJECT_ROOT, PYINIT, Sandbox, base_environment, run
+from plan_helpers import plan_for
+from sandbox import (
+    PROJECT_ROOT,
+    PYINIT,
+    PYINIT_IMPORTTIME,
+    Sandbox,
+    base_environment,
+    imported_modules,
+    run,
+)
 
-from pyinit.cli import parse_options
 from pyinit.errors import UsageError
-from pyinit.plan import DEFAULT_STOP_TIMEOUT, Plan, build_plan
+from pyinit.plan import DEFAULT_STOP_TIMEOUT, Plan
 
 
-def plan_for(argv: list[str], env: dict[str, str] | None = None, pid: int = 4242) -> Plan:
-    """Parse and plan in-process, as root with every capability."""
-    environ = base_environment(**(env or {}))
-    options = parse_options(argv, environ)
-    return build_plan(options, environ, pid=pid, euid=0, capability_mask=(1 << 64) - 1)
+def plan_with(argv: list[str], env: dict[str, str] | None = None, pid: int = 4242) -> Plan:
+    """Parse and plan in-process, as root with every capability, ``env`` added to the base."""
+    return plan_for(argv, base_environment(**(env or {})), pid=pid)
 
 
 def error_of(argv: list[str], env: dict[str, str] | None = None, pid: int = 4242) -> str:
     with pytest.raises(UsageError) as info:
-        plan_for(argv, env, pid)
+        plan_with(argv, env, pid)
     assert info.value.exit_code == 125
     return info.value.message
 
@@ -60,7 +65,7 @@ def test_user_precedence(
 ) -> None:
     argv = ["--config", config(tmp_path, f'user = "{in_file}"\n' if in_file else "")]
     argv += ["--user", flag] if flag else []
-    plan = plan_for([*argv, "true"], {"PYINIT_USER": env} if env else None)
+    plan = plan_with([*argv, "true"], {"PYINIT_USER": env} if env else None)
     assert (plan.identity.name if plan.identity else "default") == expected
 
 
@@ -79,20 +84,20 @@ def test_stop_timeout_precedence(
 ) -> None:
     argv = ["--config", config(tmp_path, f"stop-timeout = {in_file}\n" if in_file else "")]
     argv += ["--stop-timeout", flag] if flag else []
-    plan = plan_for([*argv, "true"], {"PYINIT_STOP_TIMEOUT": env} if env else None, pid=1)
+    plan = plan_with([*argv, "true"], {"PYINIT_STOP_TIMEOUT": env} if env else None, pid=1)
     assert plan.stop_timeout == expected
 
 
 def test_mode_precedence(tmp_path: Path) -> None:
     path = config(tmp_path, 'mode = "supervise"\n')
-    assert plan_for(["--config", path, "true"]).mode == "supervise"
-    assert plan_for(["--config", path, "true"], {"PYINIT_MODE": "exec"}).mode == "exec"
+    assert plan_with(["--config", path, "true"]).mode == "supervise"
+    assert plan_with(["--config", path, "true"], {"PYINIT_MODE": "exec"}).mode == "exec"
     flag = ["--config", path, "--mode", "supervise", "true"]
-    assert plan_for(flag, {"PYINIT_MODE": "exec"}).mode == "supervise"
+    assert plan_with(flag, {"PYINIT_MODE": "exec"}).mode == "supervise"
 
 
 def test_empty_variables_are_unset() -> None:
-    plan = plan_for(["true"], {"PYINIT_USER": "", "PYINIT_MODE": "", "PYINIT_STOP_TIMEOUT": ""})
+    plan = plan_with(["true"], {"PYINIT_USER": "", "PYINIT_MODE": "", "PYINIT_STOP_TIMEOUT": ""})
     assert (plan.identity, plan.mode, plan.stop_timeout) == (None, "exec", DEFAULT_STOP_TIMEOUT)
 
 
@@ -113,7 +118,7 @@ def test_a_bad_variable_is_named(tmp_path: Path) -> None:
     # A flag's own value is still named as the flag.
     assert error_of(["--user", "nobodyy", "true"]).startswith("--user 'nobodyy': unknown user")
     # A flag that wins hides a bad variable, as PYINIT_MODE always did.
-    assert plan_for(["--user", "nobody", "true"], {"PYINIT_USER": "nobodyy"}).identity
+    assert plan_with(["--user", "nobody", "true"], {"PYINIT_USER": "nobodyy"}).identity
 
 
 def test_a_bad_variable_is_one_line_and_125_before_anything_runs(tmp_path: Path) -> None:
@@ -177,7 +182,7 @@ def test_a_supervise_only_option_means_supervise(
 ) -> None:
     path = config(tmp_path, toml + "\n")
     for argv, named in ((flags, flag), (["--config", path], f"{path}: {key}")):
-        plan = plan_for([*argv, "true"])
+        plan = plan_with([*argv, "true"])
         assert (plan.mode, plan.mode_reason) == (
             "supervise",
             f"asked: auto; {named} needs supervise",
@@ -192,16 +197,16 @@ def test_pyinit_stop_timeout_applies_only_when_supervising() -> None:
     # Set once for a whole cluster (terminationGracePeriodSeconds): it never picks the
     # mode, never conflicts with exec, and is used whenever pyinit supervises.
     env = {"PYINIT_STOP_TIMEOUT": "25"}
-    assert plan_for(["true"], env).mode == "exec"
-    assert plan_for(["--mode", "exec", "true"], env).mode == "exec"
-    assert plan_for(["true"], env, pid=1).stop_timeout == 25
-    assert plan_for(["--post", "true", "true"], env).stop_timeout == 25
+    assert plan_with(["true"], env).mode == "exec"
+    assert plan_with(["--mode", "exec", "true"], env).mode == "exec"
+    assert plan_with(["true"], env, pid=1).stop_timeout == 25
+    assert plan_with(["--post", "true", "true"], env).stop_timeout == 25
 
 
 def test_a_config_stop_timeout_still_asks_for_supervise_when_the_variable_replaces_it(
     tmp_path: Path,
 ) -> None:
-    plan = plan_for(
+    plan = plan_with(
         ["--config", config(tmp_path, "stop-timeout = 5\n"), "true"], {"PYINIT_STOP_TIMEOUT": "9"}
     )
     assert (plan.mode, plan.stop_timeout) == ("supervise", 9)
@@ -291,11 +296,9 @@ def test_exec_path_with_the_variables_imports_no_config_reader(sandbox: Sandbox)
         PYINIT_MODE="exec",
         PYINIT_STOP_TIMEOUT="25",
     )
-    code, out, err = sandbox.run(
-        [sys.executable, "-S", "-X", "importtime", "-m", "pyinit", "--", "id", "-u"], env=env
-    )
+    code, out, err = sandbox.run([*PYINIT_IMPORTTIME, "--", "id", "-u"], env=env)
     assert (code, out) == (0, "65534\n"), err
-    modules = {line.split("|")[2].strip() for line in err.splitlines() if "|" in line}
+    modules = imported_modules(err)
     assert "pyinit.run.execmode" in modules
     for heavy in ("tomllib", "pyinit.plan.config", "typing", "dataclasses", "trio"):
         assert heavy not in modules, heavy

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -23,14 +21,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from sandbox import base_environment
+from plan_helpers import ALL_CAPS
+from sandbox import base_environment, scratch_dir
 
 from pyinit.cli import build_parser, parse_options
 from pyinit.errors import PyinitError
 from pyinit.plan import Plan, build_plan
 from pyinit.plan.items import ALL_KEYS
-
-ALL_CAPS = (1 << 41) - 1
 
 #: A message quotes a few values, each cut to 100 characters, and a path.
 MESSAGE_LIMIT = 1200
@@ -161,12 +158,8 @@ DOCUMENTS = st.one_of(
 @pytest.fixture(scope="module")
 def config_path() -> Iterator[Path]:
     """A root-owned file in a root-owned 0755 directory, rewritten for each example."""
-    directory = Path(tempfile.mkdtemp(prefix="pyinit-props-"))
-    directory.chmod(0o755)
-    try:
+    with scratch_dir("pyinit-props-") as directory:
         yield directory / "pyinit.toml"
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def plan_or_error(path: Path, argv: list[str]) -> Plan | PyinitError:

@@ -12,14 +12,22 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox import PROJECT_ROOT, PYINIT, Sandbox, base_environment, children, run_pyinit
+from sandbox import (
+    PROJECT_ROOT,
+    PYINIT,
+    PYINIT_IMPORTTIME,
+    Sandbox,
+    base_environment,
+    children,
+    imported_modules,
+    run_pyinit,
+    scratch_dir,
+)
 
 AS_NOBODY = ("setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups")
 
@@ -167,22 +175,21 @@ def _wait_for_comm(unshare_pid: int, comm: str, timeout: float = 10.0) -> int:
 @pytest.fixture(scope="module")
 def bindir() -> Iterator[Path]:
     """A world-searchable directory with an executable, a non-executable file, a directory."""
-    directory = Path(tempfile.mkdtemp(prefix="pyinit-bin-"))
-    (directory / "hello").write_text("#!/bin/sh\necho hello from $0\n")
-    (directory / "hello").chmod(0o755)
-    (directory / "noexec").write_text("#!/bin/sh\necho never\n")
-    (directory / "noexec").chmod(0o644)
-    (directory / "adir").mkdir()
-    (directory / "garbage").write_bytes(b"\x7fELF not really\n")
-    (directory / "garbage").chmod(0o755)
-    later = directory / "later"
-    later.mkdir()
-    (later / "noexec").write_text("#!/bin/sh\necho found later\n")
-    (later / "noexec").chmod(0o755)
-    for path in (directory, later, directory / "adir"):
-        path.chmod(0o755)
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
+    with scratch_dir("pyinit-bin-") as directory:
+        (directory / "hello").write_text("#!/bin/sh\necho hello from $0\n")
+        (directory / "hello").chmod(0o755)
+        (directory / "noexec").write_text("#!/bin/sh\necho never\n")
+        (directory / "noexec").chmod(0o644)
+        (directory / "adir").mkdir()
+        (directory / "garbage").write_bytes(b"\x7fELF not really\n")
+        (directory / "garbage").chmod(0o755)
+        later = directory / "later"
+        later.mkdir()
+        (later / "noexec").write_text("#!/bin/sh\necho found later\n")
+        (later / "noexec").chmod(0o755)
+        for path in (later, directory / "adir"):
+            path.chmod(0o755)
+        yield directory
 
 
 @pytest.mark.parametrize(
@@ -725,12 +732,7 @@ def test_exec_path_imports_nothing_heavy(sandbox: Sandbox) -> None:
     env = base_environment(PYTHONPATH=str(PROJECT_ROOT))
     code, _, err = sandbox.run(
         [
-            sys.executable,
-            "-S",
-            "-X",
-            "importtime",
-            "-m",
-            "pyinit",
+            *PYINIT_IMPORTTIME,
             "--mode",
             "exec",
             "--user",
@@ -748,11 +750,7 @@ def test_exec_path_imports_nothing_heavy(sandbox: Sandbox) -> None:
         env=env,
     )
     assert code == 0, err
-    modules = {
-        line.split("|")[2].strip()
-        for line in err.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
+    modules = imported_modules(err)
     assert "pyinit.run.execmode" in modules
     for name in HEAVY:
         assert not any(m == name or m.startswith(name + ".") for m in modules), name

@@ -29,7 +29,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import uuid
@@ -39,7 +38,7 @@ from typing import NamedTuple
 
 import pytest
 from pidns import PYINIT, TARGET_PYTHON, UNSHARE, wait_for
-from sandbox import Sandbox, sandbox_available
+from sandbox import Sandbox, sandbox_available, scratch_dir
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None,
@@ -59,10 +58,8 @@ STOP_TIMEOUT = "0.5"
 @pytest.fixture
 def tmp_path() -> Iterator[Path]:
     """A scratch directory every user can write to (targets may run as uid 1000)."""
-    path = Path(tempfile.mkdtemp(prefix="pyinit-faults-"))
-    path.chmod(0o777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with scratch_dir("pyinit-faults-", 0o777) as path:
+        yield path
 
 
 # --------------------------------------------------------------------------

@@ -16,34 +16,26 @@ process or a file is what the user sees; the rest is planned in-process.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox import Result, Sandbox, base_environment, run_pyinit
+from plan_helpers import plan_for
+from sandbox import Result, Sandbox, base_environment, run_pyinit, scratch_dir
 
-from pyinit.cli import parse_options
 from pyinit.errors import UsageError
-from pyinit.plan import Plan, build_plan
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 ALICE = 1000
-ALL_CAPS = (1 << 41) - 1
 TIMEOUT = 30
 
 
 @pytest.fixture
 def confdir() -> Iterator[Path]:
     """A root-owned 0755 directory under /tmp (root-owned, sticky): a safe place for configs."""
-    path = Path(tempfile.mkdtemp(prefix="pyinit-config-"))
-    path.chmod(0o755)
-    try:
+    with scratch_dir("pyinit-config-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def write(path: Path, text: str, owner: int = 0, mode: int = 0o644) -> Path:
@@ -57,12 +49,6 @@ def write(path: Path, text: str, owner: int = 0, mode: int = 0o644) -> Path:
 def hook_config(marker: Path, extra: str = "") -> str:
     """A config whose pre hook leaves MARKER behind with the uid it ran as."""
     return f'pre = ["id -u > {marker}"]\ncommand = ["true"]\n{extra}'
-
-
-def plan_for(argv: list[str], environ: dict[str, str] | None = None) -> Plan:
-    """Parse and plan in-process as root (nothing is carried out)."""
-    env = base_environment() if environ is None else environ
-    return build_plan(parse_options(argv, env), env, pid=4242, euid=0, capability_mask=ALL_CAPS)
 
 
 def error_of(argv: list[str], environ: dict[str, str] | None = None) -> str:

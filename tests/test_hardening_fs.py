@@ -24,13 +24,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from plan_helpers import plan_for
 from sandbox import Result, base_environment, run_pyinit
 
-from pyinit.cli import parse_options
 from pyinit.errors import UsageError
-from pyinit.plan import build_plan
-from pyinit.plan.capabilities import CAPABILITY_NUMBERS
-from pyinit.plan.files import FileTooLarge, NotRegularFile, read_regular_file
+from pyinit.plan.files import FileTooLarge, NotRegularFile, read_open_regular
 from pyinit.plan.secrets import MAX_ARG_STRLEN, check_exec_budget, exec_budget
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -38,14 +36,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 UID = 1000
 GID = 1000
 TIMEOUT = 30
-ALL_CAPS = (1 << (max(CAPABILITY_NUMBERS.values()) + 1)) - 1
 needs_unshare = pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare")
-
-
-def plan_for(argv: list[str], environ: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-    """Parse and plan in-process as root (nothing is carried out)."""
-    env = base_environment() if environ is None else environ
-    return build_plan(parse_options(argv, env), env, pid=4242, euid=0, capability_mask=ALL_CAPS)
 
 
 def pyinit(*args: str, env: dict[str, str] | None = None, timeout: float = TIMEOUT) -> Result:
@@ -449,25 +440,35 @@ def test_devices_and_directories_are_refused(path: str, kind: str) -> None:
     assert kind in proc.stderr
 
 
-def test_read_regular_file(tmp_path: Path) -> None:
+def read_path(path: str, limit: int, *, nofollow: bool = False) -> bytes:
+    """Open ``path`` as pyinit's readers do (O_NONBLOCK) and read it with ``read_open_regular``."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    fd = os.open(path, flags | os.O_NOFOLLOW if nofollow else flags)
+    try:
+        return read_open_regular(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def test_read_open_regular(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     with pytest.raises(NotRegularFile, match="is a FIFO"):
-        read_regular_file(str(fifo), 10)
+        read_path(str(fifo), 10)
     with pytest.raises(NotRegularFile, match="character device"):
-        read_regular_file("/dev/null", 10)
+        read_path("/dev/null", 10)
     big = tmp_path / "big"
     big.write_bytes(b"x" * 11)
-    assert read_regular_file(str(big), 11) == b"x" * 11
+    assert read_path(str(big), 11) == b"x" * 11
     with pytest.raises(FileTooLarge):
-        read_regular_file(str(big), 10)
+        read_path(str(big), 10)
     link = tmp_path / "link"
     link.symlink_to(big)
-    assert read_regular_file(str(link), 20) == b"x" * 11
+    assert read_path(str(link), 20) == b"x" * 11
     with pytest.raises(OSError):
-        read_regular_file(str(link), 20, follow_symlinks=False)
+        read_path(str(link), 20, nofollow=True)
     # /proc files report size 0: read to the end all the same.
-    assert read_regular_file("/proc/self/status", 1 << 16).startswith(b"Name:")
+    assert read_path("/proc/self/status", 1 << 16).startswith(b"Name:")
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
 
 

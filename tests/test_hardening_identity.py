@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox import PYINIT, Sandbox
+from sandbox import PYINIT, Sandbox, scratch_dir
 
 MODES = ("exec", "supervise")
 
@@ -35,9 +34,7 @@ def capable_cat() -> Iterator[tuple[Path, Path]]:
     """A copy of cat with file capabilities ``cap_dac_override+ei`` and a 0600 root file."""
     if shutil.which("setcap") is None:
         pytest.skip("setcap (libcap2-bin) is not installed")
-    directory = Path(tempfile.mkdtemp(prefix="pyinit-caps-"))
-    try:
-        directory.chmod(0o755)
+    with scratch_dir("pyinit-caps-") as directory:
         cat = directory / "cat"
         shutil.copy("/bin/cat", cat)
         cat.chmod(0o755)
@@ -46,8 +43,6 @@ def capable_cat() -> Iterator[tuple[Path, Path]]:
         secret.write_text("root only\n")
         secret.chmod(0o600)
         yield cat, secret
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 # --- item 4: the inheritable set does not survive the step-down -------------------

@@ -22,13 +22,12 @@ import socket
 from pathlib import Path
 
 import pytest
+from plan_helpers import plan_for
 from sandbox import Sandbox, base_environment
 from sandbox import run_pyinit as sandbox_run_pyinit
 
-from pyinit.cli import parse_options
 from pyinit.errors import UsageError
-from pyinit.plan import Plan
-from pyinit.plan.build import build_plan, item_plan
+from pyinit.plan.build import item_plan
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (users, PID namespaces)")
 
@@ -280,11 +279,6 @@ def test_dry_run_says_who_receives_which_secret_names_never_the_values(
 
 
 # --- planning, in process -----------------------------------------------------------------
-
-
-def plan_for(args: list[str], environ: dict[str, str]) -> Plan:
-    """Parse and plan in process, as PID 4242 (supervise mode: items need it)."""
-    return build_plan(parse_options(args, environ), environ, pid=4242)
 
 
 def test_item_plan_drops_the_mains_secrets_and_adds_the_items_own(secret: Path) -> None:

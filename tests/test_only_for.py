@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox import DEFAULT_PATH, PROJECT_ROOT, Result, Sandbox, base_environment, run
+from plan_helpers import plan_for
+from sandbox import (
+    DEFAULT_PATH,
+    Result,
+    Sandbox,
+    base_environment,
+    pyinit_imports,
+    scratch_dir,
+)
 
-from pyinit.cli import parse_options
 from pyinit.errors import UsageError
-from pyinit.plan import Plan, build_plan
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -33,15 +36,13 @@ FAKE_SERVER = '#!/bin/sh\necho "$(basename "$0") uid=$(id -u) args=$*"\n'
 @pytest.fixture
 def public_dir() -> Iterator[Path]:
     """A directory every fixture user can reach, with a fake redis-server in its bin/."""
-    path = Path(tempfile.mkdtemp(prefix="pyinit-only-for-"))
-    path.chmod(0o755)
-    bin_dir = path / "bin"
-    bin_dir.mkdir(mode=0o755)
-    for name in ("redis-server", "redis-check-aof"):
-        (bin_dir / name).write_text(FAKE_SERVER)
-        (bin_dir / name).chmod(0o755)
-    yield path
-    shutil.rmtree(path)
+    with scratch_dir("pyinit-only-for-") as path:
+        bin_dir = path / "bin"
+        bin_dir.mkdir(mode=0o755)
+        for name in ("redis-server", "redis-check-aof"):
+            (bin_dir / name).write_text(FAKE_SERVER)
+            (bin_dir / name).chmod(0o755)
+        yield path
 
 
 def env_for(public_dir: Path, **extra: str) -> dict[str, str]:
@@ -191,11 +192,6 @@ def test_config_key(sandbox: Sandbox, public_dir: Path) -> None:
 # --- the plan, in process ----------------------------------------------------------------
 
 
-def plan_for(argv: list[str], environ: dict[str, str] | None = None) -> Plan:
-    environ = {"PATH": DEFAULT_PATH} if environ is None else environ
-    return build_plan(parse_options(argv, environ), environ, pid=4242, euid=0)
-
-
 def test_plan_of_an_unmatched_command() -> None:
     environ = {"PATH": DEFAULT_PATH, "PYINIT_USER": "nobody", "PYINIT_FILE_ENV": "X"}
     environ["X_FILE"] = "/nonexistent"
@@ -219,19 +215,8 @@ def test_plan_of_an_unmatched_command() -> None:
 # --- start-up cost -------------------------------------------------------------------------
 
 
-def imported(argv: list[str]) -> set[str]:
-    env = base_environment(PYTHONPATH=str(PROJECT_ROOT))
-    code, _, err = run([sys.executable, "-S", "-X", "importtime", "-m", "pyinit", *argv], env=env)
-    assert code == 0, err
-    return {
-        line.split("|")[2].strip()
-        for line in err.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
-
-
 def test_fnmatch_only_for_a_pattern() -> None:
-    assert "pyinit.plan.onlyfor" not in imported(["--mode", "exec", "--", "true"])
-    literal = imported(["--mode", "exec", "--only-for", "redis-server", "--", "true"])
+    assert "pyinit.plan.onlyfor" not in pyinit_imports(["--mode", "exec", "--", "true"])
+    literal = pyinit_imports(["--mode", "exec", "--only-for", "redis-server", "--", "true"])
     assert "pyinit.plan.onlyfor" in literal and "fnmatch" not in literal
-    assert "fnmatch" in imported(["--mode", "exec", "--only-for", "redis*", "--", "true"])
+    assert "fnmatch" in pyinit_imports(["--mode", "exec", "--only-for", "redis*", "--", "true"])

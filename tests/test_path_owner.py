@@ -10,14 +10,12 @@ stays root while its items run as ``app``.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox import Result, Sandbox
+from sandbox import Result, Sandbox, scratch_dir
 
 from pyinit.errors import UsageError
 from pyinit.plan.build import parse_chown, parse_mkdir
@@ -30,10 +28,8 @@ ALICE = (1000, 1000)
 @pytest.fixture
 def public_dir() -> Iterator[Path]:
     """A directory every fixture user can reach (pytest's tmp_path is root-only)."""
-    path = Path(tempfile.mkdtemp(prefix="pyinit-owner-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path)
+    with scratch_dir("pyinit-owner-") as path:
+        yield path
 
 
 def owner_of(path: Path) -> tuple[int, int]:

@@ -28,6 +28,7 @@ from typing import TypeVar
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from plan_helpers import ALL_CAPS
 from sandbox import PROJECT_ROOT, base_environment
 
 from pyinit.cli import parse_options
@@ -74,7 +75,6 @@ SLOW = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 
-ALL_CAPS = (1 << (max(CAPABILITY_NUMBERS.values()) + 1)) - 1
 
 # --- strategies ------------------------------------------------------------------------
 

@@ -15,14 +15,13 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sandbox
-from sandbox import Result
+from sandbox import Result, scratch_dir
 
 from pyinit.errors import PyinitError
 from pyinit.plan import Hook, RlimitStep
@@ -191,10 +190,8 @@ def test_mkdir_and_chown_refuse_the_root_directory() -> None:
 @pytest.fixture
 def public_dir() -> Iterator[Path]:
     """A directory the target user can reach (pytest's tmp_path is root-only)."""
-    path = Path(tempfile.mkdtemp(prefix="pyinit-test-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path)
+    with scratch_dir("pyinit-test-") as path:
+        yield path
 
 
 def test_umask_and_rlimits_as_the_target_sees_them(public_dir: Path) -> None:

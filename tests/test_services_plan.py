@@ -4,36 +4,20 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sandbox import PROJECT_ROOT, PYINIT, base_environment, run
+from plan_helpers import ALL_CAPS, plan_for
+from sandbox import PYINIT, base_environment, pyinit_imports, run
 
 from pyinit.cli import parse_options
 from pyinit.errors import UsageError, quoted
-from pyinit.plan import Plan, build_plan
+from pyinit.plan import build_plan
 from pyinit.plan.items import ALL_KEYS, parse_item_text, parse_probe
 from pyinit.plan.render import render_plan
 from pyinit.plan.services import SIDECAR, TASK, Item, Probe
-
-ALL_CAPS = (1 << 41) - 1
-
-
-def plan_for(
-    argv: list[str],
-    environ: dict[str, str] | None = None,
-    *,
-    euid: int = 0,
-    pid: int = 4242,
-    mask: int = ALL_CAPS,
-) -> Plan:
-    """Parse and plan in-process (caller ids and capabilities given)."""
-    env = base_environment() if environ is None else environ
-    options = parse_options(argv, env)
-    return build_plan(options, env, pid=pid, euid=euid, capability_mask=mask)
 
 
 def error_of(argv: list[str], environ: dict[str, str] | None = None, **kw: int) -> str:
@@ -599,24 +583,13 @@ def test_config_errors_are_one_line_and_125(tmp_path: Path) -> None:
 # --- import cost ---------------------------------------------------------------------------------
 
 
-def imported_modules(argv: list[str]) -> set[str]:
-    env = base_environment(PYTHONPATH=str(PROJECT_ROOT))
-    code, _, err = run([sys.executable, "-S", "-X", "importtime", "-m", "pyinit", *argv], env=env)
-    assert code == 0, err
-    return {
-        line.split("|")[2].strip()
-        for line in err.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
-
-
 def test_shlex_and_tomllib_only_when_used(tmp_path: Path) -> None:
-    plain = imported_modules(["--dry-run", "--", "true"])
+    plain = pyinit_imports(["--dry-run", "--", "true"])
     assert not {"shlex", "tomllib", "pyinit.plan.items", "pyinit.plan.config"} & plain
-    items = imported_modules(["--dry-run", "--sidecar", "a -- x", "--", "true"])
+    items = pyinit_imports(["--dry-run", "--sidecar", "a -- x", "--", "true"])
     assert {"shlex", "pyinit.plan.items"} <= items
     assert "tomllib" not in items
-    config = imported_modules(["--dry-run", "--config", write(tmp_path, EXAMPLE)])
+    config = pyinit_imports(["--dry-run", "--config", write(tmp_path, EXAMPLE)])
     assert {"tomllib", "pyinit.plan.config"} <= config
 
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from pidns import (
     run_pyinit,
     wait_for,
 )
+from sandbox import scratch_dir
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for PID namespaces")
 
@@ -30,10 +29,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for PID na
 @pytest.fixture
 def tmp_path() -> Iterator[Path]:
     """A scratch directory every user can write to (targets often run as nobody)."""
-    path = Path(tempfile.mkdtemp(prefix="pyinit-supervise-"))
-    path.chmod(0o777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with scratch_dir("pyinit-supervise-", 0o777) as path:
+        yield path
 
 
 # A target that records every signal it receives, one name per line, and

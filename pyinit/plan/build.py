@@ -24,6 +24,7 @@ from pyinit.plan.sources import named_for_its_origin, supervise_only_given, type
 from pyinit.plan.stop import DEFAULT_STOP_TIMEOUT as DEFAULT_STOP_TIMEOUT
 from pyinit.plan.userspec import (
     Identity,
+    needs_identity_switch,
     read_group,
     resolve_group,
     resolve_user_spec,
@@ -511,7 +512,7 @@ def build_plan(
             f"not PID 1 (pid {pid}): becoming a child subreaper so orphans are still reaped"
         )
 
-    switch_identity = identity is not None and _needs_identity_switch(
+    switch_identity = identity is not None and needs_identity_switch(
         identity, euid, host.egid, host.groups, extra_groups
     )
     skip_non_root = switch_identity and _cannot_switch_as_non_root(
@@ -541,10 +542,10 @@ def build_plan(
     config_sources = getattr(options, "config_sources", ())
     if config_sources:
         # Before any secret is read for them: the users are known only now.
-        from pyinit.plan.config import check_config_trust
-
         main_user = _secret_target(identity, extra_groups, switch_identity, euid)
-        check_config_trust(config_sources, _item_users(services.items, main_user, euid))
+        users = _item_users(services.items, main_user, euid)
+        for source in config_sources:
+            source.check_trust(users)
 
     from_env = _split_list(environ.get("PYINIT_FILE_ENV", "")) if runs_service else []
     file_env_names = tuple(dict.fromkeys(from_env + list(options.file_env)))
@@ -860,26 +861,6 @@ def _stop_timeout(options: Namespace) -> float:
         return parse_stop_timeout(options.stop_timeout)
     except UsageError as e:
         raise named_for_its_origin(e, options, "stop_timeout") from None
-
-
-def _needs_identity_switch(
-    identity: Identity,
-    euid: int,
-    egid: int,
-    groups: tuple[int, ...],
-    extra_groups: tuple[int, ...] = (),
-) -> bool:
-    """False when already running as the asked user (Kubernetes runAsUser), so no setuid is needed.
-
-    Root asking for root still switches: that drops root's inherited
-    supplementary groups, as gosu does.
-    """
-    if euid == 0:
-        return True
-    same_user = identity.uid == euid and identity.gid == egid
-    # --groups not held yet can only be added by a switch (which needs CAP_SETGID).
-    has_groups = set(extra_groups) <= set(groups)
-    return not (same_user and has_groups)
 
 
 def _identity_environment(identity: Identity) -> dict[str, str]:

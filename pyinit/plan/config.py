@@ -14,7 +14,7 @@ append to their lists (argparse copies a list default before appending).
 pyinit obeys the file as root (``pre`` hooks, ``user``, ``mkdir``...), so it
 is opened the way ``NAME_FILE`` secrets are (:class:`PathWalk`: never
 blocking on a FIFO, bounded in size, every directory and symlink on the way
-recorded) and :func:`check_config_trust` refuses it, once the plan knows the
+recorded) and :meth:`ConfigSource.check_trust` refuses it, once the plan knows the
 users, when the main's user or any item's could rewrite or swap it.
 
 Every problem is one line naming the file and the key, exit 125.
@@ -95,6 +95,20 @@ class ConfigSource(Record):
     is_directory: bool
     steps: StepRecorder
 
+    def check_trust(self, users: Iterable[Target]) -> None:
+        """Refuse this config file or directory if one of USERS could rewrite, swap or add to it.
+
+        USERS are the main's and every item's user pyinit steps down to: the
+        file is obeyed as root, so it gets the rule ``NAME_FILE`` secrets
+        follow (every directory and symlink on its path owned by root, none
+        writable by the user), and the file itself must not be theirs either.
+        The planner calls it through the source it was handed, without
+        importing this module (which imports the planner's parsers).
+        """
+        unsafe = _unsafe(self.path)
+        for user in users:
+            self.steps.replay(PathChecks(user, unsafe, file_too=True))
+
 
 def parse_with_config(
     paths: Sequence[str], build_parser: Callable[[], argparse.ArgumentParser], argv: Sequence[str]
@@ -102,7 +116,7 @@ def parse_with_config(
     """Parse argv over the defaults the files at PATHS give.
 
     Returns the options, the last file's ``command`` and every file and
-    directory read, in order (for :func:`check_config_trust` and --dry-run).
+    directory read, in order (for :meth:`ConfigSource.check_trust` and --dry-run).
     """
     parser = build_parser()
     merged: dict[str, Any] = {}
@@ -187,21 +201,6 @@ def parse_toml(text: str, path: str) -> dict[str, Any]:
         raise UsageError(f"{path}: TOML syntax error: arrays or tables nested too deeply") from None
     except ValueError as e:  # an integer of more than 4300 digits
         raise UsageError(f"{path}: TOML value out of range: {str(e)[:80]}") from None
-
-
-def check_config_trust(sources: Iterable[ConfigSource], users: Iterable[Target]) -> None:
-    """Refuse a config file or directory one of USERS could rewrite, swap or add to.
-
-    USERS are the main's and every item's user pyinit steps down to: the
-    file is obeyed as root, so it gets the rule ``NAME_FILE`` secrets
-    follow (every directory and symlink on its path owned by root, none
-    writable by the user), and the file itself must not be theirs either.
-    """
-    users = list(users)
-    for source in sources:
-        unsafe = _unsafe(source.path)
-        for user in users:
-            source.steps.replay(PathChecks(user, unsafe, file_too=True))
 
 
 def _unsafe(path: str) -> Callable[[Target, str], UsageError]:

@@ -28,7 +28,7 @@ from pyinit.plan.services import (
     Services,
 )
 from pyinit.plan.signals import parse_signal
-from pyinit.plan.userspec import resolve_user_spec_as
+from pyinit.plan.userspec import needs_identity_switch, resolve_user_spec_as
 from pyinit.record import Record
 
 TYPE_CHECKING = False
@@ -403,16 +403,14 @@ def _item_identity(
     spec: ItemSpec, user: str | None, who: _Who, notices: list[str]
 ) -> tuple[Identity | None, bool]:
     """The item's user and whether pyinit must switch to it; the same checks as ``--user``."""
-    from pyinit.plan.build import _needs_identity_switch
-
     if user is None:
         if who.identity is None or who.skip_non_root:
             return who.identity, False
-        return who.identity, _needs_identity_switch(
+        return who.identity, needs_identity_switch(
             who.identity, who.euid, who.host.egid, who.host.groups
         )
     identity = resolve_user_spec_as(user, f"{spec.where}: user={quoted(user)}")
-    switch = _needs_identity_switch(identity, who.euid, who.host.egid, who.host.groups)
+    switch = needs_identity_switch(identity, who.euid, who.host.egid, who.host.groups)
     if not switch:
         return identity, False
     needed = {"SETGID": f"setting gid {identity.gid} and groups"}

@@ -23,9 +23,9 @@ resolution pure, fast and identical to the runtime's own ``USER`` handling.
 from __future__ import annotations
 
 import os
-import stat
 
 from pyinit.errors import UsageError, quoted
+from pyinit.plan.files import FileTooLarge, NotRegularFile, read_open_regular
 from pyinit.record import Record
 
 MAX_ID = 2147483647
@@ -148,26 +148,17 @@ def _read_lines(path: str) -> list[str]:
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UsageError(f"cannot read {path}: not a regular file")
-        data = _read_bounded(fd, path)
+        data = read_open_regular(fd, MAX_DATABASE_BYTES)
+    except NotRegularFile:
+        raise UsageError(f"cannot read {path}: not a regular file") from None
+    except FileTooLarge:
+        raise UsageError(f"cannot read {path}: larger than {MAX_DATABASE_BYTES} bytes") from None
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}") from None
     finally:
         os.close(fd)
     text = data.decode("utf-8", errors="surrogateescape")
     return [line.strip(_LINE_SPACE) for line in text.split("\n")]
-
-
-def _read_bounded(fd: int, path: str) -> bytes:
-    chunks = []
-    size = 0
-    while chunk := os.read(fd, 1 << 20):
-        size += len(chunk)
-        if size > MAX_DATABASE_BYTES:
-            raise UsageError(f"cannot read {path}: larger than {MAX_DATABASE_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _parse_id_field(field: str, kind: str, where: str) -> int | None:
@@ -311,3 +302,23 @@ def resolve_group(name_or_gid: str, flag: str, groups: list[GroupEntry] | None =
 
 def _unique(values: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(dict.fromkeys(values))
+
+
+def needs_identity_switch(
+    identity: Identity,
+    euid: int,
+    egid: int,
+    groups: tuple[int, ...],
+    extra_groups: tuple[int, ...] = (),
+) -> bool:
+    """False when already running as the asked user (Kubernetes runAsUser), so no setuid is needed.
+
+    Root asking for root still switches: that drops root's inherited
+    supplementary groups, as gosu does.
+    """
+    if euid == 0:
+        return True
+    same_user = identity.uid == euid and identity.gid == egid
+    # --groups not held yet can only be added by a switch (which needs CAP_SETGID).
+    has_groups = set(extra_groups) <= set(groups)
+    return not (same_user and has_groups)

@@ -364,7 +364,6 @@ class NotifySocket:
         self.env = {"NOTIFY_SOCKET": "@" + self.address}
         self.pass_fds: dict[int, int] = {}
         self.leader: int | None = None
-        self.status: str | None = None
         self._trio_sock: trio.socket.SocketType | None = None
 
     def child_started(self, pid: int) -> None:
@@ -375,11 +374,6 @@ class NotifySocket:
         """Return at the first accepted ``READY=1``; STATUS= lines go to ``notice``."""
         while not await self._receive(notice):
             pass
-
-    async def follow(self, notice: Notice) -> None:
-        """After readiness: keep logging STATUS= lines until cancelled (no wake-ups otherwise)."""
-        while True:
-            await self._receive(notice)
 
     async def _receive(self, notice: Notice) -> bool:
         """Read one datagram; True if it is an accepted READY=1."""
@@ -407,7 +401,6 @@ class NotifySocket:
             if key == "READY" and value == "1":
                 ready = True
             elif key == "STATUS":
-                self.status = value
                 notice(f"{self.name}: {value}")
         return ready
 

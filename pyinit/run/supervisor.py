@@ -2,8 +2,8 @@
 
 pyinit stays PID 1 and root and runs the target as a child:
 
-1. root setup (mkdir, chown, rlimits, pre hooks), every signal still
-   blocked since pyinit's first statement;
+1. root setup (mkdir, chown, pre hooks), every signal still blocked since
+   pyinit's first statement (``--rlimit`` is set in the forked target only);
 2. fork the target (:func:`pyinit.run.spawn.start_target`), after the
    leading sidecars that need no readiness probe (the loop adopts them);
    with a task, a probe or ``--ready`` first, the loop starts the rest;
