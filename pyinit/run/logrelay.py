@@ -35,7 +35,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import re
 import threading
 
 import trio
@@ -62,12 +61,8 @@ _C0 = (*range(0x01, 0x09), *range(0x0B, 0x20), 0x7F)
 #: Bytes that may need escaping: those, and 0xC2 (the lead byte of the C1 controls in UTF-8).
 _SUSPECT = bytes([*_C0, 0xC2])
 #: What each escaped control becomes: printable ASCII, which no terminal interprets.
-_ESCAPES = tuple(
-    [(bytes([c]), b"\\x%02x" % c) for c in _C0 if c != 0x0D]
-    + [(b"\xc2" + bytes([c]), b"\\xc2\\x%02x" % c) for c in range(0x80, 0xA0)]
-)
-#: A carriage return that does not end its line (CRLF line ends are relayed as they are).
-_LONE_CR = re.compile(rb"\r(?!\n)")
+_C0_ESCAPES = tuple((bytes([c]), b"\\x%02x" % c) for c in _C0 if c != 0x0D)
+_C1_ESCAPES = tuple((b"\xc2" + bytes([c]), b"\\xc2\\x%02x" % c) for c in range(0x80, 0xA0))
 #: The most one input byte can become: an escape (4) or, for a line end, the prefix and LF.
 _ESCAPE_GROWTH = 4
 
@@ -82,12 +77,28 @@ def escape_controls(batch: bytes) -> bytes:
     """
     if len(batch.translate(None, _SUSPECT)) == len(batch):
         return batch
-    if b"\r" in batch:
-        batch = _LONE_CR.sub(rb"\\r", batch)
-    for raw, shown in _ESCAPES:
+    batch = _escape_lone_crs(batch)
+    for raw, shown in _C0_ESCAPES:
         if raw in batch:
             batch = batch.replace(raw, shown)
+    if b"\xc2" in batch:
+        for raw, shown in _C1_ESCAPES:
+            if raw in batch:
+                batch = batch.replace(raw, shown)
     return batch
+
+
+def _escape_lone_crs(batch: bytes) -> bytes:
+    """Every CR not followed by LF as ``\\r``; CRLF line ends stay as they are."""
+    crs = batch.count(b"\r")
+    if not crs:
+        return batch
+    crlfs = batch.count(b"\r\n")
+    if not crlfs:
+        return batch.replace(b"\r", b"\\r")
+    if crlfs == crs:
+        return batch
+    return b"\r\n".join([part.replace(b"\r", b"\\r") for part in batch.split(b"\r\n")])
 
 
 class Framer:
@@ -103,9 +114,10 @@ class Framer:
         """(batch, lines) for the whole lines in ``pending + data``; the rest stays pending."""
         data = self.pending + data
         self.pending = b""
-        clean = len(data.translate(None, _SUSPECT)) == len(data)
-        most = len(data) * (1 if clean else _ESCAPE_GROWTH)
-        if most + data.count(b"\n") * len(self.prefix) <= BATCH_BYTES:
+        suspects = len(data) - len(data.translate(None, _SUSPECT))
+        clean = suspects == 0
+        most = len(data) + suspects * (_ESCAPE_GROWTH - 1) + data.count(b"\n") * len(self.prefix)
+        if most <= BATCH_BYTES:
             yield from self._lines(data, clean)
             return
         for start in range(0, len(data), self._step):
