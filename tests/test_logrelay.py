@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pidns import TARGET_PYTHON, Namespace, wait_for
 
-from pyinit.run.logrelay import BATCH_BYTES, MAX_LINE, Framer, escape_controls
+from pyinit.run.logrelay import BATCH_BYTES, MAX_LINE, READ_SIZE, Framer, escape_controls
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for PID namespaces")
 
@@ -196,8 +196,17 @@ def test_without_controls_the_relay_is_byte_exact(chunks: list[bytes]) -> None:
 )
 def test_a_batch_stays_bounded_whatever_a_read_holds(data: bytes) -> None:
     batches = _frame([data] * 4)
-    # At most a piece's worth of lines, or one cut line of MAX_LINE, each escaped (x4).
-    assert max(len(batch) for batch, _ in batches) <= max(BATCH_BYTES, 4 * MAX_LINE) + 4 * 4096
+    # Prefixes and newlines up to BATCH_BYTES, plus the lines' own bytes (at most a cut
+    # line and one read), each escaped to at most 4 bytes.
+    bound = BATCH_BYTES + 4 * (MAX_LINE + READ_SIZE)
+    assert max(len(batch) for batch, _ in batches) <= bound
+    assert sum(count for _, count in batches) == b"".join(b for b, _ in batches).count(b"\n")
+
+
+def test_a_long_line_is_cut_in_pieces_of_max_line() -> None:
+    batches = _frame([b"y" * 50000] * 4 + [b"\n"], prefix=b"p | ")
+    lines = b"".join(batch for batch, _ in batches).split(b"\n")[:-1]
+    assert [len(line) for line in lines] == [4 + MAX_LINE] * 3 + [4 + 200000 - 3 * MAX_LINE]
 
 
 def test_escapes_are_what_the_docs_say() -> None:

@@ -47,11 +47,11 @@ if TYPE_CHECKING:
 
 #: Bytes (after prefixing and escaping) queued per output before the readers stop reading.
 QUEUE_BYTES = 262144
-#: A batch is cut so that, prefixed and escaped, it stays near this size.
+#: Bytes of prefixes and newlines in one batch at most (an empty line costs a whole prefix).
 BATCH_BYTES = 131072
 #: Bytes read from a pipe at once.
 READ_SIZE = 65536
-#: A line longer than this is cut and relayed in pieces.
+#: A line longer than this is cut and relayed in pieces of this size.
 MAX_LINE = 65536
 #: Bytes of pyinit's own lines held while stderr is stalled; more are dropped and counted.
 OWN_LINES_LIMIT = 262144
@@ -63,8 +63,6 @@ _SUSPECT = bytes([*_C0, 0xC2])
 #: What each escaped control becomes: printable ASCII, which no terminal interprets.
 _C0_ESCAPES = tuple((bytes([c]), b"\\x%02x" % c) for c in _C0 if c != 0x0D)
 _C1_ESCAPES = tuple((b"\xc2" + bytes([c]), b"\\xc2\\x%02x" % c) for c in range(0x80, 0xA0))
-#: The most one input byte can become: an escape (4) or, for a line end, the prefix and LF.
-_ESCAPE_GROWTH = 4
 
 
 def escape_controls(batch: bytes) -> bytes:
@@ -107,35 +105,35 @@ class Framer:
     def __init__(self, prefix: bytes) -> None:
         self.prefix = prefix
         self.pending = b""
-        #: Input bytes per piece when a read would make too big a batch (worst case: all newlines).
-        self._step = max(1, BATCH_BYTES // max(len(prefix) + 1, _ESCAPE_GROWTH))
+        #: Lines per batch at most: their prefixes and newlines stay within BATCH_BYTES.
+        self._group = max(1, BATCH_BYTES // (len(prefix) + 1))
 
     def feed(self, data: bytes) -> Iterator[tuple[bytes, int]]:
-        """(batch, lines) for the whole lines in ``pending + data``; the rest stays pending."""
+        """(batch, lines) for the whole lines in ``pending + data``; the rest stays pending.
+
+        A batch holds at most BATCH_BYTES of prefixes and newlines, plus the
+        bytes of its lines (at most this read and what was pending), escaped.
+        """
         data = self.pending + data
-        self.pending = b""
-        suspects = len(data) - len(data.translate(None, _SUSPECT))
-        clean = suspects == 0
-        most = len(data) + suspects * (_ESCAPE_GROWTH - 1) + data.count(b"\n") * len(self.prefix)
-        if most <= BATCH_BYTES:
-            yield from self._lines(data, clean)
+        *lines, self.pending = data.split(b"\n")
+        while len(self.pending) > MAX_LINE:  # at most twice: pending + one read
+            lines.append(self.pending[:MAX_LINE])
+            self.pending = self.pending[MAX_LINE:]
+        if not lines:
             return
-        for start in range(0, len(data), self._step):
-            yield from self._lines(self.pending + data[start : start + self._step], clean)
+        clean = len(data.translate(None, _SUSPECT)) == len(data)
+        if len(lines) <= self._group:
+            yield self._render(lines, clean), len(lines)
+            return
+        for start in range(0, len(lines), self._group):
+            group = lines[start : start + self._group]
+            yield self._render(group, clean), len(group)
 
     def end(self) -> bytes | None:
         """The last line, unterminated, as a batch (a newline added); None when there is none."""
         if not self.pending:
             return None
         return self._render([self.pending], clean=False)
-
-    def _lines(self, data: bytes, clean: bool) -> Iterator[tuple[bytes, int]]:
-        *lines, self.pending = data.split(b"\n")
-        if len(self.pending) > MAX_LINE:
-            lines.append(self.pending)
-            self.pending = b""
-        if lines:
-            yield self._render(lines, clean), len(lines)
 
     def _render(self, lines: list[bytes], clean: bool) -> bytes:
         # One C-level join, not a Python loop over the lines: the GIL is held
