@@ -13,14 +13,15 @@ stop reading their pipes, and the children block in their own writes
 (backpressure), never PID 1's loop and never a line dropped.  Only at exit,
 with the reader still stalled, what is queued is dropped and counted.
 
-One thread for the life of the output, not a worker per batch: memory that a
-short-lived worker allocates and PID 1's loop frees (or the reverse) lands
-in per-thread malloc arenas that glibc never gives back, and RSS grew for as
-long as lines were relayed (docs/benchmarks.md, "relay memory").  The writer
-allocates nothing per batch; it wakes the loop through an eventfd.
+One thread for the life of the output takes the batches from the queue
+itself and wakes the loop through an eventfd: no thread hand-off per batch.
+Pipes are read with ``readv`` into one reused buffer: ``os.read(fd, N)``
+allocates N bytes and shrinks them to what came, which fragmented the loop
+thread's malloc arena until RSS grew for as long as lines were relayed
+(docs/benchmarks.md, "Issue 15: relay memory").
 
 A line in ``log=prefix`` mode cannot rewrite what a terminal shows before
-it: control characters other than TAB and the line's end are escaped
+it: control characters other than NUL, TAB and the line's end are escaped
 (:func:`escape_controls`); every other byte, invalid UTF-8 included, is
 relayed as it came.
 
@@ -334,10 +335,7 @@ class LogRelay:
                 self._all_closed.set()
 
     def _read(self, read_fd: int) -> bytes:
-        # Not os.read(fd, READ_SIZE): that allocates READ_SIZE bytes and shrinks
-        # them to what came, a pattern that fragments the loop thread's malloc
-        # arena until RSS grows without end under steady relaying (one such
-        # chunk per read).  Here the one buffer is reused and the copy is exact.
+        # Not os.read (see the module's docstring): the buffer is reused, the copy exact.
         size = os.readv(read_fd, [self._read_buffer])
         return self._read_buffer[:size].tobytes()
 
