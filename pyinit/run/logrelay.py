@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import os
 import threading
 
@@ -54,6 +55,8 @@ BATCH_BYTES = 131072
 READ_SIZE = 65536
 #: A line longer than this is cut and relayed in pieces of this size.
 MAX_LINE = 65536
+#: Batches written at once (writev), well below the kernel's IOV_MAX of 1024.
+_WRITEV_BATCHES = 64
 #: Bytes of pyinit's own lines held while stderr is stalled; more are dropped and counted.
 OWN_LINES_LIMIT = 262144
 
@@ -216,29 +219,35 @@ class Output:
                     self._work.wait()
                 if self._closed:
                     return
-                data, lines = self._queue[0]
-            _write_all(self.fd, data)
+                # All that is queued, in one writev: one GIL round trip per
+                # wake-up, not per batch, when the loop is ahead of the reader.
+                batches = list(itertools.islice(self._queue, _WRITEV_BATCHES))
+            _write_all(self.fd, [data for data, _ in batches])
             with self._lock:
                 if self._closed:
                     return
-                self._queue.popleft()
-                self._queued_bytes -= len(data)
-                self._queued_lines -= lines
+                for data, lines in batches:
+                    self._queue.popleft()
+                    self._queued_bytes -= len(data)
+                    self._queued_lines -= lines
                 wake, self._waiting = self._waiting, False
             if wake:
                 os.eventfd_write(self._wakeup, 1)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
+def _write_all(fd: int, buffers: list[bytes]) -> None:
+    views = [memoryview(data) for data in buffers]
+    while views:
         try:
-            written = os.write(fd, view)
+            written = os.writev(fd, views)
         except InterruptedError:
             continue
         except OSError:
             return  # a closed stdout: nobody can read these lines
-        view = view[written:]
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if views:
+            views[0] = views[0][written:]
 
 
 class LogRelay:
