@@ -13,8 +13,8 @@ stop reading their pipes, and the children block in their own writes
 (backpressure), never PID 1's loop and never a line dropped.  Only at exit,
 with the reader still stalled, what is queued is dropped and counted.
 
-One thread for the life of the output takes the batches from the queue
-itself and wakes the loop through an eventfd: no thread hand-off per batch.
+One thread for the life of the output takes what is queued itself (one
+writev) and wakes the loop through an eventfd: no thread hand-off per batch.
 Pipes are read with ``readv`` into one reused buffer: ``os.read(fd, N)``
 allocates N bytes and shrinks them to what came, which fragmented the loop
 thread's malloc arena until RSS grew for as long as lines were relayed
