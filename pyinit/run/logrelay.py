@@ -1,16 +1,29 @@
 """The log relay: sidecars' and tasks' output, line by line, as ``NAME | line`` (docs/services.md).
 
 Each relayed stream is a pipe: the child writes its end as fd 1 or 2, a
-trio task reads ours and splits lines.  Lines go out in batches (one write
-per read) to pyinit's own stdout or stderr.
+trio task reads ours and splits lines (:class:`Framer`).  Lines go out in
+batches to pyinit's own stdout or stderr.
 
 pyinit's stdout is shared with the main (the same open file description), so
-it must not be switched to O_NONBLOCK: the writes happen in a worker thread,
-one per output, and only the thread waits on a stalled reader.  Between the
-readers and the writer is a bounded queue: when it is full the readers stop
-reading their pipes, and the children block in their own writes
+it must not be switched to O_NONBLOCK: the writes happen in one long-lived
+thread per output, and only that thread waits on a stalled reader.  Between
+the readers and the writer is a queue bounded in bytes, counted after
+prefixing and escaping (what PID 1 really holds): when it is full the readers
+stop reading their pipes, and the children block in their own writes
 (backpressure), never PID 1's loop and never a line dropped.  Only at exit,
 with the reader still stalled, what is queued is dropped and counted.
+
+One thread for the life of the output takes what is queued itself (one
+writev) and wakes the loop through an eventfd: no thread hand-off per batch.
+Pipes are read with ``readv`` into one reused buffer: ``os.read(fd, N)``
+allocates N bytes and shrinks them to what came, which fragmented the loop
+thread's malloc arena until RSS grew for as long as lines were relayed
+(docs/benchmarks.md, "Issue 15: relay memory").
+
+A line in ``log=prefix`` mode cannot rewrite what a terminal shows before
+it: control characters other than NUL, TAB and the line's end are escaped
+(:func:`escape_controls`); every other byte, invalid UTF-8 included, is
+relayed as it came.
 
 With services, pyinit's own lines take the same queue to stderr while the
 loop runs (:meth:`LogRelay.own_lines`), from any thread: whole lines
@@ -20,8 +33,11 @@ stalled reader.  Past a bound they are dropped and counted.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import itertools
 import os
+import threading
 
 import trio
 
@@ -29,53 +45,209 @@ from pyinit import log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
-#: Batches queued per output before the readers stop reading (each at most READ_SIZE lines' worth).
-QUEUE_BATCHES = 16
+#: Bytes (after prefixing and escaping) queued per output before the readers stop reading.
+QUEUE_BYTES = 262144
+#: Bytes of prefixes and newlines in one batch at most (an empty line costs a whole prefix).
+BATCH_BYTES = 131072
 #: Bytes read from a pipe at once.
 READ_SIZE = 65536
-#: A line longer than this is cut and relayed in pieces.
+#: A line longer than this is cut and relayed in pieces of this size.
 MAX_LINE = 65536
+#: Batches written at once (writev), well below the kernel's IOV_MAX of 1024.
+_WRITEV_BATCHES = 64
 #: Bytes of pyinit's own lines held while stderr is stalled; more are dropped and counted.
 OWN_LINES_LIMIT = 262144
 
+#: C0 controls a terminal acts on: all but NUL (ignored), TAB and LF (the line's end); and DEL.
+_C0 = (*range(0x01, 0x09), *range(0x0B, 0x20), 0x7F)
+#: Bytes that may need escaping: those, and 0xC2 (the lead byte of the C1 controls in UTF-8).
+_SUSPECT = bytes([*_C0, 0xC2])
+#: What each escaped control becomes: printable ASCII, which no terminal interprets.
+_C0_ESCAPES = tuple((bytes([c]), b"\\x%02x" % c) for c in _C0 if c != 0x0D)
+_C1_ESCAPES = tuple((b"\xc2" + bytes([c]), b"\\xc2\\x%02x" % c) for c in range(0x80, 0xA0))
+
+
+def escape_controls(batch: bytes) -> bytes:
+    """``batch`` with every control a terminal would act on shown as ``\\xNN`` (CR as ``\\r``).
+
+    Escaped: C0 controls except NUL, TAB and LF, a CR not followed by LF, DEL,
+    and the C1 controls as UTF-8 encodes them (0xC2 0x80-0x9F).  Every
+    other byte, invalid UTF-8 included, stays as it is.  One C-level pass
+    when there is nothing to escape, a few more when there is.
+    """
+    if len(batch.translate(None, _SUSPECT)) == len(batch):
+        return batch
+    batch = _escape_lone_crs(batch)
+    for raw, shown in _C0_ESCAPES:
+        if raw in batch:
+            batch = batch.replace(raw, shown)
+    if b"\xc2" in batch:
+        for raw, shown in _C1_ESCAPES:
+            if raw in batch:
+                batch = batch.replace(raw, shown)
+    return batch
+
+
+def _escape_lone_crs(batch: bytes) -> bytes:
+    """Every CR not followed by LF as ``\\r``; CRLF line ends stay as they are."""
+    crs = batch.count(b"\r")
+    if not crs:
+        return batch
+    crlfs = batch.count(b"\r\n")
+    if not crlfs:
+        return batch.replace(b"\r", b"\\r")
+    if crlfs == crs:
+        return batch
+    return b"\r\n".join([part.replace(b"\r", b"\\r") for part in batch.split(b"\r\n")])
+
+
+class Framer:
+    """One pipe's bytes into prefixed, escaped batches of whole lines, each of bounded size."""
+
+    def __init__(self, prefix: bytes) -> None:
+        self.prefix = prefix
+        self.pending = b""
+        #: Lines per batch at most: their prefixes and newlines stay within BATCH_BYTES.
+        self._group = max(1, BATCH_BYTES // (len(prefix) + 1))
+
+    def feed(self, data: bytes) -> Iterator[tuple[bytes, int]]:
+        """(batch, lines) for the whole lines in ``pending + data``; the rest stays pending.
+
+        A batch holds at most BATCH_BYTES of prefixes and newlines, plus the
+        bytes of its lines (at most this read and what was pending), escaped.
+        """
+        data = self.pending + data
+        *lines, self.pending = data.split(b"\n")
+        while len(self.pending) > MAX_LINE:  # at most twice: pending + one read
+            lines.append(self.pending[:MAX_LINE])
+            self.pending = self.pending[MAX_LINE:]
+        if not lines:
+            return
+        clean = len(data.translate(None, _SUSPECT)) == len(data)
+        if len(lines) <= self._group:
+            yield self._render(lines, clean), len(lines)
+            return
+        for start in range(0, len(lines), self._group):
+            group = lines[start : start + self._group]
+            yield self._render(group, clean), len(group)
+
+    def end(self) -> bytes | None:
+        """The last line, unterminated, as a batch (a newline added); None when there is none."""
+        if not self.pending:
+            return None
+        return self._render([self.pending], clean=False)
+
+    def _render(self, lines: list[bytes], clean: bool) -> bytes:
+        # One C-level join, not a Python loop over the lines: the GIL is held
+        # for microseconds per batch, so a flood does not keep the signal
+        # intake waiting.
+        batch = self.prefix + (b"\n" + self.prefix).join(lines) + b"\n"
+        return batch if clean else escape_controls(batch)
+
 
 class Output:
-    """One of pyinit's own output fds, written by a worker thread from a bounded queue."""
+    """One of pyinit's output fds: a queue bounded in bytes, written by one long-lived thread."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.send, self._receive = trio.open_memory_channel[tuple[bytes, int]](QUEUE_BATCHES)
-        self.queued_lines = 0
-        self.idle = trio.Event()
-        self.idle.set()
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._queue: collections.deque[tuple[bytes, int]] = collections.deque()
+        self._queued_bytes = 0
+        self._queued_lines = 0
+        self._closed = False
+        #: Set (under the lock) while the loop waits for the queue to shrink.
+        self._waiting = False
+        self._wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._shrunk = trio.Event()
+        threading.Thread(target=self._write_forever, name=f"pyinit-out-{fd}", daemon=True).start()
 
     async def put(self, data: bytes, lines: int) -> None:
-        """Queue a batch; waits (backpressure) while the queue is full."""
-        self.queued_lines += lines
-        self.idle = trio.Event() if self.idle.is_set() else self.idle
-        await self.send.send((data, lines))
+        """Queue a batch; waits (backpressure) while the queue is full.
 
-    async def write_forever(self) -> None:
-        """Write queued batches in order, in a worker thread."""
-        async for data, lines in self._receive:
-            await trio.to_thread.run_sync(_write_all, self.fd, data, abandon_on_cancel=True)
-            self.queued_lines -= lines
-            if self.queued_lines == 0:
-                self.idle.set()
+        A batch always fits an empty queue, so one bigger than the bound
+        cannot wait forever.
+        """
+        while True:
+            shrunk = self._shrunk
+            with self._lock:
+                room = self._queued_bytes + len(data) <= QUEUE_BYTES
+                if room or not self._queue:
+                    self._queue.append((data, lines))
+                    self._queued_bytes += len(data)
+                    self._queued_lines += lines
+                    self._work.notify()
+                    return
+                self._waiting = True
+            await shrunk.wait()
+
+    async def wait_idle(self) -> None:
+        """Wait until every queued line is written."""
+        while True:
+            shrunk = self._shrunk
+            with self._lock:
+                if not self._queue:
+                    return
+                self._waiting = True
+            await shrunk.wait()
+
+    async def watch(self) -> None:
+        """Wake the loop's waiters whenever the writer says the queue shrank (a trio task)."""
+        while True:
+            await trio.lowlevel.wait_readable(self._wakeup)
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self._wakeup)
+            self._shrunk.set()
+            self._shrunk = trio.Event()
+
+    def close(self) -> int:
+        """Stop writing (what is queued is dropped); the number of lines dropped."""
+        with self._lock:
+            self._closed = True
+            dropped = self._queued_lines
+            self._queue.clear()
+            self._queued_bytes = self._queued_lines = 0
+            self._work.notify()
+        return dropped
+
+    def _write_forever(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._closed:
+                    self._work.wait()
+                if self._closed:
+                    return
+                # All that is queued, in one writev: one GIL round trip per
+                # wake-up, not per batch, when the loop is ahead of the reader.
+                batches = list(itertools.islice(self._queue, _WRITEV_BATCHES))
+            _write_all(self.fd, [data for data, _ in batches])
+            with self._lock:
+                if self._closed:
+                    return
+                for data, lines in batches:
+                    self._queue.popleft()
+                    self._queued_bytes -= len(data)
+                    self._queued_lines -= lines
+                wake, self._waiting = self._waiting, False
+            if wake:
+                os.eventfd_write(self._wakeup, 1)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
+def _write_all(fd: int, buffers: list[bytes]) -> None:
+    views = [memoryview(data) for data in buffers]
+    while views:
         try:
-            written = os.write(fd, view)
+            written = os.writev(fd, views)
         except InterruptedError:
             continue
         except OSError:
             return  # a closed stdout: nobody can read these lines
-        view = view[written:]
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if views:
+            views[0] = views[0][written:]
 
 
 class LogRelay:
@@ -83,6 +255,8 @@ class LogRelay:
 
     def __init__(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
+        #: Every pipe is read into this one buffer (the loop is one thread), then copied out.
+        self._read_buffer = memoryview(bytearray(READ_SIZE))
         self._outputs: dict[int, Output] = {}
         self._open_pipes = 0
         self._all_closed = trio.Event()
@@ -140,41 +314,39 @@ class LogRelay:
     def _output(self, fd: int) -> Output:
         if fd not in self._outputs:
             self._outputs[fd] = Output(fd)
-            self._nursery.start_soon(self._outputs[fd].write_forever)
+            self._nursery.start_soon(self._outputs[fd].watch)
         return self._outputs[fd]
 
     async def _pump(self, read_fd: int, prefix: bytes, output: Output) -> None:
         os.set_blocking(read_fd, False)
-        pending = b""
+        framer = Framer(prefix)
         try:
             while True:
                 await trio.lowlevel.wait_readable(read_fd)
                 try:
-                    data = os.read(read_fd, READ_SIZE)
+                    data = self._read(read_fd)
                 except BlockingIOError:
                     continue
                 except OSError:
                     data = b""
                 if not data:
                     break
-                *lines, pending = (pending + data).split(b"\n")
-                if len(pending) > MAX_LINE:
-                    lines.append(pending)
-                    pending = b""
-                if lines:
-                    # One C-level join, not a Python loop over the lines: the
-                    # GIL is held for microseconds per read, so a flood does
-                    # not keep the signal intake waiting.
-                    batch = prefix + (b"\n" + prefix).join(lines) + b"\n"
-                    await output.put(batch, len(lines))
-            if pending:
-                await output.put(prefix + pending + b"\n", 1)  # the last line, unterminated
+                for batch, lines in framer.feed(data):
+                    await output.put(batch, lines)
+            last = framer.end()
+            if last is not None:
+                await output.put(last, 1)  # the last line, unterminated
         finally:
             trio.lowlevel.notify_closing(read_fd)
             os.close(read_fd)
             self._open_pipes -= 1
             if self._open_pipes == 0:
                 self._all_closed.set()
+
+    def _read(self, read_fd: int) -> bytes:
+        # Not os.read (see the module's docstring): the buffer is reused, the copy exact.
+        size = os.readv(read_fd, [self._read_buffer])
+        return self._read_buffer[:size].tobytes()
 
     async def drain(self, until: float) -> None:
         """Wait (until trio time ``until``) for every pipe's EOF and every line written.
@@ -186,10 +358,10 @@ class LogRelay:
             while self._own:  # pyinit's own lines, still to be taken into the queue
                 await self._own_taken.wait()
             for output in self._outputs.values():
-                await output.idle.wait()
+                await output.wait_idle()
         log.set_writer(None)  # from here on pyinit's own lines go straight out
         self._own_dropped += len(self._own)
-        dropped = sum(output.queued_lines for output in self._outputs.values())
+        dropped = sum(output.close() for output in self._outputs.values())
         if dropped:
             with contextlib.suppress(OSError):
                 log.warning(f"dropped {dropped} log line(s) of sidecars/tasks: output stalled")
