@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import sandbox
@@ -133,3 +133,14 @@ def zombies_in(pids: Sequence[int]) -> list[int]:
         if stat.rpartition(")")[2].split()[0] == "Z":
             found.append(pid)
     return found
+
+
+@contextlib.contextmanager
+def unread_pipe() -> Iterator[tuple[int, int]]:
+    """A pipe nobody reads: (read end, write end); a writer stalls once it is full."""
+    read_end, write_end = os.pipe()
+    try:
+        yield read_end, write_end
+    finally:
+        os.close(read_end)
+        os.close(write_end)

@@ -13,13 +13,12 @@ import re
 import signal
 import termios
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pidns import TARGET_PYTHON, Namespace, wait_for
+from pidns import TARGET_PYTHON, Namespace, unread_pipe, wait_for
 
 from pyinit.run.logrelay import BATCH_BYTES, MAX_LINE, READ_SIZE, Framer, escape_controls
 
@@ -73,17 +72,6 @@ def test_an_item_cannot_forge_another_items_prefix_and_raw_stays_byte_exact(
     assert b"raw:" + FORGERIES in got  # log=raw: the very bytes the sidecar wrote
 
 
-@contextlib.contextmanager
-def _unread_pipe() -> Iterator[tuple[int, int]]:
-    """A pipe nobody reads: (read end, write end)."""
-    read_end, write_end = os.pipe()
-    try:
-        yield read_end, write_end
-    finally:
-        os.close(read_end)
-        os.close(write_end)
-
-
 def _peak_kb(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.findall(r"VmHWM:\s+(\d+)", status)[0])
@@ -107,7 +95,7 @@ def _peak_with_stalled_stdout(sidecar: str, flooding: bool) -> int:
 
     Read once a flooding sidecar is blocked in its own write, else once its line is out.
     """
-    with _unread_pipe() as (read_end, write_end), Namespace(
+    with unread_pipe() as (read_end, write_end), Namespace(
         ["--stop-timeout", "2", "--sidecar", sidecar, "--", "sleep", "30"], stdout=write_end
     ) as ns:  # fmt: skip
         if flooding:

@@ -6,18 +6,16 @@ recorded, exit codes, pids, users, files on disk, log lines.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import re
 import shutil
 import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pidns import TARGET_PYTHON, Namespace, run_pyinit, wait_for
+from pidns import TARGET_PYTHON, Namespace, run_pyinit, unread_pipe, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for PID namespaces")
 
@@ -338,7 +336,7 @@ def test_a_stalled_stdout_neither_blocks_forwarding_nor_the_exit(tmp_path: Path)
         f"import signal, time; signal.signal(signal.SIGUSR1, lambda *a: open({str(got)!r}, 'w'));"
         f" open({str(started)!r}, 'w'); signal.pause(); time.sleep(30)"
     )
-    with _unread_pipe() as (read_end, write_end), Namespace(
+    with unread_pipe() as (read_end, write_end), Namespace(
         ["--stop-timeout", "2", "--sidecar", "flood -- yes 0123456789abcdef",
          "--", TARGET_PYTHON, "-c", main],
         stdout=write_end,
@@ -371,7 +369,7 @@ def test_a_stalled_stderr_blocks_neither_the_intake_nor_the_exit(
         "time.sleep(30)\n"
     )
     with (
-        _unread_pipe() as (read_end, write_end),
+        unread_pipe() as (read_end, write_end),
         Namespace(
             ["-v", "--stop-timeout", "3", *sidecars, "--", TARGET_PYTHON, "-c", main],
             stderr=write_end,
@@ -380,17 +378,6 @@ def test_a_stalled_stderr_blocks_neither_the_intake_nor_the_exit(
         wait_for(done.exists, what="the main's 3000 orphans")
         code, _, _ = _forward_then_stop(ns, read_end, got)
     assert code == 128 + signal.SIGTERM
-
-
-@contextlib.contextmanager
-def _unread_pipe() -> Iterator[tuple[int, int]]:
-    """A pipe nobody reads: what pyinit writes to its write end stalls once it is full."""
-    read_end, write_end = os.pipe()
-    try:
-        yield read_end, write_end
-    finally:
-        os.close(read_end)
-        os.close(write_end)
 
 
 def _forward_then_stop(ns: Namespace, read_end: int, got: Path) -> tuple[int, str, str]:
