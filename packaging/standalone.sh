@@ -16,7 +16,9 @@
 #    zlib linked in statically (PYI_STATIC_ZLIB=1: the launcher then needs only libc),
 #    and trio with its pinned dependencies (constraints.txt);
 # 3. PyInstaller --onedir from packaging/pyinit.spec, which leaves out the modules
-#    pyinit never imports and the runtime hooks it does not need;
+#    pyinit never imports and the runtime hooks it does not need, collects pyinit and
+#    the standard library as plain .pyc files (faster to start than PyInstaller's
+#    archives) and keeps PyInstaller's bootstrap from loading ctypes;
 # 4. packaging/check_bundle.py: every library needed from outside the folder is glibc's,
 #    and the highest GLIBC_x.y asked for is the floor it prints.
 set -euo pipefail

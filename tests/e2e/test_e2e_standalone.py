@@ -144,6 +144,21 @@ def test_target_gets_the_containers_environment(container: ContainerFactory, mod
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("mode", ["supervise", "exec"])
+def test_no_new_privs_through_ctypes(container: ContainerFactory, mode: str) -> None:
+    """--no-new-privs (prctl through ctypes) works: the bundle's stand-in for PyInstaller's
+    ctypes hook (packaging/pyimod03_ctypes.py) leaves ctypes itself whole."""
+    ctr = container(
+        NAME,
+        cmd=["grep", "NoNewPrivs", "/proc/self/status"],
+        env={"PYINIT_MODE": mode},
+        pyinit_flags=["--no-new-privs"],
+    )
+    assert ctr.wait(60) == 0, ctr.logs()
+    assert ctr.stdout.split() == ["NoNewPrivs:", "1"], ctr.logs()
+
+
+@pytest.mark.e2e
 def test_read_only_root_without_tmp_and_sigterm(
     podman: Podman, images: Callable[[str], Image], data_dir: Path
 ) -> None:
