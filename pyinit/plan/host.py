@@ -9,21 +9,37 @@ any host they like.
 from __future__ import annotations
 
 import os
+import resource
 
 from pyinit.plan.capabilities import read_capability_sets
 from pyinit.record import Record
 
 
 class Host(Record):
-    """Who and where pyinit runs: ids, groups, capabilities, its pid and parent."""
+    """Who and where pyinit runs: ids, groups, capabilities, pid, session, terminal, limits."""
 
-    __slots__ = ("capabilities", "gids", "groups", "pid", "ppid", "uids")
+    __slots__ = (
+        "capabilities",
+        "controlling_terminal",
+        "gids",
+        "groups",
+        "pgrp",
+        "pid",
+        "ppid",
+        "rlimits",
+        "sid",
+        "uids",
+    )
     pid: int
     ppid: int
+    pgrp: int  # the process group pyinit is in
+    sid: int  # the session pyinit is in
+    controlling_terminal: bool  # whether /dev/tty opens: pyinit's session has a terminal
     uids: tuple[int, int, int]  # real, effective, saved
     gids: tuple[int, int, int]  # real, effective, saved
     groups: tuple[int, ...]  # supplementary groups
     capabilities: tuple[tuple[str, int], ...]  # ("CapEff", mask), ... from /proc/self/status
+    rlimits: tuple[tuple[int, int, int], ...]  # (RLIMIT_*, soft, hard) of every resource
 
     @property
     def euid(self) -> int:
@@ -35,9 +51,27 @@ class Host(Record):
         """The effective gid."""
         return self.gids[1]
 
+    @property
+    def real_ids(self) -> tuple[int, int]:
+        """The real (uid, gid): what a user spec without a user or group part stands for."""
+        return self.uids[0], self.gids[0]
+
     def capability_set(self, field: str) -> int:
         """The mask of one capability set (``CapEff``, ``CapInh``, ...); 0 if unknown."""
         return dict(self.capabilities).get(field, 0)
+
+    def hard_limit(self, which: int) -> int:
+        """The hard limit of ``which`` (``resource.RLIMIT_*``); RLIM_INFINITY if unknown."""
+        for number, _, hard in self.rlimits:
+            if number == which:
+                return hard
+        return resource.RLIM_INFINITY
+
+    @property
+    def fd_table_size(self) -> int:
+        """How many descriptors pyinit may have: the RLIMIT_NOFILE hard limit, at most 2**31."""
+        hard = self.hard_limit(resource.RLIMIT_NOFILE)
+        return 2**31 if hard == resource.RLIM_INFINITY or hard > 2**31 else hard
 
 
 def read_host() -> Host:
@@ -45,8 +79,33 @@ def read_host() -> Host:
     return Host(
         pid=os.getpid(),
         ppid=os.getppid(),
+        pgrp=os.getpgrp(),
+        sid=os.getsid(0),
+        controlling_terminal=has_controlling_terminal(),
         uids=os.getresuid(),
         gids=os.getresgid(),
         groups=tuple(os.getgroups()),
         capabilities=tuple(sorted(read_capability_sets().items())),
+        rlimits=_read_rlimits(),
     )
+
+
+def has_controlling_terminal() -> bool:
+    """Whether this process's session has a controlling terminal (``/dev/tty`` opens)."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def _read_rlimits() -> tuple[tuple[int, int, int], ...]:
+    numbers = sorted({getattr(resource, n) for n in dir(resource) if n.startswith("RLIMIT_")})
+    limits = []
+    for number in numbers:
+        try:
+            limits.append((number, *resource.getrlimit(number)))
+        except (OSError, ValueError):
+            continue  # a limit this kernel does not know
+    return tuple(limits)
