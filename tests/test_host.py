@@ -131,3 +131,14 @@ def test_a_spec_without_a_user_part_means_the_snapshots_real_uid() -> None:
     assert plan.identity is not None and (plan.identity.uid, plan.identity.gid) == (500, 2000)
     owner = plan.mkdirs[0].owner
     assert owner is not None and (owner.uid, owner.gid) == (500, 2001)
+
+
+def test_the_kernels_nofile_cap_is_the_snapshots() -> None:
+    host = read_host().replace(nr_open=1000)
+    argv = options("--rlimit", "nofile=2000", "--", "true")
+    with pytest.raises(UsageError) as info:
+        build_plan(argv, {}, host=host, capability_mask=ALL_CAPS)
+    assert info.value.message == (
+        "--rlimit 'nofile=2000': the kernel allows at most 1000 open files (fs.nr_open)"
+    )
+    assert build_plan(argv, {}, host=host.replace(nr_open=4000), capability_mask=ALL_CAPS)

@@ -392,8 +392,11 @@ def _normalise(path: str) -> str:
 RLIMIT_ALIASES = {"nofile": "NOFILE", "openfiles": "NOFILE", "procs": "NPROC"}
 
 
-def parse_rlimit(text: str) -> RlimitStep:
-    """Parse ``NAME=SOFT[:HARD]``; NAME as RLIMIT_* without prefix, values or ``unlimited``."""
+def parse_rlimit(text: str, nr_open: int | None = None) -> RlimitStep:
+    """Parse ``NAME=SOFT[:HARD]``; NAME as RLIMIT_* without prefix, values or ``unlimited``.
+
+    ``nr_open`` (the host snapshot's fs.nr_open), when known, caps nofile.
+    """
     flag = "--rlimit"
     name_text, sep, values = text.partition("=")
     if not sep or not values:
@@ -413,8 +416,8 @@ def parse_rlimit(text: str) -> RlimitStep:
     hard = _parse_limit_value(hard_text, flag, text) if hard_text else soft
     if _limit_exceeds(soft, hard):
         raise UsageError(f"{flag} {quoted(text)}: soft limit is above the hard limit")
-    if number == resource.RLIMIT_NOFILE:
-        _check_nofile(hard, text)
+    if number == resource.RLIMIT_NOFILE and nr_open is not None:
+        _check_nofile(hard, text, nr_open)
     return RlimitStep(name=name.lower(), resource=number, soft=soft, hard=hard)
 
 
@@ -439,17 +442,9 @@ def _parse_limit_value(value: str, flag: str, text: str) -> int:
     return number
 
 
-NR_OPEN_PATH = "/proc/sys/fs/nr_open"
-
-
-def _check_nofile(hard: int, text: str) -> None:
+def _check_nofile(hard: int, text: str, nr_open: int) -> None:
     # The kernel refuses (EPERM) any nofile limit above fs.nr_open, unlimited
     # included: say so now rather than fail after the setup began.
-    try:
-        with open(NR_OPEN_PATH, "rb") as f:
-            nr_open = int(f.read(32).strip())
-    except (OSError, ValueError):
-        return
     if _limit_exceeds(hard, nr_open):
         raise UsageError(
             f"--rlimit {quoted(text)}: the kernel allows at most {nr_open} open files (fs.nr_open)"
@@ -623,7 +618,7 @@ def build_plan(
         parse_chown(p, options.chown_policy, options.chown_cross_mounts, host.real_ids)
         for p in options.chown
     )
-    rlimits = tuple(parse_rlimit(r) for r in options.rlimit)
+    rlimits = tuple(parse_rlimit(r, host.nr_open) for r in options.rlimit)
     pre_hooks = [shell_hook(c, "--pre") for c in options.pre]
     for directory in options.pre_dir:
         pre_hooks.extend(hooks_from_directory(directory))
@@ -823,7 +818,7 @@ def _plan_services(
     identity: Identity | None,
     skip_non_root: bool,
     euid: int,
-    capability_mask: int | None,
+    capability_mask: int,
     host: Host,
 ) -> Services:
     """Sidecars, tasks and --ready (pyinit.plan.items, imported only when they are used)."""
@@ -843,7 +838,7 @@ def _plan_services(
     )
 
 
-def _cannot_switch_as_non_root(euid: int, policy: str, capability_mask: int | None) -> bool:
+def _cannot_switch_as_non_root(euid: int, policy: str, capability_mask: int) -> bool:
     """Non-root, asked for another user, without the capabilities, and told to skip."""
     if euid == 0 or policy != "skip":
         return False
@@ -980,7 +975,7 @@ def required_capabilities(plan: Plan, euid: int | None = None) -> dict[str, str]
     return needed
 
 
-def check_capabilities(plan: Plan, euid: int, mask: int | None = None) -> None:
+def check_capabilities(plan: Plan, euid: int, mask: int) -> None:
     """Fail early, naming the capability, when a planned action cannot succeed."""
     missing = missing_capabilities(required_capabilities(plan, euid), mask)
     if not missing:

@@ -23,6 +23,7 @@ class Host(Record):
         "controlling_terminal",
         "gids",
         "groups",
+        "nr_open",
         "pgrp",
         "pid",
         "ppid",
@@ -40,6 +41,7 @@ class Host(Record):
     groups: tuple[int, ...]  # supplementary groups
     capabilities: tuple[tuple[str, int], ...]  # ("CapEff", mask), ... from /proc/self/status
     rlimits: tuple[tuple[int, int, int], ...]  # (RLIMIT_*, soft, hard) of every resource
+    nr_open: int | None  # fs.nr_open, the kernel's cap on RLIMIT_NOFILE (None: unknown)
 
     @property
     def euid(self) -> int:
@@ -87,6 +89,7 @@ def read_host() -> Host:
         groups=tuple(os.getgroups()),
         capabilities=tuple(sorted(read_capability_sets().items())),
         rlimits=_read_rlimits(),
+        nr_open=_read_nr_open(),
     )
 
 
@@ -109,3 +112,19 @@ def _read_rlimits() -> tuple[tuple[int, int, int], ...]:
         except (OSError, ValueError):
             continue  # a limit this kernel does not know
     return tuple(limits)
+
+
+NR_OPEN_PATH = "/proc/sys/fs/nr_open"
+
+
+def _read_nr_open() -> int | None:
+    try:
+        fd = os.open(NR_OPEN_PATH, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return int(os.read(fd, 32).strip())
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)

@@ -360,7 +360,7 @@ class _Who(Record):
     skip_non_root: bool
     euid: int
     if_not_root: str
-    capability_mask: int | None
+    capability_mask: int
     host: Host
 
 
@@ -451,7 +451,7 @@ def plan_services(
     *,
     skip_non_root: bool,
     euid: int,
-    capability_mask: int | None,
+    capability_mask: int,
     host: Host,
 ) -> Services:
     """Resolve ``options.items`` (file's first, then flags', in order) and ``--ready``.
