@@ -243,10 +243,12 @@ class Plan(Record):
             no_new_privs=self.no_new_privs,
             keep_fds=(*range(3, 3 + self.listen_fds), *self.keep_fds),
             listen_fds=self.listen_fds,
-            session=self._main_session(),
+            session=self.main_session,
         )
 
-    def _main_session(self) -> str:
+    @property
+    def main_session(self) -> str:
+        """The main's ``Launch.session``: decided by the mode, --setsid and --signal-group."""
         if self.mode == "exec":
             return SESSION_SETSID if self.setsid else SESSION_KEEP
         if self.setsid:
@@ -575,7 +577,8 @@ def build_plan(
     if capability_mask is None:
         capability_mask = host.capability_set("CapEff")
     _refuse_setuid_install(host)
-    host = host.replace(pid=pid, uids=(host.uids[0], euid, host.uids[2]))
+    if (pid, euid) != (host.pid, host.euid):  # a caller's override of single facts
+        host = host.replace(pid=pid, uids=(host.uids[0], euid, host.uids[2]))
     only_for: OnlyFor | None = None
     if getattr(options, "only_for", None):
         from pyinit.plan.onlyfor import decide_only_for
@@ -720,7 +723,7 @@ def check_exec_setsid(plan: Plan, host: Host) -> None:
     terminal already meets the goal, anything else needs the fork of
     supervise mode.
     """
-    if plan.launch.session != SESSION_SETSID or host.pgrp != host.pid:
+    if plan.main_session != SESSION_SETSID or host.pgrp != host.pid:
         return
     if host.sid == host.pid and not host.controlling_terminal:
         return

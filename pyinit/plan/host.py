@@ -103,14 +103,24 @@ def has_controlling_terminal() -> bool:
     return True
 
 
+#: The limits Linux has (getrlimit(2)); one Python lacks is skipped.
+_RLIMIT_NAMES = (
+    "CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NPROC", "NOFILE", "MEMLOCK", "AS",
+    "LOCKS", "SIGPENDING", "MSGQUEUE", "NICE", "RTPRIO", "RTTIME",
+)  # fmt: skip
+
+
 def _read_rlimits() -> tuple[tuple[int, int, int], ...]:
-    numbers = sorted({getattr(resource, n) for n in dir(resource) if n.startswith("RLIMIT_")})
     limits = []
-    for number in numbers:
+    for name in _RLIMIT_NAMES:
+        number = getattr(resource, "RLIMIT_" + name, None)
+        if number is None:
+            continue
         try:
-            limits.append((number, *resource.getrlimit(number)))
+            soft, hard = resource.getrlimit(number)
         except (OSError, ValueError):
             continue  # a limit this kernel does not know
+        limits.append((number, soft, hard))
     return tuple(limits)
 
 
