@@ -47,6 +47,7 @@ def make_item(name: str, command: list[str] | tuple[str, ...], **changes: Any) -
         "stop_signal": int(signal.SIGTERM),
         "log": "prefix",
         "source": "--sidecar",
+        "launch": None,
     }
     fields.update(changes)
     return Item(**fields)

@@ -27,7 +27,12 @@ from sandbox import Sandbox, base_environment
 from sandbox import run_pyinit as sandbox_run_pyinit
 
 from pyinit.errors import UsageError
-from pyinit.plan.build import item_plan
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pyinit.plan.services import Item
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (users, PID namespaces)")
 
@@ -181,6 +186,22 @@ def test_each_item_leads_a_session_of_its_own(sandbox: Sandbox) -> None:
         assert pid == pgid == sid, out
 
 
+def test_an_exec_probe_runs_its_own_command_as_its_item_with_its_environment(
+    sandbox: Sandbox,
+) -> None:
+    # The probe is started from its item's launch record with the probe's command:
+    # the item's user and HOME/USER/LOGNAME, not the main's.
+    code, out, err = sandbox.pyinit(
+        "--user", "alice",
+        "--sidecar", "s user=daemon ready=exec:env ready-timeout=10 -- sleep 60",
+        "--", "true",
+        pid_namespace=True,
+    )  # fmt: skip
+    assert code == 0, err
+    probe = set(out.splitlines())
+    assert {"USER=daemon", "LOGNAME=daemon", "HOME=/usr/sbin"} <= probe, out
+
+
 # --- 2. a secret read for the main reaches only who asks for it -------------------------
 
 
@@ -281,7 +302,13 @@ def test_dry_run_says_who_receives_which_secret_names_never_the_values(
 # --- planning, in process -----------------------------------------------------------------
 
 
-def test_item_plan_drops_the_mains_secrets_and_adds_the_items_own(secret: Path) -> None:
+def launch_env(item: Item) -> Mapping[str, str]:
+    """The environment an item is exec'd with, from the launch record the plan made."""
+    assert item.launch is not None
+    return item.launch.env
+
+
+def test_item_launch_drops_the_mains_secrets_and_adds_the_items_own(secret: Path) -> None:
     environ = {"PATH": "/bin", "DBPW_FILE": str(secret), "PLAIN": "x"}
     plan = plan_for(
         ["--file-env", "DBPW", "--task", "a -- true", "--task", "b file-env=DBPW -- true",
@@ -290,9 +317,9 @@ def test_item_plan_drops_the_mains_secrets_and_adds_the_items_own(secret: Path) 
     )  # fmt: skip
     a, b = plan.items
     assert plan.env["DBPW"] == "hunter2" and "DBPW_FILE" not in plan.env
-    assert "DBPW" not in item_plan(plan, a, {}).env
-    assert item_plan(plan, a, {}).env["PLAIN"] == "x"
-    assert item_plan(plan, b, {}).env["DBPW"] == "hunter2"
+    assert "DBPW" not in launch_env(a)
+    assert launch_env(a)["PLAIN"] == "x"
+    assert launch_env(b)["DBPW"] == "hunter2"
     assert b.file_env == ("DBPW",)
 
 
@@ -305,7 +332,7 @@ def test_an_item_only_secret_reaches_neither_the_main_nor_its_file_variable(
     )
     assert "DBPW" not in plan.env and "DBPW_FILE" not in plan.env
     assert plan.items[0].file_env == ("DBPW",)
-    assert item_plan(plan, plan.items[0], {}).env["DBPW"] == "hunter2"
+    assert launch_env(plan.items[0])["DBPW"] == "hunter2"
 
 
 @pytest.mark.parametrize(
@@ -331,4 +358,4 @@ def test_a_config_files_start_table_names_its_secrets(tmp_path: Path, secret: Pa
     plan = plan_for(["--config", str(config), "--", "true"], {"DBPW_FILE": str(secret)})
     assert [item.file_env for item in plan.items] == [("DBPW", "API"), ("DBPW",)]
     assert "DBPW" not in plan.env
-    assert item_plan(plan, plan.items[1], {}).env["DBPW"] == "hunter2"
+    assert launch_env(plan.items[1])["DBPW"] == "hunter2"

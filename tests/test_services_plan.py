@@ -481,8 +481,9 @@ def test_dry_run_text(tmp_path: Path) -> None:
     start = lines.index("start (in order, then the main):")
     assert lines[start + 1] == "  1. sidecar db: redis-server --port 6380"
     assert lines[start + 2].startswith("     user: switch to nobody (uid 65534")
-    assert lines[start + 3] == "     ready: tcp:127.0.0.1:6380, timeout none"
-    assert lines[start + 4] == (
+    assert lines[start + 3] == "     environment: the main's; HOME=/nonexistent"
+    assert lines[start + 4] == "     ready: tcp:127.0.0.1:6380, timeout none"
+    assert lines[start + 5] == (
         "     policy: restart always, backoff 0.5:30s, max-restarts 5/60s, on-giveup stop, "
         "stop-signal SIGTERM, log prefix"
     )
@@ -492,6 +493,8 @@ def test_dry_run_text(tmp_path: Path) -> None:
     assert "  4. sidecar exp: exporter 'a b'" in lines
     assert "     workdir: /srv" in lines
     assert "     env A=1" in lines
+    # exp runs as root, the main as nobody: its own HOME, USER and LOGNAME (names only).
+    assert "     environment: the main's, set A, HOME, LOGNAME, USER; HOME=/root" in lines
     assert any("stop-signal SIGINT, log raw" in line for line in lines)
     assert "main ready: http://127.0.0.1:8080/health" in lines
     assert "command: app --serve" in lines
@@ -522,6 +525,17 @@ def test_dry_run_json(tmp_path: Path) -> None:
     assert (db["max_restarts"], db["restart_window"], db["on_giveup"]) == (5, 60.0, "stop")
     assert (db["stop_signal"], db["stop_signal_name"], db["log"]) == (15, "SIGTERM", "prefix")
     assert data["items"][2]["env"] == [["C_FORCE_ROOT", "false"]]
+    launch = db["launch"]
+    assert launch["command"] == ["redis-server", "--port", "6380"]
+    assert launch["user"].startswith("nobody (uid 65534")
+    assert (launch["home"], launch["workdir"], launch["env_set"]) == ("/nonexistent", None, [])
+    assert (launch["no_new_privs"], launch["keep_caps"], launch["keep_fds"]) == (True, [], [])
+    assert (launch["session"], launch["extra_groups"]) == ("detached", [])
+    assert data["items"][2]["launch"]["env_set"] == ["C_FORCE_ROOT"]
+    assert "env" not in launch  # names only: an item's environment holds its secrets
+    main = data["launch"]
+    assert (main["command"], main["session"]) == (["app", "--serve"], "group")
+    assert "HOME" in main["env_set"] and main["home"] == "/nonexistent"
     assert data["ready"]["kind"] == "unix" and data["ready"]["path"] == "/run/app.sock"
 
 

@@ -83,6 +83,62 @@ class Hook(Record):
     argv: tuple[str, ...]
 
 
+#: How a process is placed in sessions and groups (:attr:`Launch.session`).
+#: Exec mode: the target stays in pyinit's session and process group ...
+SESSION_KEEP = "keep"
+#: ... or, with --setsid, calls setsid() in place: a session without a terminal.
+SESSION_SETSID = "setsid"
+#: Supervised main: a process group of its own, in the foreground of pyinit's terminal.
+SESSION_GROUP = "group"
+#: Supervised main with --signal-group: a session of its own that takes pyinit's terminal.
+SESSION_OWN = "session"
+#: Supervised main with --setsid, and every sidecar and task: a session of its own,
+#: never a terminal.
+SESSION_DETACHED = "detached"
+
+
+class Launch(Record):
+    """How one process is started: everything its fork and exec need, decided in the plan.
+
+    The main's is :attr:`Plan.launch` (derived from the plan's own fields);
+    each sidecar's and task's is ``Item.launch``, made by :func:`build_plan`.
+    The run layer applies it as it is (:func:`pyinit.run.target.turn_into_target`).
+    """
+
+    __slots__ = (
+        "command",
+        "env",
+        "extra_groups",
+        "identity",
+        "keep_caps",
+        "keep_fds",
+        "listen_fds",
+        "no_new_privs",
+        "rlimits",
+        "session",
+        "switch_identity",
+        "umask",
+        "workdir",
+    )
+    command: tuple[str, ...]
+    identity: Identity | None
+    switch_identity: bool
+    extra_groups: tuple[int, ...]
+    # The whole environment it is exec'd with, read-only (secret values included).
+    env: Mapping[str, str]
+    workdir: str | None
+    umask: int | None
+    rlimits: tuple[RlimitStep, ...]
+    # Capabilities raised as ambient (--keep-cap), and PR_SET_NO_NEW_PRIVS.
+    keep_caps: tuple[str, ...]
+    no_new_privs: bool
+    # The inherited descriptors >= 3 it keeps: --keep-fd and the socket-activation ones.
+    keep_fds: tuple[int, ...]
+    # How many of keep_fds, from 3, are socket activation's: LISTEN_PID becomes its pid.
+    listen_fds: int
+    session: str  # one of the SESSION_* values
+
+
 class Plan(Record):
     """Everything pyinit will do, in the order it will do it."""
 
@@ -94,6 +150,7 @@ class Plan(Record):
         "extra_groups",
         "file_env",
         "forward_to_group",
+        "host",
         "identity",
         "is_pid1",
         "items",
@@ -166,6 +223,37 @@ class Plan(Record):
     ready: Probe | None
     # The --config files read, in the order they were merged.
     config_files: tuple[str, ...]
+    # The host as the plan found it (pyinit's pid and ids, limits, terminal): every host
+    # fact a decision or --dry-run uses comes from here.
+    host: Host
+
+    @property
+    def launch(self) -> Launch:
+        """The main's launch record, derived from this plan's fields (``replace`` keeps it true)."""
+        return Launch(
+            command=self.command,
+            identity=self.identity,
+            switch_identity=self.switch_identity,
+            extra_groups=self.extra_groups,
+            env=self.env,
+            workdir=self.workdir,
+            umask=self.umask,
+            rlimits=self.rlimits,
+            keep_caps=self.keep_caps,
+            no_new_privs=self.no_new_privs,
+            keep_fds=(*range(3, 3 + self.listen_fds), *self.keep_fds),
+            listen_fds=self.listen_fds,
+            session=self.main_session,
+        )
+
+    @property
+    def main_session(self) -> str:
+        """The main's ``Launch.session``: decided by the mode, --setsid and --signal-group."""
+        if self.mode == "exec":
+            return SESSION_SETSID if self.setsid else SESSION_KEEP
+        if self.setsid:
+            return SESSION_DETACHED
+        return SESSION_OWN if self.forward_to_group else SESSION_GROUP
 
 
 def frozen_env(env: Mapping[str, str]) -> Mapping[str, str]:
@@ -177,14 +265,14 @@ def frozen_env(env: Mapping[str, str]) -> Mapping[str, str]:
     return MappingProxyType(dict(env))
 
 
-# --- small parsers, each naming its flag in errors ---------------------------------
+def item_launch(plan: Plan, item: Item) -> Launch:
+    """An item's launch record: its command, user, environment and workdir; the main's hygiene.
 
-
-def item_plan(plan: Plan, item: Item, extra_env: dict[str, str]) -> Plan:
-    """The main's plan with the item's command, user, environment and working directory.
-
-    The item's environment is the main's without the secrets read for the
-    main, with the item's own ``env=`` and the secrets it names (``file-env=``).
+    Its environment is the main's without the secrets read for the main (or
+    any item), with its own HOME, USER and LOGNAME when it has a user, its
+    ``env=`` pairs and the secrets it names (``file-env=``).  It keeps the
+    main's umask, rlimits and no_new_privs; no extra groups, no capabilities,
+    no inherited descriptors; a session of its own without a terminal.
     """
     env = dict(plan.env)
     for name in plan.secrets:
@@ -192,24 +280,27 @@ def item_plan(plan: Plan, item: Item, extra_env: dict[str, str]) -> Plan:
     if item.identity is not None:
         for name in ("USER", "LOGNAME"):
             env.pop(name, None)
-        env["HOME"] = item.identity.home
-        if item.identity.name is not None:
-            env["USER"] = env["LOGNAME"] = item.identity.name
+        env.update(_identity_environment(item.identity))
     env.update(item.env)
     env.update({name: plan.secrets[name] for name in item.file_env if name in plan.secrets})
-    env.update(extra_env)
-    changed: Plan = plan.replace(
+    return Launch(
         command=item.command,
         identity=item.identity,
         switch_identity=item.switch_identity,
-        workdir=item.workdir,
-        env=frozen_env(env),
         extra_groups=(),
+        env=frozen_env(env),
+        workdir=item.workdir,
+        umask=plan.umask,
+        rlimits=plan.rlimits,
         keep_caps=(),
+        no_new_privs=plan.no_new_privs,
         keep_fds=(),
-        setsid=False,
+        listen_fds=0,
+        session=SESSION_DETACHED,
     )
-    return changed
+
+
+# --- small parsers, each naming its flag in errors ---------------------------------
 
 
 def parse_octal(text: str, flag: str, maximum: int) -> int:
@@ -224,9 +315,12 @@ def parse_octal(text: str, flag: str, maximum: int) -> int:
     return value
 
 
-def parse_mkdir(text: str) -> MkdirStep:
-    """Parse ``PATH[:MODE][=OWNER]``; PATH must be absolute and is normalised (see _absolute)."""
-    rest, owner = split_owner(text, "--mkdir")
+def parse_mkdir(text: str, current: tuple[int, int] | None = None) -> MkdirStep:
+    """Parse ``PATH[:MODE][=OWNER]``; PATH must be absolute and is normalised (see _absolute).
+
+    ``current``: pyinit's real (uid, gid), for an OWNER without a user or group part.
+    """
+    rest, owner = split_owner(text, "--mkdir", current)
     path, sep, mode_text = rest.rpartition(":")
     if not sep or "/" in mode_text:
         path, mode_text = rest, ""
@@ -234,15 +328,22 @@ def parse_mkdir(text: str) -> MkdirStep:
     return MkdirStep(path=_absolute(path, "--mkdir"), mode=mode, owner=owner)
 
 
-def parse_chown(text: str, policy: str = "always", cross_mounts: bool = False) -> ChownStep:
+def parse_chown(
+    text: str,
+    policy: str = "always",
+    cross_mounts: bool = False,
+    current: tuple[int, int] | None = None,
+) -> ChownStep:
     """Parse ``PATH[=OWNER]``; PATH must be absolute and is normalised (see _absolute)."""
-    path, owner = split_owner(text, "--chown")
+    path, owner = split_owner(text, "--chown", current)
     return ChownStep(
         path=_absolute(path, "--chown"), policy=policy, cross_mounts=cross_mounts, owner=owner
     )
 
 
-def split_owner(text: str, flag: str) -> tuple[str, Identity | None]:
+def split_owner(
+    text: str, flag: str, current: tuple[int, int] | None = None
+) -> tuple[str, Identity | None]:
     """Split ``PATH[:MODE]=OWNER`` at its last ``=``: the rest, and OWNER resolved (or None).
 
     OWNER is a user spec as for --user.  An ``=`` followed by a ``/``
@@ -264,7 +365,7 @@ def split_owner(text: str, flag: str) -> tuple[str, Identity | None]:
             " (PATH:MODE=USER[:GROUP])"
         )
     try:
-        owner = resolve_user_spec_as(spec, f"{where}: owner {spec!r}")
+        owner = resolve_user_spec_as(spec, f"{where}: owner {spec!r}", current)
     except UsageError as e:
         if ": unknown user " not in e.message:
             raise
@@ -293,8 +394,11 @@ def _normalise(path: str) -> str:
 RLIMIT_ALIASES = {"nofile": "NOFILE", "openfiles": "NOFILE", "procs": "NPROC"}
 
 
-def parse_rlimit(text: str) -> RlimitStep:
-    """Parse ``NAME=SOFT[:HARD]``; NAME as RLIMIT_* without prefix, values or ``unlimited``."""
+def parse_rlimit(text: str, nr_open: int | None = None) -> RlimitStep:
+    """Parse ``NAME=SOFT[:HARD]``; NAME as RLIMIT_* without prefix, values or ``unlimited``.
+
+    ``nr_open`` (the host snapshot's fs.nr_open), when known, caps nofile.
+    """
     flag = "--rlimit"
     name_text, sep, values = text.partition("=")
     if not sep or not values:
@@ -314,8 +418,8 @@ def parse_rlimit(text: str) -> RlimitStep:
     hard = _parse_limit_value(hard_text, flag, text) if hard_text else soft
     if _limit_exceeds(soft, hard):
         raise UsageError(f"{flag} {quoted(text)}: soft limit is above the hard limit")
-    if number == resource.RLIMIT_NOFILE:
-        _check_nofile(hard, text)
+    if number == resource.RLIMIT_NOFILE and nr_open is not None:
+        _check_nofile(hard, text, nr_open)
     return RlimitStep(name=name.lower(), resource=number, soft=soft, hard=hard)
 
 
@@ -340,17 +444,9 @@ def _parse_limit_value(value: str, flag: str, text: str) -> int:
     return number
 
 
-NR_OPEN_PATH = "/proc/sys/fs/nr_open"
-
-
-def _check_nofile(hard: int, text: str) -> None:
+def _check_nofile(hard: int, text: str, nr_open: int) -> None:
     # The kernel refuses (EPERM) any nofile limit above fs.nr_open, unlimited
     # included: say so now rather than fail after the setup began.
-    try:
-        with open(NR_OPEN_PATH, "rb") as f:
-            nr_open = int(f.read(32).strip())
-    except (OSError, ValueError):
-        return
     if _limit_exceeds(hard, nr_open):
         raise UsageError(
             f"--rlimit {quoted(text)}: the kernel allows at most {nr_open} open files (fs.nr_open)"
@@ -390,15 +486,14 @@ def parse_stop_timeout(text: str) -> float:
 def parse_fd(text: str, limit: int | None = None) -> int:
     """Parse a descriptor number >= 3 for ``--keep-fd``, below the fd table size.
 
-    ``limit`` (default: this process's RLIMIT_NOFILE hard limit) is the size
-    of the descriptor table: no inherited descriptor can be at or above it.
+    ``limit`` (:attr:`pyinit.plan.host.Host.fd_table_size`: the RLIMIT_NOFILE
+    hard limit) is the size of the descriptor table: no inherited descriptor
+    can be at or above it.  Without it only the syntax is checked.
     """
     if not _ascii_digits(text) or int(text) < 3:
         raise UsageError(f"--keep-fd {quoted(text)}: expected a descriptor number >= 3")
-    if limit is None:
-        limit = fd_table_size()
     fd = int(text)
-    if fd >= limit:
+    if limit is not None and fd >= limit:
         raise UsageError(
             f"--keep-fd {quoted(text)}: no such descriptor can exist (the fd table has {limit} "
             "entries, RLIMIT_NOFILE hard limit)"
@@ -406,18 +501,16 @@ def parse_fd(text: str, limit: int | None = None) -> int:
     return fd
 
 
-def parse_listen_fds(environ: Mapping[str, str], pid: int, limit: int | None = None) -> int:
+def parse_listen_fds(environ: Mapping[str, str], pid: int, limit: int) -> int:
     """How many socket-activation fds (from 3) were passed to pyinit: LISTEN_FDS, if for us.
 
     sd_listen_fds(3) semantics: the count is ignored unless ``LISTEN_PID`` is
-    our pid.  A count the fd table (``limit``, default RLIMIT_NOFILE hard)
+    our pid.  A count the fd table (``limit``: the RLIMIT_NOFILE hard limit)
     cannot hold is refused rather than trusted.
     """
     count = environ.get("LISTEN_FDS", "")
     if not _ascii_digits(count) or environ.get("LISTEN_PID") != str(pid):
         return 0
-    if limit is None:
-        limit = fd_table_size()
     if int(count) > limit - 3:
         raise UsageError(
             f"LISTEN_FDS={count}: more descriptors than the fd table holds ({limit} entries,"
@@ -428,12 +521,6 @@ def parse_listen_fds(environ: Mapping[str, str], pid: int, limit: int | None = N
 
 def _ascii_digits(*texts: str) -> bool:
     return all(t.isascii() and t.isdigit() for t in texts)
-
-
-def fd_table_size() -> int:
-    """How many descriptors this process may have: the RLIMIT_NOFILE hard limit, at most 2**31."""
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return 2**31 if hard == resource.RLIM_INFINITY or hard > 2**31 else hard
 
 
 def shell_hook(command: str, flag: str) -> Hook:
@@ -490,6 +577,8 @@ def build_plan(
     if capability_mask is None:
         capability_mask = host.capability_set("CapEff")
     _refuse_setuid_install(host)
+    if (pid, euid) != (host.pid, host.euid):  # a caller's override of single facts
+        host = host.replace(pid=pid, uids=(host.uids[0], euid, host.uids[2]))
     only_for: OnlyFor | None = None
     if getattr(options, "only_for", None):
         from pyinit.plan.onlyfor import decide_only_for
@@ -497,7 +586,7 @@ def build_plan(
         options, only_for = decide_only_for(options, euid)
     runs_service = only_for is None or only_for.matched
 
-    identity = _main_identity(options)
+    identity = _main_identity(options, host)
     extra_groups = tuple(resolve_group(g, "--groups") for g in _split_list(options.groups))
     if options.keep_groups:
         if identity is None:
@@ -527,11 +616,12 @@ def build_plan(
             f"step-down to {quoted(identity.spec)} (--if-not-root fail makes this an error)"
         )
         switch_identity = False
-    mkdirs = tuple(parse_mkdir(m) for m in options.mkdir)
+    mkdirs = tuple(parse_mkdir(m, host.real_ids) for m in options.mkdir)
     chowns = tuple(
-        parse_chown(p, options.chown_policy, options.chown_cross_mounts) for p in options.chown
+        parse_chown(p, options.chown_policy, options.chown_cross_mounts, host.real_ids)
+        for p in options.chown
     )
-    rlimits = tuple(parse_rlimit(r) for r in options.rlimit)
+    rlimits = tuple(parse_rlimit(r, host.nr_open) for r in options.rlimit)
     pre_hooks = [shell_hook(c, "--pre") for c in options.pre]
     for directory in options.pre_dir:
         pre_hooks.extend(hooks_from_directory(directory))
@@ -602,8 +692,8 @@ def build_plan(
         post_hooks=post_hooks,
         no_new_privs=options.no_new_privs,
         keep_caps=tuple(dict.fromkeys(parse_capability(c, "--keep-cap") for c in options.keep_cap)),
-        keep_fds=tuple(parse_fd(f) for f in options.keep_fd),
-        listen_fds=parse_listen_fds(environ, pid),
+        keep_fds=tuple(parse_fd(f, host.fd_table_size) for f in options.keep_fd),
+        listen_fds=parse_listen_fds(environ, pid, host.fd_table_size),
         setsid=options.setsid,
         stop_timeout=_stop_timeout(options),
         forward_to_group=options.signal_group,
@@ -614,54 +704,45 @@ def build_plan(
         items=services.items,
         ready=services.ready,
         config_files=tuple(s.path for s in config_sources if not s.is_directory),
+        host=host,
     )
+    if plan.items:
+        plan = plan.replace(items=tuple(i.replace(launch=item_launch(plan, i)) for i in plan.items))
     check_item_exec_budgets(plan, stack_limit)
     check_capabilities(plan, euid, capability_mask)
     check_step_down(plan)
-    check_ready_fd(plan)
-    if pid == os.getpid():
-        check_exec_setsid(plan)
+    check_ready_fd(plan, host.fd_table_size)
+    check_exec_setsid(plan, host)
     return plan
 
 
-def check_exec_setsid(plan: Plan) -> None:
+def check_exec_setsid(plan: Plan, host: Host) -> None:
     """Refuse in the plan what target.new_session would refuse: --setsid that exec mode cannot do.
 
     setsid() fails for a process-group leader; leading a session with no
     terminal already meets the goal, anything else needs the fork of
     supervise mode.
     """
-    if plan.mode != "exec" or not plan.setsid or os.getpgrp() != os.getpid():
+    if plan.main_session != SESSION_SETSID or host.pgrp != host.pid:
         return
-    if os.getsid(0) == os.getpid() and not _has_controlling_terminal():
+    if host.sid == host.pid and not host.controlling_terminal:
         return
     raise UsageError(
-        f"--setsid: pyinit (pid {os.getpid()}) leads process group {os.getpgrp()} "
+        f"--setsid: pyinit (pid {host.pid}) leads process group {host.pgrp} "
         "and cannot start a new session in exec mode; use --mode supervise"
     )
-
-
-def _has_controlling_terminal() -> bool:
-    try:
-        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    os.close(fd)
-    return True
 
 
 def check_item_exec_budgets(plan: Plan, stack_soft_limit: int | None) -> None:
     """Refuse an item's ``file-env=`` secrets that would push its exec past the budget."""
     for item in plan.items:
-        if item.file_env:
-            env = item_plan(plan, item, {}).env
+        if item.file_env and item.launch is not None:
             flag = f"{item.source}: file-env="
-            check_exec_budget(item.command, env, item.file_env, stack_soft_limit, flag)
+            check_exec_budget(item.command, item.launch.env, item.file_env, stack_soft_limit, flag)
 
 
-def check_ready_fd(plan: Plan) -> None:
-    """Refuse an ``fd:N`` probe past the fd table, or one the main gets already (--keep-fd...)."""
-    limit = fd_table_size()
+def check_ready_fd(plan: Plan, limit: int) -> None:
+    """Refuse an ``fd:N`` probe past the fd table (``limit`` entries), or one the main has."""
     for item in plan.items:
         if item.ready is not None and item.ready.fd is not None and item.ready.fd >= limit:
             where = f"{item.kind} {item.name}: ready={quoted(item.ready.text)}"
@@ -740,7 +821,7 @@ def _plan_services(
     identity: Identity | None,
     skip_non_root: bool,
     euid: int,
-    capability_mask: int | None,
+    capability_mask: int,
     host: Host,
 ) -> Services:
     """Sidecars, tasks and --ready (pyinit.plan.items, imported only when they are used)."""
@@ -760,7 +841,7 @@ def _plan_services(
     )
 
 
-def _cannot_switch_as_non_root(euid: int, policy: str, capability_mask: int | None) -> bool:
+def _cannot_switch_as_non_root(euid: int, policy: str, capability_mask: int) -> bool:
     """Non-root, asked for another user, without the capabilities, and told to skip."""
     if euid == 0 or policy != "skip":
         return False
@@ -843,12 +924,13 @@ def _resolve_mode(options: Namespace, pid: int) -> tuple[str, str]:
     return "exec", "asked: auto; not PID 1, no supervise-only option"
 
 
-def _main_identity(options: Namespace) -> Identity | None:
+def _main_identity(options: Namespace, host: Host) -> Identity | None:
     """The main's ``--user`` (or PYINIT_USER), resolved; an error names what the user typed."""
     if options.user is None:
         return None
+    uid, gid = host.real_ids
     try:
-        return resolve_user_spec(options.user)
+        return resolve_user_spec(options.user, current_uid=uid, current_gid=gid)
     except UsageError as e:
         raise named_for_its_origin(e, options, "user") from None
 
@@ -874,9 +956,10 @@ def _identity_environment(identity: Identity) -> dict[str, str]:
 def required_capabilities(plan: Plan, euid: int | None = None) -> dict[str, str]:
     """Map each planned privileged action to the capability it needs, with the reason.
 
-    ``euid`` (default: this process's) decides whether the uid changes at all.
+    ``euid`` (default: the plan's host's) decides whether the uid changes at
+    all; the host's limits whether an --rlimit raises a hard limit.
     """
-    euid = os.geteuid() if euid is None else euid
+    euid = plan.host.euid if euid is None else euid
     needed: dict[str, str] = {}
     if plan.switch_identity and plan.identity is not None:
         ident = plan.identity
@@ -890,17 +973,12 @@ def required_capabilities(plan: Plan, euid: int | None = None) -> dict[str, str]
         flag = "--chown" if plan.chowns else "--mkdir"
         needed["CHOWN"] = f"{flag}: changing file ownership"
     for step in plan.rlimits:
-        if _raises_hard_limit(step):
+        if _limit_exceeds(step.hard, plan.host.hard_limit(step.resource)):
             needed["SYS_RESOURCE"] = f"--rlimit {step.name}: raising the hard limit"
     return needed
 
 
-def _raises_hard_limit(step: RlimitStep) -> bool:
-    _, current_hard = resource.getrlimit(step.resource)
-    return _limit_exceeds(step.hard, current_hard)
-
-
-def check_capabilities(plan: Plan, euid: int, mask: int | None = None) -> None:
+def check_capabilities(plan: Plan, euid: int, mask: int) -> None:
     """Fail early, naming the capability, when a planned action cannot succeed."""
     missing = missing_capabilities(required_capabilities(plan, euid), mask)
     if not missing:

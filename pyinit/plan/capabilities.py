@@ -70,12 +70,6 @@ def parse_capability(text: str, flag: str) -> str:
     return name
 
 
-def read_capability_set(field: str = "CapEff", status_path: str = "/proc/self/status") -> int:
-    """This process's capability mask for ``field`` (CapEff, CapPrm, CapBnd, ...)."""
-    # No /proc (unusual in a container): assume nothing, so checks fail explicitly.
-    return read_capability_sets(status_path).get(field, 0)
-
-
 def read_capability_sets(status_path: str = "/proc/self/status") -> dict[str, int]:
     """Every ``Cap*`` mask of this process (CapInh, CapPrm, CapEff, CapBnd, CapAmb), one read."""
     try:
@@ -108,15 +102,11 @@ def capability_names(mask: int) -> list[str]:
     return [name for name, number in CAPABILITY_NUMBERS.items() if mask >> number & 1]
 
 
-def has_capability(name: str, mask: int | None = None) -> bool:
-    """Whether the effective set (or ``mask``) holds capability ``name``."""
-    if mask is None:
-        mask = read_capability_set()
+def has_capability(name: str, mask: int) -> bool:
+    """Whether the capability set ``mask`` (e.g. the host snapshot's CapEff) holds ``name``."""
     return bool(mask >> CAPABILITY_NUMBERS[name] & 1)
 
 
-def missing_capabilities(needed: dict[str, str], mask: int | None = None) -> list[tuple[str, str]]:
-    """The (capability, reason) pairs of ``needed`` that the effective set lacks."""
-    if mask is None:
-        mask = read_capability_set()
+def missing_capabilities(needed: dict[str, str], mask: int) -> list[tuple[str, str]]:
+    """The (capability, reason) pairs of ``needed`` that the effective set ``mask`` lacks."""
     return [(cap, why) for cap, why in needed.items() if not has_capability(cap, mask)]

@@ -10,7 +10,6 @@ items or ``--ready`` are used, so the plain exec path never pays for shlex.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import signal
@@ -34,7 +33,7 @@ from pyinit.record import Record
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from argparse import Namespace
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
     from typing import Any
 
     from pyinit.plan.host import Host
@@ -361,7 +360,7 @@ class _Who(Record):
     skip_non_root: bool
     euid: int
     if_not_root: str
-    capability_mask: int | None
+    capability_mask: int
     host: Host
 
 
@@ -396,6 +395,7 @@ def resolve_item(spec: ItemSpec, who: _Who, notices: list[str]) -> Item:
         stop_signal=keys.stop_signal,
         log=keys.log,
         source=spec.where,
+        launch=None,  # build_plan makes it, once the main's environment is known
     )
 
 
@@ -409,7 +409,7 @@ def _item_identity(
         return who.identity, needs_identity_switch(
             who.identity, who.euid, who.host.egid, who.host.groups
         )
-    identity = resolve_user_spec_as(user, f"{spec.where}: user={quoted(user)}")
+    identity = resolve_user_spec_as(user, f"{spec.where}: user={quoted(user)}", who.host.real_ids)
     switch = needs_identity_switch(identity, who.euid, who.host.egid, who.host.groups)
     if not switch:
         return identity, False
@@ -451,7 +451,7 @@ def plan_services(
     *,
     skip_non_root: bool,
     euid: int,
-    capability_mask: int | None,
+    capability_mask: int,
     host: Host,
 ) -> Services:
     """Resolve ``options.items`` (file's first, then flags', in order) and ``--ready``.
@@ -499,18 +499,27 @@ def describe_probe(probe: Probe | None) -> str:
     return probe.text
 
 
-def describe_items(items: Iterable[Item], ready: Probe | None) -> list[str]:
-    """The --dry-run lines for the items, in start order, and the main's readiness."""
+def describe_items(
+    items: Iterable[Item], ready: Probe | None, main_env: Mapping[str, str], euid: int
+) -> list[str]:
+    """The --dry-run lines for the items, in start order, and the main's readiness.
+
+    ``main_env`` is the main's environment, which an item's launch record is
+    shown against (names only); ``euid`` is pyinit's, for an item run as it.
+    """
     from pyinit.plan.signals import signal_name
 
     lines = ["start (in order, then the main):"]
     for number, item in enumerate(items, 1):
         lines.append(f"  {number}. {item.kind} {item.name}: {shlex.join(item.command)}")
-        lines.append(f"     user: {_describe_user(item)}")
+        lines.append(f"     user: {_describe_user(item, euid)}")
         if item.workdir is not None:
             lines.append(f"     workdir: {item.workdir}")
         for name, value in item.env:
             lines.append(f"     env {name}={value}")
+        if item.launch is not None:
+            environment = _describe_environment(item, item.launch.env, main_env)
+            lines.append(f"     environment: {environment}")
         if item.kind == SIDECAR:
             timeout = f"{item.ready_timeout:g}s" if item.ready_timeout is not None else "none"
             lines.append(f"     ready: {describe_probe(item.ready)}, timeout {timeout}")
@@ -528,9 +537,28 @@ def describe_items(items: Iterable[Item], ready: Probe | None) -> list[str]:
     return lines
 
 
-def _describe_user(item: Item) -> str:
+def _describe_environment(item: Item, env: Mapping[str, str], main_env: Mapping[str, str]) -> str:
+    """``the main's, set A, HOME, USER, unset DBPW; HOME=/srv``: names only, but HOME.
+
+    HOME's value is shown when it is the item's user's (from the passwd
+    file); an inherited value never is.
+    """
+    from pyinit.plan.render import env_names_changed
+
+    changed, removed = env_names_changed(main_env, env)
+    text = "the main's"
+    if changed:
+        text += f", set {', '.join(changed)}"
+    if removed:
+        text += f", unset {', '.join(removed)}"
+    if item.identity is not None:
+        text += f"; HOME={item.identity.home}"
+    return text
+
+
+def _describe_user(item: Item, euid: int) -> str:
     if item.identity is None:
-        return f"the current user (uid {os.geteuid()})"
+        return f"the current user (uid {euid})"
     action = "switch to" if item.switch_identity else "already running as"
     return f"{action} {item.identity.describe()}"
 

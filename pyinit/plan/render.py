@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import signal
 
-from pyinit.plan.build import format_limit
+from pyinit.plan.build import (
+    SESSION_DETACHED,
+    SESSION_GROUP,
+    SESSION_KEEP,
+    SESSION_OWN,
+    SESSION_SETSID,
+    format_limit,
+)
 from pyinit.plan.signals import signal_name
 from pyinit.plan.stop import stop_budget
 
@@ -14,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from pyinit.plan import Plan
+    from pyinit.plan.build import Launch
     from pyinit.plan.userspec import Identity
 
 
@@ -33,6 +40,8 @@ def render_plan(plan: Plan, environ: Mapping[str, str], as_json: bool = False) -
 
         data = plan.as_dict()
         del data["env"]
+        del data["host"]
+        data["launch"] = launch_summary(plan.launch, environ)
         data["secrets"] = secret_receivers(plan)  # names only: the values never leave the plan
         data["env_changes"] = env_changes(plan, environ)
         if plan.notify_socket is not None:
@@ -79,7 +88,7 @@ def _secret_lines(plan: Plan) -> list[str]:
 
 def _lines(plan: Plan) -> list[str]:
     lines = [
-        f"mode: {plan.mode} ({plan.mode_reason}; pid {os.getpid()}"
+        f"mode: {plan.mode} ({plan.mode_reason}; pid {plan.host.pid}"
         f"{', PID 1' if plan.is_pid1 else ''})"
     ]
     if plan.config_files:
@@ -128,7 +137,7 @@ def _lines(plan: Plan) -> list[str]:
     if plan.items or plan.ready is not None:
         from pyinit.plan.items import describe_items
 
-        lines.extend(describe_items(plan.items, plan.ready))
+        lines.extend(describe_items(plan.items, plan.ready, plan.env, plan.host.euid))
     lines.extend(_secret_lines(plan))
     lines.append(f"command: {' '.join(plan.command)}")
     if plan.mode == "supervise":
@@ -188,6 +197,55 @@ def _annotate_items(plan: Plan, data: dict[str, object]) -> None:
     for item, record in zip(items, plan.items, strict=True):
         item["user"] = record.identity.describe() if record.identity is not None else None
         item["stop_signal_name"] = signal_name(record.stop_signal)
+        if record.launch is not None:
+            # The values of its environment stay out: they hold its secrets.
+            item["launch"] = launch_summary(record.launch, plan.env)
+
+
+#: What each Launch.session means, in --dry-run --json.
+SESSION_TEXT = {
+    SESSION_KEEP: "pyinit's own session and process group",
+    SESSION_SETSID: "a new session without a terminal (setsid in place)",
+    SESSION_GROUP: "a process group of its own, in the foreground of pyinit's terminal",
+    SESSION_OWN: "a session of its own, taking pyinit's terminal",
+    SESSION_DETACHED: "a session of its own, without a terminal",
+}
+
+
+def launch_summary(launch: Launch, base_env: Mapping[str, str]) -> dict[str, object]:
+    """One process's launch record for ``--json``: its environment as names changed, no values.
+
+    ``base_env`` is what its environment is compared with: the environment
+    pyinit was started with for the main, the main's for an item.
+    """
+    identity = launch.identity
+    changed, removed = env_names_changed(base_env, launch.env)
+    return {
+        "command": list(launch.command),
+        "user": identity.describe() if identity is not None else None,
+        "switch_identity": launch.switch_identity,
+        "extra_groups": list(launch.extra_groups),
+        "home": launch.env.get("HOME"),
+        "workdir": launch.workdir,
+        "env_set": changed,
+        "env_unset": removed,
+        "umask": launch.umask,
+        "rlimits": [r.as_dict() for r in launch.rlimits],
+        "keep_caps": list(launch.keep_caps),
+        "no_new_privs": launch.no_new_privs,
+        "keep_fds": list(launch.keep_fds),
+        "session": launch.session,
+        "session_text": SESSION_TEXT[launch.session],
+    }
+
+
+def env_names_changed(
+    base: Mapping[str, str], env: Mapping[str, str]
+) -> tuple[list[str], list[str]]:
+    """The names ``env`` sets (new, or another value) and removes, compared with ``base``."""
+    changed = sorted(name for name, value in env.items() if base.get(name) != value)
+    removed = sorted(name for name in base if name not in env)
+    return changed, removed
 
 
 def _owner(plan: Plan, owner: Identity | None) -> str:
@@ -196,6 +254,6 @@ def _owner(plan: Plan, owner: Identity | None) -> str:
         who = owner.name or f"uid {owner.uid}"
         return f"{who} ({owner.uid}:{owner.gid}, named by the path)"
     if plan.identity is None:
-        return f"the current user ({os.geteuid()}:{os.getegid()})"
+        return f"the current user ({plan.host.euid}:{plan.host.egid})"
     who = plan.identity.name or f"uid {plan.identity.uid}"
     return f"{who} ({plan.identity.uid}:{plan.identity.gid})"

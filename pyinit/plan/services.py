@@ -11,6 +11,7 @@ from pyinit.record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pyinit.plan.build import Launch
     from pyinit.plan.userspec import Identity
 
 #: Item kinds.
@@ -70,7 +71,9 @@ class Item(Record):
     own ``env=K=V`` additions on top of the main's environment, in order.
     ``file_env`` are the ``--file-env`` secrets it asked for by name
     (``file-env=NAME``): it gets no other secret pyinit read from a file.
-    Sidecar-only fields keep their defaults for a task.
+    Sidecar-only fields keep their defaults for a task.  ``launch`` is how
+    each run is started (:func:`pyinit.plan.build.item_launch`): None only
+    until :func:`pyinit.plan.build.build_plan` has made it.
     """
 
     __slots__ = (
@@ -81,6 +84,7 @@ class Item(Record):
         "file_env",
         "identity",
         "kind",
+        "launch",
         "log",
         "max_restarts",
         "name",
@@ -113,6 +117,7 @@ class Item(Record):
     stop_signal: int  # default SIGTERM
     log: str  # one of LOG_MODES
     source: str  # where it was defined, for messages: "--sidecar" or "FILE [[start]] #N"
+    launch: Launch | None
 
 
 class Services(Record):

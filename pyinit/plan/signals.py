@@ -13,10 +13,6 @@ import signal
 
 from pyinit.errors import UsageError, quoted
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Iterable
-
 #: Signals that ask the target to stop; forwarding one starts the --stop-timeout clock.
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 
@@ -26,11 +22,6 @@ PYTHON_IGNORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 #: Job-control signals: they must never stop PID 1, and when pyinit is not
 #: PID 1 they stop the target and then pyinit itself.
 JOB_CONTROL_SIGNALS = frozenset({signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
-
-#: si_code values (<bits/siginfo-consts.h>): sent with kill(2), with tkill/tgkill, by the kernel.
-SI_USER = 0
-SI_TKILL = -6
-SI_KERNEL = 0x80
 
 _UNCATCHABLE = frozenset({signal.SIGKILL, signal.SIGSTOP})
 
@@ -107,56 +98,3 @@ def parse_rewrite(text: str, flag: str = "--rewrite") -> tuple[int, int]:
     if src in _UNCATCHABLE or src == signal.SIGCHLD:
         raise UsageError(f"{flag} {quoted(text)}: {signal_name(src)} cannot be rewritten")
     return src, dst
-
-
-def is_own_signal(info: signal.struct_siginfo, own_pid: int) -> bool:
-    """Whether pyinit's own doing raised this signal, so that it must not be forwarded.
-
-    A write to a dead pipe (stderr read by ``head -0``, a crashed log
-    collector) raises SIGPIPE, one past ``--rlimit fsize`` SIGXFSZ: the
-    kernel sends them with ``si_code`` SI_USER and the writer's own pid.  A
-    ``docker kill -s PIPE`` comes from another pid (0 from outside the
-    namespace) and is forwarded.  A fault carries a positive, non-SI_KERNEL
-    code (SEGV_MAPERR, BUS_ADRERR, ...).
-    """
-    code = info.si_code
-    if code in (SI_USER, SI_TKILL):
-        return info.si_pid == own_pid
-    return 0 < code < SI_KERNEL and info.si_signo != signal.SIGCHLD
-
-
-def reset_child_signal_state(mask: Iterable[int] | None = None) -> None:
-    """Give a process about to exec the signal state a fresh program expects.
-
-    Python ignores SIGPIPE and SIGXFSZ at start-up, and ignored dispositions
-    survive exec: without this, a target writing to a closed pipe gets EPIPE
-    instead of dying quietly as shells and C programs expect.  Caught signals
-    are reset by exec itself.  ``mask``, when given, replaces the blocked set:
-    pyinit blocks every signal from its first statement and hands the target
-    the mask pyinit itself was started with.  A SIGPIPE or SIGXFSZ that
-    pyinit's own writes left pending (a dead stderr) is discarded first, or
-    it would kill the target the moment the mask is restored; one sent by
-    somebody else stays pending for the target.
-    """
-    if mask is not None:
-        _discard_own_pending(PYTHON_IGNORED_SIGNALS)
-    for sig in PYTHON_IGNORED_SIGNALS:
-        signal.signal(sig, signal.SIG_DFL)
-    if mask is not None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-
-
-def _discard_own_pending(signals: Iterable[int]) -> None:
-    import os
-
-    pid = os.getpid()
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
-    others = []
-    for sig in signals:
-        if sig not in blocked:
-            continue  # not blocked: nothing of it can be pending
-        while (info := signal.sigtimedwait([sig], 0)) is not None:
-            if not is_own_signal(info, pid):
-                others.append(sig)
-    for sig in others:
-        os.kill(pid, sig)  # pending again (still blocked), for the target after exec

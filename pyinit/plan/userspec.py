@@ -198,7 +198,9 @@ def resolve_user_spec(
     """Resolve a gosu/Docker user spec against the passwd and group databases.
 
     Raises UsageError (exit 125) naming the spec for unknown names, bad ids
-    and out-of-range values.  Pure: reads the two files, changes nothing.
+    and out-of-range values.  ``current_uid``/``current_gid`` (what a spec
+    without a user or group part means: pyinit's real ids, from the host
+    snapshot; default: read now).  Pure: reads the two files, changes nothing.
     """
     if spec == "":
         raise UsageError("--user: empty user spec (expected user[:group], uid[:gid], ...)")
@@ -242,10 +244,14 @@ def resolve_user_spec(
     )
 
 
-def resolve_user_spec_as(spec: str, where: str) -> Identity:
-    """:func:`resolve_user_spec` for a spec not given as ``--user``: errors start with ``where``."""
+def resolve_user_spec_as(spec: str, where: str, current: tuple[int, int] | None = None) -> Identity:
+    """:func:`resolve_user_spec` for a spec not given as ``--user``: errors start with ``where``.
+
+    ``current`` is pyinit's (uid, gid), from the host snapshot (default: read now).
+    """
+    uid, gid = current if current is not None else (None, None)
     try:
-        return resolve_user_spec(spec)
+        return resolve_user_spec(spec, current_uid=uid, current_gid=gid)
     except UsageError as e:
         reason = e.message.removeprefix(f"--user {quoted(spec)}: ").removeprefix("--user: ")
         raise UsageError(f"{where}: {reason}") from None

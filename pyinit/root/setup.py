@@ -35,6 +35,8 @@ from pyinit.plan import format_limit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from pyinit.plan import MkdirStep, Plan, RlimitStep
     from pyinit.plan.userspec import Identity
 
@@ -277,9 +279,9 @@ def _reason(e: OSError) -> str:
 # --- --rlimit --------------------------------------------------------------------------
 
 
-def apply_rlimits(plan: Plan) -> None:
-    """Set the plan's ``--rlimit`` limits on this process, which is about to become the target."""
-    for limit in plan.rlimits:
+def apply_rlimits(limits: Iterable[RlimitStep]) -> None:
+    """Set ``--rlimit`` ``limits`` on this process, which is about to become the target."""
+    for limit in limits:
         set_rlimit(limit)
 
 

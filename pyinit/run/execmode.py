@@ -26,7 +26,8 @@ def run_exec_mode(plan: Plan, original_mask: Iterable[int]) -> NoReturn:
     apply_root_setup(plan)
     log.info(f"exec {plan.command[0]} as {_who(plan)}")
     # LISTEN_PID already names us, and so the target.
-    turn_into_target(plan, original_mask, inherited_fds_to_keep(plan), plan.env)
+    launch = plan.launch
+    turn_into_target(launch, original_mask, inherited_fds_to_keep(launch), launch.env)
 
 
 def _who(plan: Plan) -> str:

@@ -46,13 +46,13 @@ from pyinit.plan.signals import (
     PYTHON_IGNORED_SIGNALS,
     STOP_SIGNALS,
     blockable_signals,
-    is_own_signal,
     signal_name,
 )
 from pyinit.plan.stop import StopDeadline
 from pyinit.root.hooks import kill_group
 from pyinit.run.descendants import FOREIGN_PROC, descendants, signal_all
 from pyinit.run.reaper import describe_status
+from pyinit.run.target import is_own_signal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

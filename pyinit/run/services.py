@@ -13,8 +13,8 @@ one at a time, in reverse start order, each in its turn of the stop budget
 (:meth:`ItemRun.stop`).
 
 Every item is forked by :func:`pyinit.run.spawn.start_item` inside
-``reaper.spawning()``, with the main's plan changed to the item's command,
-user, environment and working directory: the same step-down and hygiene.
+``reaper.spawning()``, as its launch record (``Item.launch``, made in the
+plan) says: the same step-down and hygiene as the main.
 A refused fork (the pids cgroup full) is a failed start, not a crash: it
 counts as a run that failed (:data:`pyinit.run.restart.FAILED_START`), and
 the restart policy retries it after its backoff, within its budget.
@@ -86,9 +86,7 @@ class ItemRun:
         pass_fds = dict(channel.pass_fds) if channel is not None else {}
         try:
             with sup.reaper.spawning() as watch:
-                child, read_ends = fork_item(
-                    sup.plan, item, sup.intake.original_mask, extra_env, pass_fds
-                )
+                child, read_ends = fork_item(item, sup.intake.original_mask, extra_env, pass_fds)
                 run = watch(child.pid)
         except OSError:
             self.tracker.started(time.monotonic())
@@ -283,10 +281,10 @@ class ItemRun:
 
     async def run_probe_command(self, argv: Sequence[str]) -> int:
         """An ``exec:`` probe: run ``argv`` as the item's user; its exit code."""
-        item = self.item.replace(command=tuple(argv), log="raw")
+        item = self.item.replace(log="raw")
         try:
             with self.sup.reaper.spawning() as watch:
-                child, _ = fork_item(self.sup.plan, item, self.sup.intake.original_mask, {}, {})
+                child, _ = fork_item(item, self.sup.intake.original_mask, {}, {}, tuple(argv))
                 run = watch(child.pid)
         except OSError as e:
             log.info(f"{self.label}: probe not run: {fork_failure(e)}")

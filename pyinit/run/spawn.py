@@ -18,7 +18,7 @@ import os
 import sys
 
 from pyinit.errors import EXIT_SETUP_FAILED, PyinitError
-from pyinit.plan.build import item_plan
+from pyinit.plan.build import SESSION_DETACHED, SESSION_GROUP, SESSION_OWN
 from pyinit.run.target import inherited_fds_to_keep, turn_into_target
 
 TYPE_CHECKING = False
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
     from pyinit.plan import Plan
+    from pyinit.plan.build import Launch
     from pyinit.plan.services import Item
     from pyinit.run.reaper import Watched
 
@@ -134,25 +135,24 @@ def terminal_fd() -> int | None:
 def start_target(
     plan: Plan, original_mask: Iterable[int], pass_fds: Mapping[int, int] | None = None
 ) -> Child:
-    """Fork the target; the child gets its own process group (or session) and the terminal.
+    """Fork the main (``plan.launch``); it gets its own process group or session, and the terminal.
 
     ``pass_fds`` (child fd -> our fd: the ``--ready fd:N`` pipe) are given to
     it besides the LISTEN_FDS and ``--keep-fd`` ones (the plan refuses a
     number that is both).  Call with every forwardable signal blocked; the
     child restores ``original_mask`` just before exec.
     """
-    new_session = plan.setsid or plan.forward_to_group
+    launch = plan.launch
     tty = terminal_fd()
-    # --setsid means no controlling terminal.  pyinit then keeps its own: a
-    # terminal that is still some session's cannot be taken (TIOCSCTTY, an
-    # open without O_NOCTTY) by a target without CAP_SYS_ADMIN.
-    hand_over = tty if new_session and not plan.setsid else None
-    if hand_over is not None:
-        _release_controlling_terminal(hand_over)
+    # A detached session (--setsid) has no controlling terminal.  pyinit then
+    # keeps its own: a terminal that is still some session's cannot be taken
+    # (TIOCSCTTY, an open without O_NOCTTY) by a target without CAP_SYS_ADMIN.
+    if tty is not None and launch.session == SESSION_OWN:
+        _release_controlling_terminal(tty)
     mask = tuple(original_mask)
     fds = dict(pass_fds or {})
-    pid, read_fd = _fork(lambda error_fd: _child_main(plan, mask, error_fd, tty, new_session, fds))
-    if not new_session:
+    pid, read_fd = _fork(lambda error_fd: _child_main(launch, mask, error_fd, tty, fds))
+    if launch.session == SESSION_GROUP:
         # Also set it here: whichever of parent and child runs first, the group
         # exists before the parent might signal it.
         with contextlib.suppress(OSError):
@@ -184,17 +184,16 @@ def _fork(child_main: Callable[[int], NoReturn]) -> tuple[int, int]:
 
 
 def _child_main(
-    plan: Plan,
+    launch: Launch,
     original_mask: tuple[int, ...],
     error_fd: int,
     tty: int | None,
-    new_session: bool,
     fds: dict[int, int],
 ) -> NoReturn:
     try:
-        if new_session:
+        if launch.session in (SESSION_OWN, SESSION_DETACHED):
             os.setsid()
-            if tty is not None and not plan.setsid:
+            if tty is not None and launch.session == SESSION_OWN:
                 _acquire_controlling_terminal(tty)
         else:
             os.setpgid(0, 0)
@@ -203,10 +202,10 @@ def _child_main(
                 # background group succeeds instead of stopping us: hand the
                 # terminal over *before* the signal mask is restored.
                 os.tcsetpgrp(tty, os.getpid())
-        env = _socket_activation_env(plan, os.getpid())
+        env = _socket_activation_env(launch, os.getpid())
         error_fd = _install_fds(fds, error_fd)
-        keep = inherited_fds_to_keep(plan, error_fd, *fds)
-        turn_into_target(plan.replace(setsid=False), original_mask, keep, env)
+        keep = inherited_fds_to_keep(launch, error_fd, *fds)
+        turn_into_target(launch, original_mask, keep, env)
     except PyinitError as e:
         _report(error_fd, e.exit_code, e.message)
         os._exit(e.exit_code)
@@ -267,33 +266,42 @@ def _acquire_controlling_terminal(tty: int) -> None:
         fcntl.ioctl(tty, termios.TIOCSCTTY, 0)
 
 
-def _socket_activation_env(plan: Plan, child_pid: int) -> Mapping[str, str]:
+def _socket_activation_env(launch: Launch, child_pid: int) -> Mapping[str, str]:
     # LISTEN_PID names the process the fds are for: it was pyinit, now it is the target.
-    if not plan.listen_fds:
-        return plan.env
-    return {**plan.env, "LISTEN_PID": str(child_pid)}
+    if not launch.listen_fds:
+        return launch.env
+    return {**launch.env, "LISTEN_PID": str(child_pid)}
 
 
 def fork_item(
-    plan: Plan,
     item: Item,
     original_mask: Iterable[int],
-    extra_env: dict[str, str],
+    extra_env: Mapping[str, str],
     pass_fds: dict[int, int],
+    command: tuple[str, ...] | None = None,
 ) -> tuple[Child, dict[int, int]]:
     """Fork one run of a sidecar or task; (the child, {child fd 1/2: our read end} to relay).
 
-    With ``log=prefix`` its stdout and stderr are pipes whose read ends the
-    caller relays; with ``log=raw`` it inherits pyinit's.  ``plan`` is the
-    main's (see :func:`pyinit.plan.build.item_plan`).
+    It is started as ``item.launch`` says, with ``extra_env`` (its readiness
+    channel's NOTIFY_SOCKET) added to that environment; ``command``, when
+    given, runs instead of the item's, the rest unchanged (an ``exec:``
+    probe runs as its item).  With ``log=prefix`` its stdout and stderr are
+    pipes whose read ends the caller relays; with ``log=raw`` it inherits
+    pyinit's.
     """
+    launch = item.launch
+    if launch is None:
+        raise PyinitError(f"internal error: {item.kind} {item.name} has no launch record")
+    if command is not None:
+        launch = launch.replace(command=command)
+    env = {**launch.env, **extra_env} if extra_env else launch.env
     write_ends: dict[int, int] = {}
     read_ends: dict[int, int] = {}
     if item.log == "prefix":
         for fd in (1, 2):
             read_ends[fd], write_ends[fd] = os.pipe2(os.O_CLOEXEC)
     try:
-        child = start_item(item_plan(plan, item, extra_env), original_mask, write_ends, pass_fds)
+        child = start_item(launch, original_mask, write_ends, pass_fds, env)
     except BaseException:
         for fd in read_ends.values():
             os.close(fd)
@@ -305,12 +313,13 @@ def fork_item(
 
 
 def start_item(
-    plan: Plan,
+    launch: Launch,
     original_mask: Iterable[int],
     stdio: dict[int, int],
     pass_fds: dict[int, int],
+    env: Mapping[str, str],
 ) -> Child:
-    """Fork a sidecar or task (``plan``: the main's, with the item's command, user, env, workdir).
+    """Fork a sidecar or task as its ``launch`` says, exec'd with ``env``.
 
     The child leads a session of its own (so its session id and process
     group id are its pid), never has a terminal, gets stdin from /dev/null,
@@ -328,19 +337,23 @@ def start_item(
     """
     mask = tuple(original_mask)
     fds = {**stdio, **pass_fds}
-    pid, read_fd = _fork(lambda error_fd: _item_child_main(plan, mask, error_fd, fds))
+    pid, read_fd = _fork(lambda error_fd: _item_child_main(launch, mask, error_fd, fds, env))
     return Child(pid, read_fd)
 
 
 def _item_child_main(
-    plan: Plan, original_mask: tuple[int, ...], error_fd: int, fds: dict[int, int]
+    launch: Launch,
+    original_mask: tuple[int, ...],
+    error_fd: int,
+    fds: dict[int, int],
+    env: Mapping[str, str],
 ) -> NoReturn:
     try:
-        os.setsid()
+        os.setsid()  # launch.session is SESSION_DETACHED for every item
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
         error_fd = _install_fds(fds, error_fd)
-        turn_into_target(plan.replace(setsid=False), original_mask, {error_fd, *fds}, plan.env)
+        turn_into_target(launch, original_mask, inherited_fds_to_keep(launch, error_fd, *fds), env)
     except PyinitError as e:
         _report(error_fd, e.exit_code, e.message)
         os._exit(e.exit_code)

@@ -105,7 +105,7 @@ def _start_items_early(plan: Plan, reaper: Reaper, mask: tuple[int, ...]) -> dic
         if item.kind != SIDECAR or item.ready is not None:
             break
         try:
-            child, read_ends = fork_item(plan, item, mask, {}, {})
+            child, read_ends = fork_item(item, mask, {}, {})
         except OSError:
             break  # fork refused: the loop starts it, with its restart policy
         watched = reaper.watch(child.pid)

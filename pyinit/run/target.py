@@ -1,17 +1,23 @@
 """Turn the current process into the target: identity, process attributes, exec.
 
 Shared by exec mode (in pyinit's own process) and supervise mode (in the
-forked child), so both modes step down and exec exactly the same way.
+forked child: main, sidecar or task), so every process steps down and execs
+exactly the same way, each from its launch record
+(:class:`pyinit.plan.build.Launch`).  Also the signal state a target starts
+with, and how pyinit tells its own signals from those sent to it.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import signal
 
 from pyinit.errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, PyinitError
+from pyinit.plan.build import SESSION_SETSID
 from pyinit.plan.capabilities import CAPABILITY_NUMBERS, capability_mask
-from pyinit.plan.signals import reset_child_signal_state
+from pyinit.plan.host import has_controlling_terminal
+from pyinit.plan.signals import PYTHON_IGNORED_SIGNALS
 from pyinit.root.identity import open_status, step_down, switch_ids, verify_step_down
 from pyinit.root.setup import apply_rlimits
 
@@ -20,56 +26,65 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
     from typing import NoReturn
 
-    from pyinit.plan import Plan
+    from pyinit.plan.build import Launch
+
+#: si_code values (<bits/siginfo-consts.h>): sent with kill(2), with tkill/tgkill, by the kernel.
+SI_USER = 0
+SI_TKILL = -6
+SI_KERNEL = 0x80
 
 #: Docker's default PATH, used when the environment has none.
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def turn_into_target(
-    plan: Plan, signal_mask: Iterable[int], keep_fds: set[int], env: Mapping[str, str]
+    launch: Launch, signal_mask: Iterable[int], keep_fds: set[int], env: Mapping[str, str]
 ) -> NoReturn:
     """The one sequence every mode ends with: close fds, become the target, exec.
 
     Exec mode runs it in pyinit's own process, supervise mode in the forked
-    child (main, sidecar or task).  Raises PyinitError (125/126/127).
+    child (main, sidecar or task), which has already taken its session or
+    group (:mod:`pyinit.run.spawn`).  ``keep_fds`` survive (see
+    :func:`inherited_fds_to_keep`); ``env`` is ``launch.env`` or one derived
+    from it at run time (LISTEN_PID, NOTIFY_SOCKET).  Raises PyinitError
+    (125/126/127).
     """
     # A leaked runtime fd must not reach the target (CVE-2024-21626).
     close_inherited_fds(keep=keep_fds)
-    become_target(plan, signal_mask=signal_mask)
-    exec_command(plan.command, env)
+    become_target(launch, signal_mask=signal_mask)
+    exec_command(launch.command, env)
 
 
-def become_target(plan: Plan, signal_mask: Iterable[int] | None = None) -> None:
-    """Apply umask, identity, capabilities, workdir and signal state; everything but exec.
+def become_target(launch: Launch, signal_mask: Iterable[int] | None = None) -> None:
+    """Apply umask, limits, identity, capabilities, workdir and signal state; all but exec.
 
     Raises PyinitError (125) when any step fails.
     """
-    if plan.no_new_privs or plan.keep_caps:
+    if launch.no_new_privs or launch.keep_caps:
         # Import before the step-down: the target may not be able to read
         # pyinit's Python installation (a venv or pyenv under /root).
         from pyinit.root import prctl
-    if plan.umask is not None:
-        os.umask(plan.umask)
+    if launch.umask is not None:
+        os.umask(launch.umask)
     # Limits apply to the target only, as root (raising a hard limit needs
     # CAP_SYS_RESOURCE): after this, a new descriptor may be out of reach
     # (nofile=3), so the step-down reads its status through one opened before.
-    status_fd = open_status() if plan.rlimits else None
+    status_fd = open_status() if launch.rlimits else None
     try:
-        apply_rlimits(plan)
-        if plan.switch_identity and plan.identity is not None:
-            if plan.keep_caps:
-                _step_down_keeping_caps(plan, status_fd)
+        apply_rlimits(launch.rlimits)
+        if launch.switch_identity and launch.identity is not None:
+            if launch.keep_caps:
+                _step_down_keeping_caps(launch, status_fd)
             else:
-                step_down(plan.identity, plan.extra_groups, status_fd)
+                step_down(launch.identity, launch.extra_groups, status_fd)
     finally:
         if status_fd is not None:
             os.close(status_fd)
-    if plan.workdir is not None:
-        change_directory(plan)
-    if plan.no_new_privs:
+    if launch.workdir is not None:
+        change_directory(launch)
+    if launch.no_new_privs:
         _checked(prctl.set_no_new_privs, "--no-new-privs")
-    if plan.setsid:
+    if launch.session == SESSION_SETSID:
         new_session()
     reset_child_signal_state(signal_mask)
 
@@ -84,7 +99,7 @@ def new_session() -> None:
     try:
         os.setsid()
     except PermissionError:
-        if os.getsid(0) == os.getpid() and not _has_controlling_terminal():
+        if os.getsid(0) == os.getpid() and not has_controlling_terminal():
             return
         raise PyinitError(
             f"--setsid: pyinit (pid {os.getpid()}) leads process group {os.getpgrp()} "
@@ -92,30 +107,21 @@ def new_session() -> None:
         ) from None
 
 
-def _has_controlling_terminal() -> bool:
-    try:
-        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
-    except OSError:
-        return False
-    os.close(fd)
-    return True
-
-
-def _step_down_keeping_caps(plan: Plan, status_fd: int | None) -> None:
+def _step_down_keeping_caps(launch: Launch, status_fd: int | None) -> None:
     # PR_SET_KEEPCAPS keeps the permitted set across setresuid; then the sets
     # are cut down to the kept capabilities and those are raised as ambient,
     # the only kind that survives execve of an ordinary binary as non-root.
     from pyinit.root import prctl  # already imported by become_target
 
-    assert plan.identity is not None
-    mask = capability_mask(plan.keep_caps)
+    assert launch.identity is not None
+    mask = capability_mask(launch.keep_caps)
     _checked(lambda: prctl.set_keep_caps(True), "--keep-cap")
-    groups = switch_ids(plan.identity, plan.extra_groups)
+    groups = switch_ids(launch.identity, launch.extra_groups)
     _checked(lambda: prctl.set_capabilities(mask), "--keep-cap")
-    for name in plan.keep_caps:
+    for name in launch.keep_caps:
         _checked(lambda n=name: prctl.raise_ambient(CAPABILITY_NUMBERS[n]), f"--keep-cap {name}")
     _checked(lambda: prctl.set_keep_caps(False), "--keep-cap")
-    verify_step_down(plan.identity, groups, mask, status_fd)
+    verify_step_down(launch.identity, groups, mask, status_fd)
 
 
 def _checked(action: object, flag: str) -> None:
@@ -125,17 +131,17 @@ def _checked(action: object, flag: str) -> None:
         raise PyinitError(f"{flag}: {e.strerror or e}") from None
 
 
-def change_directory(plan: Plan) -> None:
-    """chdir to --workdir as the target (``~`` is the target's home)."""
-    assert plan.workdir is not None
-    path = plan.workdir
+def change_directory(launch: Launch) -> None:
+    """chdir to the workdir as the target (``~`` is the target's home)."""
+    assert launch.workdir is not None
+    path = launch.workdir
     if path == "~" or path.startswith("~/"):
-        home = plan.identity.home if plan.identity else plan.env.get("HOME", "/")
+        home = launch.identity.home if launch.identity else launch.env.get("HOME", "/")
         path = home + path[1:]
     try:
         os.chdir(path)
     except OSError as e:
-        shown = repr(plan.workdir) if path == plan.workdir else f"{plan.workdir!r} ({path})"
+        shown = repr(launch.workdir) if path == launch.workdir else f"{launch.workdir!r} ({path})"
         raise PyinitError(f"--workdir {shown}: {e.strerror} (as uid {os.getuid()})") from None
 
 
@@ -197,9 +203,9 @@ def _exec_error(name: str, error: OSError) -> PyinitError:
     )
 
 
-def inherited_fds_to_keep(plan: Plan, *extra: int) -> set[int]:
-    """The fds >= 3 the target keeps: the LISTEN_FDS ones, ``--keep-fd``, and ``extra``."""
-    return {*extra, *plan.keep_fds, *range(3, 3 + plan.listen_fds)}
+def inherited_fds_to_keep(launch: Launch, *extra: int) -> set[int]:
+    """The fds >= 3 the target keeps: its launch's (LISTEN_FDS, ``--keep-fd``), and ``extra``."""
+    return {*extra, *launch.keep_fds}
 
 
 def close_inherited_fds(keep: set[int]) -> None:
@@ -216,3 +222,57 @@ def _max_fd() -> int:
         return os.sysconf("SC_OPEN_MAX")
     except (OSError, ValueError):
         return 1 << 16
+
+
+# --- the signal state a target starts with ---------------------------------------
+
+
+def is_own_signal(info: signal.struct_siginfo, own_pid: int) -> bool:
+    """Whether pyinit's own doing raised this signal, so that it must not be forwarded.
+
+    A write to a dead pipe (stderr read by ``head -0``, a crashed log
+    collector) raises SIGPIPE, one past ``--rlimit fsize`` SIGXFSZ: the
+    kernel sends them with ``si_code`` SI_USER and the writer's own pid.  A
+    ``docker kill -s PIPE`` comes from another pid (0 from outside the
+    namespace) and is forwarded.  A fault carries a positive, non-SI_KERNEL
+    code (SEGV_MAPERR, BUS_ADRERR, ...).
+    """
+    code = info.si_code
+    if code in (SI_USER, SI_TKILL):
+        return info.si_pid == own_pid
+    return 0 < code < SI_KERNEL and info.si_signo != signal.SIGCHLD
+
+
+def reset_child_signal_state(mask: Iterable[int] | None = None) -> None:
+    """Give a process about to exec the signal state a fresh program expects.
+
+    Python ignores SIGPIPE and SIGXFSZ at start-up, and ignored dispositions
+    survive exec: without this, a target writing to a closed pipe gets EPIPE
+    instead of dying quietly as shells and C programs expect.  Caught signals
+    are reset by exec itself.  ``mask``, when given, replaces the blocked set:
+    pyinit blocks every signal from its first statement and hands the target
+    the mask pyinit itself was started with.  A SIGPIPE or SIGXFSZ that
+    pyinit's own writes left pending (a dead stderr) is discarded first, or
+    it would kill the target the moment the mask is restored; one sent by
+    somebody else stays pending for the target.
+    """
+    if mask is not None:
+        _discard_own_pending(PYTHON_IGNORED_SIGNALS)
+    for sig in PYTHON_IGNORED_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _discard_own_pending(signals: Iterable[int]) -> None:
+    pid = os.getpid()
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    others = []
+    for sig in signals:
+        if sig not in blocked:
+            continue  # not blocked: nothing of it can be pending
+        while (info := signal.sigtimedwait([sig], 0)) is not None:
+            if not is_own_signal(info, pid):
+                others.append(sig)
+    for sig in others:
+        os.kill(pid, sig)  # pending again (still blocked), for the target after exec
