@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from setup_env import DEBIAN_PYTHON, REPO_ROOT, Environment, ns_prefix
+from summary import fmt, stats
 
 Row = dict[str, Any]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pyinit-bench-standalone"
@@ -56,15 +57,6 @@ def bundle_entry(log: list[str]) -> tuple[str | None, str]:
         log.append(proc.stdout.strip().splitlines()[-1])
     entry = folder / "pyinit"
     return (str(entry), "") if entry.is_file() else (None, f"no {entry}")
-
-
-def stats(values: list[float]) -> Row | None:
-    """p50, p95, n (None when empty)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {"p50": statistics.median(ordered), "p95": p95, "n": len(ordered)}
 
 
 def blocked_sigterm(pid: int) -> bool | None:
@@ -177,11 +169,6 @@ def measure_standalone(env: Environment, quick: bool) -> Row:
         "size_mib": folder_mib(Path(bundle).parent),
         "load": os.getloadavg()[0],
     }
-
-
-def fmt(value: float | None) -> str:
-    """3 significant digits, or n/a."""
-    return "n/a" if value is None else f"{value:,.3g}" if value < 100 else f"{value:,.0f}"
 
 
 def q(row: Row | None, key: str) -> float | None:
