@@ -37,8 +37,9 @@ then exec the target (it keeps the PID) or supervise it as PID 1 (forward
 signals, reap zombies, stop timeout, post hooks)."""
 
 EPILOG = """\
-exit status: the target's status (128+N if killed by signal N); 125 pyinit
-failed before the target ran; 126 command not executable; 127 command not found.
+exit status: the target's status (128+N if killed by signal N; 0 for a
+--success-exit code); 125 pyinit failed before the target ran; 126 command not
+executable; 127 command not found.
 
 example: ENTRYPOINT ["pyinit", "--user", "redis", "--chown", "/data", "--"]"""
 
@@ -237,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="supervise: one deadline from the stop signal (or the target's exit) to pyinit's "
         f"exit, covering the target, leftovers and --post hooks (default {DEFAULT_STOP_TIMEOUT:g};"
         " env PYINIT_STOP_TIMEOUT)",
+    )
+    run.add_argument(
+        "--success-exit",
+        action="append",
+        default=[],
+        metavar="CODE",
+        help="supervise: exit 0 when the main exits CODE (0-255), or is killed by signal "
+        "CODE (TERM = 143), e.g. a JVM's 143 on SIGTERM (repeatable)",
     )
     run.add_argument(
         "--signal-group",

@@ -19,7 +19,7 @@ from pyinit.errors import UsageError, quoted
 from pyinit.plan.capabilities import missing_capabilities, parse_capability
 from pyinit.plan.host import Host, read_host
 from pyinit.plan.secrets import Target, check_exec_budget, resolve_file_env
-from pyinit.plan.signals import parse_rewrite
+from pyinit.plan.signals import parse_rewrite, parse_success_exit
 from pyinit.plan.sources import named_for_its_origin, supervise_only_given, typed
 from pyinit.plan.stop import DEFAULT_STOP_TIMEOUT as DEFAULT_STOP_TIMEOUT
 from pyinit.plan.userspec import (
@@ -174,6 +174,7 @@ class Plan(Record):
         "secrets",
         "setsid",
         "stop_timeout",
+        "success_exits",
         "switch_identity",
         "umask",
         "workdir",
@@ -215,6 +216,8 @@ class Plan(Record):
     # pyinit's process and keeps it in env, and when there is none (or it is empty).
     notify_socket: str | None
     rewrites: tuple[tuple[int, int], ...]
+    # --success-exit: the main's exit codes (128+N: killed by signal N) pyinit exits 0 for.
+    success_exits: tuple[int, ...]
     notices: tuple[str, ...]
     # --only-for: whether the command is the service's (None without the flag).
     only_for: OnlyFor | None
@@ -245,6 +248,15 @@ class Plan(Record):
             listen_fds=self.listen_fds,
             session=self.main_session,
         )
+
+    def exit_code_for_main(self, code: int) -> int:
+        """pyinit's exit code when the main's own ``code`` ends it: 0 if --success-exit lists it.
+
+        Only for the main's status (its code, or 128+N when signal N killed
+        it), never for pyinit's own codes (125, a give-up, a stop before the
+        main ran): the run layer calls it where the main's end decides.
+        """
+        return 0 if code in self.success_exits else code
 
     @property
     def main_session(self) -> str:
@@ -699,6 +711,7 @@ def build_plan(
         forward_to_group=options.signal_group,
         notify_socket=notify_socket,
         rewrites=tuple(parse_rewrite(r) for r in options.rewrite),
+        success_exits=_success_exits(options),
         notices=tuple(notices),
         only_for=only_for,
         items=services.items,
@@ -933,6 +946,11 @@ def _main_identity(options: Namespace, host: Host) -> Identity | None:
         return resolve_user_spec(options.user, current_uid=uid, current_gid=gid)
     except UsageError as e:
         raise named_for_its_origin(e, options, "user") from None
+
+
+def _success_exits(options: Namespace) -> tuple[int, ...]:
+    """The --success-exit codes, sorted, each once (``143`` and ``TERM`` are one code)."""
+    return tuple(sorted({parse_success_exit(text) for text in options.success_exit}))
 
 
 def _stop_timeout(options: Namespace) -> float:

@@ -43,7 +43,7 @@ from pyinit.plan.files import FileTooLarge, read_open_regular
 from pyinit.plan.items import ALL_KEYS, ItemSpec, check_item_spec, parse_probe
 from pyinit.plan.onlyfor import check_only_for
 from pyinit.plan.secrets import PathChecks, PathWalk, StepRecorder, Target
-from pyinit.plan.signals import parse_rewrite
+from pyinit.plan.signals import parse_rewrite, parse_success_exit
 from pyinit.plan.userspec import resolve_group, resolve_user_spec
 from pyinit.record import Record
 
@@ -80,6 +80,7 @@ VALIDATORS: dict[str, Callable[[str], object]] = {
     "keep-cap": lambda v: parse_capability(v, "--keep-cap"),
     "keep-fd": parse_fd,
     "rewrite": parse_rewrite,
+    "success-exit": parse_success_exit,
     "pre": lambda v: shell_hook(v, "--pre"),
     "post": lambda v: shell_hook(v, "--post"),
     "ready": lambda v: parse_probe(v, f"--ready {quoted(v)}"),

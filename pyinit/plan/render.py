@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 
+from pyinit.errors import SIGNAL_EXIT_BASE
 from pyinit.plan.build import (
     SESSION_DETACHED,
     SESSION_GROUP,
@@ -149,6 +150,9 @@ def _lines(plan: Plan) -> list[str]:
             lines.append(
                 f"  rewrite {signal_name(src)} -> {signal_name(dst) if dst else 'dropped'}"
             )
+        if plan.success_exits:
+            codes = _success_codes(plan.success_exits)
+            lines.append(f"  success: the main's {codes} -> pyinit exits 0 (--success-exit)")
         for h in plan.post_hooks:
             lines.append(f"  post hook {h.label}")
         lines.extend(_budget_lines(plan))
@@ -182,6 +186,15 @@ def _budget_lines(plan: Plan) -> list[str]:
         )
     lines.append(f"    at {_secs(budget.timeout):<7} pyinit exits")
     return lines
+
+
+def _success_codes(codes: tuple[int, ...]) -> str:
+    """``exit 3 or 143 (128+SIGTERM)``: the --success-exit codes, a signal's named."""
+    named = []
+    for code in codes:
+        name = signal_name(code - SIGNAL_EXIT_BASE) if code > SIGNAL_EXIT_BASE else ""
+        named.append(f"{code} (128+{name})" if name.startswith("SIG") else str(code))
+    return "exit " + " or ".join(named)
 
 
 def _secs(seconds: float) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import signal
 
-from pyinit.errors import UsageError, quoted
+from pyinit.errors import SIGNAL_EXIT_BASE, UsageError, quoted
 
 #: Signals that ask the target to stop; forwarding one starts the --stop-timeout clock.
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
@@ -98,3 +98,37 @@ def parse_rewrite(text: str, flag: str = "--rewrite") -> tuple[int, int]:
     if src in _UNCATCHABLE or src == signal.SIGCHLD:
         raise UsageError(f"{flag} {quoted(text)}: {signal_name(src)} cannot be rewritten")
     return src, dst
+
+
+#: Exit codes that are pyinit's own word that the main never ran (docs/usage.md,
+#: "Exit status"): setup failed, cannot execute, not found.  Never a success.
+RESERVED_EXIT_CODES = range(125, 128)
+
+
+def parse_success_exit(text: str, flag: str = "--success-exit") -> int:
+    """Parse one ``--success-exit`` value: an exit code ``0``-``255``, or a signal name for 128+N.
+
+    ``143`` and ``TERM`` (or ``SIGTERM``) are the same code: a main that exits
+    143 on SIGTERM, as a JVM does, and one that SIGTERM killed.  A bare number
+    is always an exit code, never a signal number.  125-127 are refused: they
+    say the main could not run, which no policy may turn into a success.
+    """
+    word = text.strip()
+    if word.isascii() and word.isdigit():
+        code = int(word)
+        if code > 255:
+            raise UsageError(f"{flag} {quoted(text)}: an exit code is 0-255")
+    else:
+        try:
+            code = SIGNAL_EXIT_BASE + parse_signal(text, flag)
+        except UsageError:
+            raise UsageError(
+                f"{flag} {quoted(text)}: expected an exit code 0-255 or a signal name "
+                "(TERM means 143: killed by SIGTERM, or exited 143 on it)"
+            ) from None
+    if code in RESERVED_EXIT_CODES:
+        raise UsageError(
+            f"{flag} {quoted(text)}: {code} is pyinit's own status (125 setup failed, "
+            "126 cannot execute, 127 not found), never a success"
+        )
+    return code

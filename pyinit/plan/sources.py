@@ -37,6 +37,7 @@ SUPERVISE_ONLY = {
     "stop_timeout": "--stop-timeout",
     "rewrite": "--rewrite",
     "signal_group": "--signal-group",
+    "success_exit": "--success-exit",
 }
 
 #: The flags of every option whose origin is noted.

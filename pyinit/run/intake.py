@@ -234,7 +234,7 @@ class Intake:
                 log.warning(FOREIGN_PROC)
             self._call_soon = None
             log.info(f"target {target.pid} exited ({describe_status(status)})")
-            self._result = exit_code_for_wait_status(status)
+            self._result = self.plan.exit_code_for_main(exit_code_for_wait_status(status))
             return True
 
     def forward(self, signum: int) -> None:

@@ -183,9 +183,9 @@ class Supervision:
                     self._term_main()
                 await self.shutdown(failed)
                 return failed
-        code = await self._wait_main_or_giveup()
-        await self.shutdown(code)
-        return code
+        code, ended_by_main = await self._wait_main_or_giveup()
+        await self.shutdown(code)  # the post hooks get the main's real code
+        return self.plan.exit_code_for_main(code) if ended_by_main else code
 
     async def _start_up(self) -> int | None:
         """Start the items in order, then the main; an exit code if that failed or was stopped."""
@@ -273,7 +273,8 @@ class Supervision:
             log.info(f"sending {signal_name(sig)} to the target")
             self.intake.send_to_target(sig)
 
-    async def _wait_main_or_giveup(self) -> int:
+    async def _wait_main_or_giveup(self) -> tuple[int, bool]:
+        """The code the shutdown ends with, and whether it is the main's own (not a give-up)."""
         assert self.main is not None
         main = self.main
         self.nursery.start_soon(self._await_main, main)
@@ -284,7 +285,7 @@ class Supervision:
         if self._main_status is not None:
             log.info(f"target {main.pid} exited ({describe_status(self._main_status)})")
             self.deadline = self.intake.begin_stop()
-            return exit_code_for_wait_status(self._main_status)
+            return exit_code_for_wait_status(self._main_status), True
         self.deadline = self.intake.begin_stop()
         self._shutting_down = True
         self._notify_upward("STOPPING=1")
@@ -293,7 +294,7 @@ class Supervision:
         await self._main_ended.wait()
         assert self._main_status is not None  # set with _main_ended
         log.info(f"target {main.pid} exited ({describe_status(self._main_status)})")
-        return self._giveup_code
+        return self._giveup_code, False
 
     async def _await_main(self, main: Watched) -> None:
         """The one wait for the main's exit: its status, and ``_main_ended`` for all who wait."""
