@@ -18,6 +18,7 @@ from pyinit.errors import EXIT_SETUP_FAILED, PyinitError, UsageError
 from pyinit.plan import (
     CHOWN_POLICIES,
     DEFAULT_STOP_TIMEOUT,
+    LOG_FORMATS,
     MODES,
     NON_ROOT_POLICIES,
     Plan,
@@ -314,6 +315,19 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
     out.add_argument("-v", "--verbose", action="store_true", help="log the lifecycle on stderr")
     out.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    out.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=log.TEXT,
+        help="pyinit's own lines and the sidecars' and tasks' relayed lines as text "
+        "(default: 'pyinit: ...', 'NAME | line') or json (one object per line: time, name, "
+        "stream, line; level for pyinit's own); the main's output is never touched",
+    )
+    out.add_argument(
+        "--log-time",
+        action="store_true",
+        help="start each text line with its RFC 3339 UTC time (2026-12-07T21:40:37.123Z)",
+    )
     out.add_argument("--version", action="version", version=f"pyinit {__version__}")
     p.add_argument(
         "command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]", help=argparse.SUPPRESS
@@ -364,6 +378,8 @@ def run(argv: Sequence[str], environ: Mapping[str, str], original_mask: Iterable
     """
     options = parse_options(argv, environ)
     log.set_level(log.VERBOSE if options.verbose else log.QUIET if options.quiet else log.NORMAL)
+    # Before planning: a refused plan's line is in the format asked for too.
+    log.set_format(options.log_format, options.log_time)
     plan = build_plan(options, environ)
     if options.dry_run:
         from pyinit.plan.render import render_plan

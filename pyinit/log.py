@@ -26,7 +26,15 @@ QUIET = 0
 NORMAL = 1
 VERBOSE = 2
 
+#: --log-format values.
+TEXT = "text"
+JSON = "json"
+
 _level = NORMAL
+_format = TEXT
+_with_time = False
+#: Formats one of pyinit's lines (level, text) when --log-time or --log-format json asks.
+_formatter: Callable[[str, str], bytes] | None = None
 _writer: Callable[[bytes], None] | None = None
 _stalled = False
 _select: ModuleType | None = None
@@ -41,6 +49,32 @@ def set_level(level: int) -> None:
 def level() -> int:
     """The current verbosity level."""
     return _level
+
+
+def set_format(log_format: str, with_time: bool) -> None:
+    """Write lines as ``log_format`` (TEXT or JSON), with RFC 3339 UTC times if ``with_time``.
+
+    The default (TEXT, no time) imports nothing: the exec path stays lean.
+    """
+    global _format, _with_time, _formatter
+    _format, _with_time = log_format, with_time
+    _formatter = None
+    if log_format == JSON:
+        from pyinit.logformat import own_json
+
+        _formatter = own_json
+    elif with_time:
+        from pyinit.logformat import stamp
+
+        def _stamped(level: str, text: str) -> bytes:
+            return b"%s %s" % (stamp(), _text_line(level, text))
+
+        _formatter = _stamped
+
+
+def output_format() -> tuple[str, bool]:
+    """(--log-format, --log-time) as set: how the relay writes sidecars' and tasks' lines."""
+    return _format, _with_time
 
 
 def set_writer(writer: Callable[[bytes], None] | None) -> None:
@@ -100,14 +134,21 @@ def _room_for(line: bytes) -> bool:
     return room
 
 
-def _emit(text: str) -> None:
+def _text_line(level: str, text: str) -> bytes:
+    """``pyinit: TEXT`` (``pyinit: warning: TEXT`` for a warning) as one line of bytes."""
+    shown = f"warning: {text}" if level == "warning" else text
+    return f"pyinit: {one_line(shown)}\n".encode(errors="replace")
+
+
+def _emit(level: str, text: str) -> None:
     # One write per line: the supervisor and its children share stderr, and
     # a single write(2) keeps lines from interleaving mid-line.
     # fd 2 itself, not sys.stderr: that is None when pyinit was started with
     # stderr closed.  A dead reader (EPIPE, and a SIGPIPE that the signal
     # intake recognises as our own) or a full disk must never stop pyinit.
     # Whatever a message quotes, it stays one line without terminal escapes.
-    line = f"pyinit: {one_line(text)}\n".encode(errors="replace")
+    formatter = _formatter
+    line = _text_line(level, text) if formatter is None else formatter(level, one_line(text))
     writer = _writer
     if writer is None:
         write_line(line)
@@ -117,22 +158,22 @@ def _emit(text: str) -> None:
 
 def error(text: str) -> None:
     """Print an error; always shown."""
-    _emit(text)
+    _emit("error", text)
 
 
 def warning(text: str) -> None:
     """Print a warning; hidden by --quiet."""
     if _level >= NORMAL:
-        _emit(f"warning: {text}")
+        _emit("warning", text)
 
 
 def notice(text: str) -> None:
     """Print a notice; hidden by --quiet."""
     if _level >= NORMAL:
-        _emit(text)
+        _emit("notice", text)
 
 
 def info(text: str) -> None:
     """Print a lifecycle detail; shown only with --verbose."""
     if _level >= VERBOSE:
-        _emit(text)
+        _emit("info", text)

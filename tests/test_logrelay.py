@@ -22,6 +22,7 @@ from pidns import TARGET_PYTHON, Namespace, unread_pipe, wait_for
 
 from pyinit.run.logrelay import BATCH_BYTES, MAX_LINE, READ_SIZE, Framer, escape_controls
 
+JSON = ("--log-format", "json")
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for PID namespaces")
 
 # What the attacker prints: a line that a terminal would show as db's, by a CR, by
@@ -90,13 +91,14 @@ def _buffered(read_end: int) -> int:
     return int.from_bytes(fcntl.ioctl(read_end, termios.FIONREAD, b"\0\0\0\0"), "little")
 
 
-def _peak_with_stalled_stdout(sidecar: str, flooding: bool) -> int:
+def _peak_with_stalled_stdout(sidecar: str, flooding: bool, flags: tuple[str, ...] = ()) -> int:
     """PID 1's peak RSS (kB) with ``sidecar`` relayed to a pipe nobody reads.
 
     Read once a flooding sidecar is blocked in its own write, else once its line is out.
     """
     with unread_pipe() as (read_end, write_end), Namespace(
-        ["--stop-timeout", "2", "--sidecar", sidecar, "--", "sleep", "30"], stdout=write_end
+        [*flags, "--stop-timeout", "2", "--sidecar", sidecar, "--", "sleep", "30"],
+        stdout=write_end,
     ) as ns:  # fmt: skip
         if flooding:
             wait_for(lambda: _blocked_writing(ns), what="the sidecar to block in its write")
@@ -111,16 +113,19 @@ def _peak_with_stalled_stdout(sidecar: str, flooding: bool) -> int:
 
 @root_only
 @pytest.mark.parametrize(
-    "flood",
+    ("flood", "flags"),
     [
-        "b'\\n' * 65536",  # empty lines: each one becomes the 35-byte prefix and a newline
-        "b'\\r' * 65536",  # carriage returns: each one escaped to two bytes
-        "(b'\\x1b' * 99 + b'\\n') * 650",  # escapes: 4 bytes each once escaped
+        ("b'\\n' * 65536", ()),  # empty lines: each one becomes the 35-byte prefix and a newline
+        ("b'\\r' * 65536", ()),  # carriage returns: each one escaped to two bytes
+        ("(b'\\x1b' * 99 + b'\\n') * 650", ()),  # escapes: 4 bytes each once escaped
+        ("b'\\n' * 65536", ("--log-time",)),  # a time before each prefix too
+        ("b'\\n' * 65536", JSON),  # each empty line a whole JSON object
+        ("(b'\\x1b' * 99 + b'\\n') * 650", JSON),  # \\u001b: 6 bytes each
     ],
-    ids=["empty-lines", "cr", "esc"],
+    ids=["empty-lines", "cr", "esc", "empty-lines-time", "empty-lines-json", "esc-json"],
 )
 def test_a_flood_against_a_stalled_stdout_is_held_back_not_buffered(
-    tmp_path: Path, flood: str
+    tmp_path: Path, flood: str, flags: tuple[str, ...]
 ) -> None:
     # Backpressure, bounded in bytes after prefixing and escaping: the
     # sidecar blocks in its own write while PID 1 holds a few hundred kB
@@ -128,8 +133,8 @@ def test_a_flood_against_a_stalled_stdout_is_held_back_not_buffered(
     name = "n" * 32
     script = tmp_path / "flood.py"
     script.write_text(f"import os\ndata = {flood}\nwhile True:\n    os.write(1, data)\n")
-    idle = _peak_with_stalled_stdout(f"{name} -- sh -c 'echo one; exec sleep 30'", False)
-    peak = _peak_with_stalled_stdout(f"{name} -- {TARGET_PYTHON} {script}", True)
+    idle = _peak_with_stalled_stdout(f"{name} -- sh -c 'echo one; exec sleep 30'", False, flags)
+    peak = _peak_with_stalled_stdout(f"{name} -- {TARGET_PYTHON} {script}", True, flags)
     assert peak - idle < 8 * 1024, (idle, peak)
 
 

@@ -8,6 +8,7 @@ only carry it out, and ``--dry-run`` prints it.
 from pyinit.plan.build import (
     CHOWN_POLICIES,
     DEFAULT_STOP_TIMEOUT,
+    LOG_FORMATS,
     MODES,
     NON_ROOT_POLICIES,
     ChownStep,
@@ -24,6 +25,7 @@ from pyinit.plan.build import (
 __all__ = [
     "CHOWN_POLICIES",
     "DEFAULT_STOP_TIMEOUT",
+    "LOG_FORMATS",
     "MODES",
     "NON_ROOT_POLICIES",
     "ChownStep",

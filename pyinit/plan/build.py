@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 MODES = ("exec", "supervise", "auto")
 CHOWN_POLICIES = ("always", "on-root-mismatch")
 NON_ROOT_POLICIES = ("skip", "fail")
+#: --log-format values (docs/services.md, "Logs").
+LOG_FORMATS = ("text", "json")
 
 
 class MkdirStep(Record):
@@ -157,6 +159,8 @@ class Plan(Record):
         "keep_caps",
         "keep_fds",
         "listen_fds",
+        "log_format",
+        "log_time",
         "mkdirs",
         "mode",
         "mode_reason",
@@ -221,6 +225,9 @@ class Plan(Record):
     notices: tuple[str, ...]
     # --only-for: whether the command is the service's (None without the flag).
     only_for: OnlyFor | None
+    # pyinit's own lines and the relayed ones: text or json (LOG_FORMATS), with times or not.
+    log_format: str
+    log_time: bool
     # Sidecars and tasks (docs/services.md), in start order; the main's --ready probe.
     items: tuple[Item, ...]
     ready: Probe | None
@@ -714,6 +721,8 @@ def build_plan(
         success_exits=_success_exits(options),
         notices=tuple(notices),
         only_for=only_for,
+        log_format=_log_format(options.log_format),
+        log_time=options.log_time,
         items=services.items,
         ready=services.ready,
         config_files=tuple(s.path for s in config_sources if not s.is_directory),
@@ -727,6 +736,13 @@ def build_plan(
     check_ready_fd(plan, host.fd_table_size)
     check_exec_setsid(plan, host)
     return plan
+
+
+def _log_format(value: str) -> str:
+    """--log-format's value, checked (argparse and the config file check it first)."""
+    if value not in LOG_FORMATS:
+        raise UsageError(f"--log-format {quoted(value)}: expected one of {', '.join(LOG_FORMATS)}")
+    return value
 
 
 def check_exec_setsid(plan: Plan, host: Host) -> None:

@@ -141,6 +141,7 @@ def _lines(plan: Plan) -> list[str]:
         lines.extend(describe_items(plan.items, plan.ready, plan.env, plan.host.euid))
     lines.extend(_secret_lines(plan))
     lines.append(f"command: {' '.join(plan.command)}")
+    lines.append(f"logs: {describe_logs(plan)}")
     if plan.mode == "supervise":
         lines.append(
             f"supervise: stop timeout {plan.stop_timeout:g}s, signals to "
@@ -161,6 +162,17 @@ def _lines(plan: Plan) -> list[str]:
     elif "NOTIFY_SOCKET" in plan.env:
         lines.append(NOTIFY_PASSED)
     return lines
+
+
+def describe_logs(plan: Plan) -> str:
+    """How pyinit's own and the relayed lines look (--log-format, --log-time); the main's never."""
+    if plan.log_format == "json":
+        what = "json, one object per line (time in RFC 3339 UTC, name, stream, line)"
+    elif plan.log_time:
+        what = "text with RFC 3339 UTC times ('TIME pyinit: ...', 'TIME NAME | line')"
+    else:
+        what = "text ('pyinit: ...', 'NAME | line')"
+    return f"{what}; the main's output untouched"
 
 
 def _budget_lines(plan: Plan) -> list[str]:

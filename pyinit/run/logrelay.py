@@ -28,7 +28,14 @@ relayed as it came.
 With services, pyinit's own lines take the same queue to stderr while the
 loop runs (:meth:`LogRelay.own_lines`), from any thread: whole lines
 among the relayed ones, never blocking the loop or the signal intake on a
-stalled reader.  Past a bound they are dropped and counted.
+stalled reader.  Past a bound they are dropped and counted.  A process's
+pipes are read only once pyinit's lines logged before they were adopted
+are written, so its ``started`` line comes before its first relayed line.
+
+``--log-time`` puts the time of the read before each line
+(:class:`StampedFramer`); ``--log-format json`` makes each line one JSON
+object (:class:`JsonFramer`, :mod:`pyinit.logformat`).  Either way the
+queue's bound counts the bytes as written, times and JSON included.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ import threading
 
 import trio
 
-from pyinit import log
+from pyinit import log, logformat
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -106,11 +113,12 @@ def _escape_lone_crs(batch: bytes) -> bytes:
 class Framer:
     """One pipe's bytes into prefixed, escaped batches of whole lines, each of bounded size."""
 
-    def __init__(self, prefix: bytes) -> None:
+    def __init__(self, prefix: bytes, overhead: int | None = None) -> None:
         self.prefix = prefix
         self.pending = b""
-        #: Lines per batch at most: their prefixes and newlines stay within BATCH_BYTES.
-        self._group = max(1, BATCH_BYTES // (len(prefix) + 1))
+        #: Lines per batch at most: what each adds (prefix, newline) stays within BATCH_BYTES.
+        per_line = len(prefix) if overhead is None else overhead
+        self._group = max(1, BATCH_BYTES // (per_line + 1))
 
     def feed(self, data: bytes) -> Iterator[tuple[bytes, int]]:
         """(batch, lines) for the whole lines in ``pending + data``; the rest stays pending.
@@ -140,11 +148,52 @@ class Framer:
         return self._render([self.pending], clean=False)
 
     def _render(self, lines: list[bytes], clean: bool) -> bytes:
-        # One C-level join, not a Python loop over the lines: the GIL is held
-        # for microseconds per batch, so a flood does not keep the signal
-        # intake waiting.
-        batch = self.prefix + (b"\n" + self.prefix).join(lines) + b"\n"
-        return batch if clean else escape_controls(batch)
+        return _prefixed(self.prefix, lines, clean)
+
+
+class StampedFramer(Framer):
+    """--log-time: ``TIME NAME | line``, TIME taken once per read (every batch of it)."""
+
+    def __init__(self, prefix: bytes) -> None:
+        super().__init__(prefix, len(prefix) + _STAMP_BYTES)
+
+    def _render(self, lines: list[bytes], clean: bool) -> bytes:
+        return _prefixed(logformat.stamp() + b" " + self.prefix, lines, clean)
+
+
+class JsonFramer(Framer):
+    """--log-format json: one object per line (time, name, stream, line), time once per read."""
+
+    def __init__(self, name: str, stream: str) -> None:
+        self.name = name
+        self.stream = stream
+        head = logformat.json_head(logformat.stamp(), name, stream)
+        super().__init__(b"", len(head.encode()) + len("}\n"))
+
+    def _render(self, lines: list[bytes], clean: bool) -> bytes:
+        head = logformat.json_head(logformat.stamp(), self.name, self.stream)
+        return logformat.json_lines(head, lines, suspect=not clean)
+
+
+#: Bytes of a time and the space after it: ``2026-12-07T21:40:37.123Z ``.
+_STAMP_BYTES = 25
+
+
+def _prefixed(prefix: bytes, lines: list[bytes], clean: bool) -> bytes:
+    """Each line after ``prefix``, each with its newline; controls escaped unless ``clean``."""
+    # One C-level join, not a Python loop over the lines: the GIL is held
+    # for microseconds per batch, so a flood does not keep the signal
+    # intake waiting.
+    batch = prefix + (b"\n" + prefix).join(lines) + b"\n"
+    return batch if clean else escape_controls(batch)
+
+
+def make_framer(name: str, fd: int, log_format: str, with_time: bool) -> Framer:
+    """The framer of ``name``'s fd 1 or 2 for --log-format and --log-time."""
+    if log_format == log.JSON:
+        return JsonFramer(name, "stdout" if fd == 1 else "stderr")
+    prefix = f"{name} | ".encode()
+    return StampedFramer(prefix) if with_time else Framer(prefix)
 
 
 class Output:
@@ -157,6 +206,9 @@ class Output:
         self._queue: collections.deque[tuple[bytes, int]] = collections.deque()
         self._queued_bytes = 0
         self._queued_lines = 0
+        #: Batches ever queued, and ever written (or dropped): a batch's ticket is its number.
+        self._put_total = 0
+        self._done_total = 0
         self._closed = False
         #: Set (under the lock) while the loop waits for the queue to shrink.
         self._waiting = False
@@ -164,11 +216,11 @@ class Output:
         self._shrunk = trio.Event()
         threading.Thread(target=self._write_forever, name=f"pyinit-out-{fd}", daemon=True).start()
 
-    async def put(self, data: bytes, lines: int) -> None:
-        """Queue a batch; waits (backpressure) while the queue is full.
+    async def put(self, data: bytes, lines: int) -> int:
+        """Queue a batch, its ticket for :meth:`wait_written`; waits while the queue is full.
 
         A batch always fits an empty queue, so one bigger than the bound
-        cannot wait forever.
+        cannot wait forever (backpressure, not a drop).
         """
         while True:
             shrunk = self._shrunk
@@ -178,8 +230,9 @@ class Output:
                     self._queue.append((data, lines))
                     self._queued_bytes += len(data)
                     self._queued_lines += lines
+                    self._put_total += 1
                     self._work.notify()
-                    return
+                    return self._put_total
                 self._waiting = True
             await shrunk.wait()
 
@@ -189,6 +242,16 @@ class Output:
             shrunk = self._shrunk
             with self._lock:
                 if not self._queue:
+                    return
+                self._waiting = True
+            await shrunk.wait()
+
+    async def wait_written(self, ticket: int) -> None:
+        """Wait until the batch with ``ticket`` and all before it are written (or dropped)."""
+        while True:
+            shrunk = self._shrunk
+            with self._lock:
+                if self._done_total >= ticket or self._closed:
                     return
                 self._waiting = True
             await shrunk.wait()
@@ -230,6 +293,7 @@ class Output:
                     self._queue.popleft()
                     self._queued_bytes -= len(data)
                     self._queued_lines -= lines
+                self._done_total += len(batches)
                 wake, self._waiting = self._waiting, False
             if wake:
                 os.eventfd_write(self._wakeup, 1)
@@ -266,18 +330,30 @@ class LogRelay:
         self._own_waiting = trio.Event()
         self._own_taken = trio.Event()
         self._own_dropped = 0
+        #: pyinit's own lines ever taken into the buffer (not dropped), and ever queued to
+        #: stderr; the stderr queue's ticket of the last of those.
+        self._own_accepted = 0
+        self._own_queued = 0
+        self._own_ticket = 0
+        self._own_moved = trio.Event()
 
     def own_lines(self, token: trio.lowlevel.TrioToken) -> Callable[[bytes], None]:
         """A :func:`pyinit.log.set_writer` writer: pyinit's lines into the stderr queue.
 
         Callable from any thread.  Lines wait in a buffer of OWN_LINES_LIMIT
         bytes, taken in batches; past it they are dropped and counted.  Once
-        the loop is over it writes directly.
+        the loop is over it writes directly.  The loop thread's lines enter
+        the buffer at once: a ``started`` line is in it before that
+        process's pipes are adopted (:meth:`adopt`).
         """
         output = self._output(2)
         self._nursery.start_soon(self._pump_own, output)
+        loop_thread = threading.get_ident()
 
         def write(line: bytes) -> None:
+            if threading.get_ident() == loop_thread:
+                self._buffer_own(line)
+                return
             try:
                 token.run_sync_soon(self._buffer_own, line)
             except trio.RunFinishedError:
@@ -291,6 +367,7 @@ class LogRelay:
             return
         self._own.append(line)
         self._own_bytes += len(line)
+        self._own_accepted += 1
         self._own_waiting.set()
 
     async def _pump_own(self, output: Output) -> None:
@@ -301,15 +378,30 @@ class LogRelay:
             self._own_bytes = 0
             taken, self._own_taken = self._own_taken, trio.Event()
             taken.set()
-            await output.put(b"".join(lines), len(lines))
+            self._own_ticket = await output.put(b"".join(lines), len(lines))
+            self._own_queued += len(lines)
+            self._own_moved.set()
+            self._own_moved = trio.Event()
+
+    async def _own_written(self, count: int) -> None:
+        """Wait until the first ``count`` of pyinit's own lines accepted are written."""
+        while self._own_queued < count:
+            await self._own_moved.wait()
+        await self._outputs[2].wait_written(self._own_ticket)
 
     def adopt(self, name: str, read_ends: dict[int, int]) -> None:
-        """Relay ``name``'s pipes from now on: {child fd 1/2: our read end}."""
-        prefix = f"{name} | ".encode()
+        """Relay ``name``'s pipes from now on: {child fd 1/2: our read end}.
+
+        Not one of its lines is read before pyinit's own lines logged so far
+        (its ``started`` line) are written: they come first in the output.
+        """
+        log_format, with_time = log.output_format()
+        after = self._own_accepted
         for fd, read_fd in read_ends.items():
             self._open_pipes += 1
             self._all_closed = trio.Event() if self._all_closed.is_set() else self._all_closed
-            self._nursery.start_soon(self._pump, read_fd, prefix, self._output(fd))
+            framer = make_framer(name, fd, log_format, with_time)
+            self._nursery.start_soon(self._pump, read_fd, framer, self._output(fd), after)
 
     def _output(self, fd: int) -> Output:
         if fd not in self._outputs:
@@ -317,10 +409,11 @@ class LogRelay:
             self._nursery.start_soon(self._outputs[fd].watch)
         return self._outputs[fd]
 
-    async def _pump(self, read_fd: int, prefix: bytes, output: Output) -> None:
+    async def _pump(self, read_fd: int, framer: Framer, output: Output, after: int) -> None:
         os.set_blocking(read_fd, False)
-        framer = Framer(prefix)
         try:
+            if after:
+                await self._own_written(after)
             while True:
                 await trio.lowlevel.wait_readable(read_fd)
                 try:

@@ -91,31 +91,39 @@ class ItemRun:
         except OSError:
             self.tracker.started(time.monotonic())
             raise
-        if read_ends:
-            sup.relay.adopt(item.name, read_ends)
         if channel is not None:
             channel.child_started(child.pid)
         self.current = run
         self.tracker.started(time.monotonic())
-        error = await child.exec_result()
-        if error is not None:
-            log.error(f"{self.label}: {error.message}")
-        else:
-            log.info(f"started {self.label} (pid {child.pid}): {' '.join(item.command)}")
+        try:
+            error = await child.exec_result()
+            self._say_started(child.pid, error)
+        finally:
+            if read_ends:  # after its started line: that line comes first (logrelay)
+                sup.relay.adopt(item.name, read_ends)
         return run, error is None
 
     def _adopt(self, started: Started) -> tuple[Watched, bool]:
         """Take over the first run the launcher forked (its exec result is known)."""
-        if started.read_ends:
-            self.sup.relay.adopt(self.item.name, started.read_ends)
         self.current = started.run
         self.tracker.started(started.at)
-        pid = started.run.pid
-        if started.error is not None:
-            log.error(f"{self.label}: {started.error.message}")
+        self._say_started(started.run.pid, started.error)
+        if started.read_ends:  # after its started line: that line comes first (logrelay)
+            self.sup.relay.adopt(self.item.name, started.read_ends)
+        return started.run, started.error is None
+
+    def _say_started(self, pid: int, error: PyinitError | None) -> None:
+        """Its started line (--verbose), or why it could not exec.
+
+        A restart that needs no probe is back once it has exec'd: a notice
+        says so (one with a probe says it once ready again).
+        """
+        if error is not None:
+            log.error(f"{self.label}: {error.message}")
+        elif self.tracker.restart_times and self.item.ready is None:
+            log.notice(f"{self.label} is back (pid {pid})")
         else:
             log.info(f"started {self.label} (pid {pid}): {' '.join(self.item.command)}")
-        return started.run, started.error is None
 
     async def run_task(self) -> None:
         """Run a task to its end; PyinitError (125) unless it exits 0."""
@@ -272,7 +280,7 @@ class ItemRun:
                     channel=channel,
                     run_probe_command=self.run_probe_command,
                 )
-                log.info(f"{self.label} (pid {pid}) is ready again")
+                log.notice(f"{self.label} is back (pid {pid}): ready again ({probe.text})")
         except (probes.ProbeFailed, PyinitError):
             pass
         finally:
