@@ -30,7 +30,9 @@ from pyinit import log
 from pyinit.errors import EXIT_SETUP_FAILED
 from pyinit.plan.services import SIDECAR
 from pyinit.root.setup import apply_root_setup
+from pyinit.run import lifecycle
 from pyinit.run.intake import Intake
+from pyinit.run.plain import is_plain, supervise_plain
 from pyinit.run.reaper import Reaper
 from pyinit.run.spawn import Started, fork_failure, fork_item, start_target, started_line
 
@@ -76,7 +78,10 @@ def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
         # The loop stops the early sidecars in order; it tries the main once more first.
         return _run_loop(plan, intake)
     intake.target = reaper.watch(child.pid)
+    intake.main_life.feed(lifecycle.Spawned(pid=child.pid), time.monotonic())
     error = child.exec_error()
+    if error is None:
+        intake.main_life.feed(lifecycle.Ready(), time.monotonic())  # no --ready: exec'd is ready
     if error is not None:
         log.error(error.message)
         if not plan.items:
@@ -89,6 +94,8 @@ def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
         # Do not pin the directory pyinit was started in (a volume) for the
         # container's whole life, as catatonit does not.
         os.chdir("/")
+    if error is None and is_plain(plan):
+        return supervise_plain(plan, intake, intake.target)
     return _run_loop(plan, intake)
 
 
