@@ -1,8 +1,10 @@
 """The signal intake: pyinit's main thread forwards every signal and reaps every child, for life.
 
 Every signal stays blocked in every thread from pyinit's first statement.
-The main thread takes them in two phases, both running this one class's
-:meth:`Intake.handle`:
+For a plain target (:mod:`pyinit.run.plain`) there is only phase 2, with
+no loop: the plain driver takes signals through :meth:`Intake.wait_until`.
+Otherwise the main thread takes them in two phases, both running this one
+class's :meth:`Intake.handle`:
 
 1. **While trio is imported** (:meth:`Intake.import_loop`, ~40-100 ms, in
    the main thread itself): Python handlers, with the classic signals
@@ -33,10 +35,10 @@ synchronous stop (:meth:`Intake.emergency_stop`).
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import signal
-import threading
 import time
 
 from pyinit import log
@@ -85,9 +87,9 @@ class Intake:
         self.started: dict[str, Started] = {}
         self.signals = blockable_signals()
         self._own_pid = os.getpid()
-        self._main_thread = threading.get_ident()
+        self._main_thread = _thread.get_ident()
         self._rewrites = dict(plan.rewrites)
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._call_soon: CallSoon | None = None
         self._on_stop: Callable[[StopDeadline], None] | None = None
         self._deadline: StopDeadline | None = None

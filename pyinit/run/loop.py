@@ -137,6 +137,10 @@ class Supervision:
         """True once shutdown began (nothing is restarted any more)."""
         return self._shutting_down or self._stop_begun.is_set()
 
+    def lives(self) -> list[lifecycle.Life]:
+        """Each supervised process's state right now: the main, then the items in start order."""
+        return [self.main_life.life, *(run.life.life for run in self.runs)]
+
     def give_up(self, code: int) -> None:
         """A sidecar gave up with on-giveup=stop: shut down, exiting ``code``."""
         if not self._giveup.is_set():

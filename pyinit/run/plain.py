@@ -61,6 +61,8 @@ class PlainRun:
         self.life = intake.main_life
         self._leftovers = LeftoverSignals()
         self._foreign_told = False
+        #: The main's stop, once its turn came while it ran.
+        self._main_stop: lifecycle.RunStop | None = None
 
     def run(self) -> int:
         """Supervise until everything is stopped and the post hooks ran; pyinit's exit code."""
@@ -71,14 +73,15 @@ class PlainRun:
         budget = stop_budget(self.plan)
         kill_at = deadline.start + budget.kill_by
         # The main's stop signal was forwarded (first_signal None): SIGKILL at kill_at.
-        actions = self.life.feed(
-            lifecycle.Stop(first_signal=None, term_at=kill_at, kill_at=kill_at, reap_by=kill_at),
-            time.monotonic(),
+        turn = lifecycle.Stop(
+            first_signal=None, term_at=kill_at, kill_at=kill_at, reap_by=deadline.exit_at
         )
-        if any(isinstance(a, lifecycle.RunStop) for a in actions):
-            intake.wait_until(deadline.start + budget.turn_end(0), self._main_gone)
-        # The leftovers' turn carries out the rest of the main's stop too: one
-        # thread, one SIGKILL instant for both.
+        for action in self.life.feed(turn, time.monotonic()):
+            if isinstance(action, lifecycle.RunStop):
+                self._main_stop = action
+                intake.wait_until(deadline.start + budget.turn_end(0), self._main_gone)
+        # The leftovers' turn carries out the rest of the main's stop too (its
+        # SIGKILL at the same kill_at): one thread, one primitive.
         stop_now(
             self._send,
             self._all_ended_by,
@@ -109,7 +112,7 @@ class PlainRun:
 
     def _send(self, sig: int) -> None:
         """The stop primitive's ``send``: to the leftovers from now on; SIGKILL to the main too."""
-        if sig == signal.SIGKILL and not self._main_gone():
+        if sig == signal.SIGKILL and self._main_stop is not None and not self._main_gone():
             log.notice(f"target still running at the deadline: sending {signal_name(sig)}")
             kill_group(self.main.pid, sig)
             self.life.feed(lifecycle.Signalled(signum=sig), time.monotonic())
@@ -117,10 +120,8 @@ class PlainRun:
 
     def _all_ended_by(self, when: float) -> bool:
         """Scan and signal the leftovers until none is left and the main is gone, or ``when``."""
-        intake = self.intake
         while True:
             began = time.monotonic()
-            reaps = intake.reaps
             skip = () if self._main_gone() else (self.main.pid,)
             found = descendants(skip)
             if found is None:
@@ -136,7 +137,13 @@ class PlainRun:
             # Rescan on every reap, at the latest after a poll interval (a
             # grandchild whose parent is alive exits without telling us).
             poll = min(when, time.monotonic() + max(DRAIN_POLL_SECONDS, time.monotonic() - began))
-            intake.wait_until(poll, lambda reaps=reaps: intake.reaps != reaps)  # type: ignore[misc]
+            self._wait_for_reap(poll)
+
+    def _wait_for_reap(self, until: float) -> None:
+        """Forward and reap until a child is reaped or ``until`` passes."""
+        intake = self.intake
+        before = intake.reaps  # reaps happen only in this thread, inside wait_until
+        intake.wait_until(until, lambda: intake.reaps != before)
 
 
 def supervise_plain(plan: Plan, intake: Intake, main: Watched) -> int:

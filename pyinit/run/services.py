@@ -133,6 +133,7 @@ class ItemRun:
         try:
             run, _ = await self.start_once(None)
         except OSError as e:
+            self.life.feed(lifecycle.exited(FAILED_START), time.monotonic())
             raise PyinitError(f"{self.label} failed ({fork_failure(e)}): not starting") from None
         if self.item.ready is None:
             self.life.feed(lifecycle.Ready(), time.monotonic())

@@ -1,4 +1,4 @@
-"""Supervise mode's launcher: start-up, the signal intake, the early exit; no trio here.
+"""Supervise mode's launcher: start-up, the signal intake, the plain target; no trio here.
 
 pyinit stays PID 1 and root and runs the target as a child:
 
@@ -7,7 +7,10 @@ pyinit stays PID 1 and root and runs the target as a child:
 2. fork the target (:func:`pyinit.run.spawn.start_target`), after the
    leading sidecars that need no readiness probe (the loop adopts them);
    with a task, a probe or ``--ready`` first, the loop starts the rest;
-3. import trio in this thread while signal handlers forward and reap
+3. a plain target (no items, ``--ready`` or upward ``NOTIFY_SOCKET``) is
+   then supervised in this thread for its whole life, without trio
+   (:mod:`pyinit.run.plain`); otherwise
+   import trio in this thread while signal handlers forward and reap
    (:meth:`pyinit.run.intake.Intake.import_loop`): a target that exits in
    the meantime, with nothing left for the loop to do, ends pyinit at once;
 4. run the event loop (:mod:`pyinit.run.loop`: services, the shutdown
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 
 from pyinit import log
@@ -156,6 +158,8 @@ def _run_loop(plan: Plan, intake: Intake) -> int:
     # long, not Python's 5 ms, once the intake asks for it.
     sys.setswitchinterval(LOOP_SWITCH_INTERVAL)
     try:
+        import threading
+
         threading.Thread(target=loop_thread, name="pyinit-loop", daemon=True).start()
     except RuntimeError as e:  # no thread to be had: the pids cgroup is full
         log.error(f"supervisor failed: {_describe(e)}; stopping the target")
