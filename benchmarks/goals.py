@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import plainrss
 import sidecars
 import standalone
 from measure import mono_ns
@@ -272,6 +273,7 @@ SECTIONS: dict[str, tuple[Callable[[Environment, bool], Row], Callable[[Row], st
     "truerun": (measure_truerun, render_truerun),
     "sidecars": (measure_sidecars, render_sidecars),
     "standalone": (standalone.measure_standalone, standalone.render_standalone),
+    "plainrss": (plainrss.measure_plainrss, plainrss.render_plainrss),
 }
 
 

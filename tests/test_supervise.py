@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -396,7 +397,7 @@ def test_an_exception_in_the_supervisor_stops_the_target(tmp_path: Path) -> None
 def test_a_failed_trio_import_still_stops_the_target(tmp_path: Path) -> None:
     # Not PID 1 (a subreaper): nothing kills the target for pyinit.  A trio
     # that cannot be imported must end in the synchronous stop, not a 125
-    # that leaves the target running.
+    # that leaves the target running.  (A sidecar: a plain target needs no trio.)
     fake = tmp_path / "fake" / "trio"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text(
@@ -411,7 +412,10 @@ def test_a_failed_trio_import_still_stops_the_target(tmp_path: Path) -> None:
     )
     checkout = str(Path(__file__).parent.parent)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pyinit", "--mode", "supervise", "--", "sh", "-c", script],
+        [
+            *(sys.executable, "-m", "pyinit", "--mode", "supervise"),
+            *("--sidecar", "s -- sleep 100", "--", "sh", "-c", script),
+        ],
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ, PYTHONPATH=f"{fake.parent}:{checkout}", READY=str(pid_file)),
@@ -426,6 +430,70 @@ def test_a_failed_trio_import_still_stops_the_target(tmp_path: Path) -> None:
     assert "supervisor failed: ImportError: injected: no trio here" in err
     assert got.read_text() == "TERM\n"
     assert not Path(f"/proc/{pid_file.read_text().strip()}").exists()
+
+
+def test_a_plain_target_is_supervised_without_trio(tmp_path: Path) -> None:
+    # A trio that cannot even be imported: a plain target (no sidecar, task,
+    # --ready or NOTIFY_SOCKET) is supervised for its whole life without it,
+    # its stop signal forwarded, its leftovers stopped, its post hook run.
+    fake = tmp_path / "fake" / "trio"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('injected: no trio here')\n")
+    started, got = tmp_path / "started", tmp_path / "got"
+    script = (
+        f"trap 'echo TERM > {got}; exit 7' TERM; sleep 100 & touch {started};"
+        " while :; do sleep 0.01; done"
+    )
+    checkout = str(Path(__file__).parent.parent)
+    argv = ["--mode", "supervise", "--post", "echo post $PYINIT_EXIT_CODE", "--", "sh", "-c"]
+    with Namespace(
+        [*argv, script], env=dict(os.environ, PYTHONPATH=f"{fake.parent}:{checkout}")
+    ) as ns:
+        wait_for(started.exists, what="the target's trap")
+        ns.signal(signal.SIGTERM)
+        code, out, err = ns.wait()
+    assert code == 7, err
+    assert got.read_text() == "TERM\n"
+    assert out == "post 7\n"
+    assert "trio" not in err
+
+
+def test_no_signal_is_lost_in_the_first_300_ms_under_load_on_either_path(tmp_path: Path) -> None:
+    # Issue 16's third sign: SIGUSR2 at random instants in pyinit's first
+    # 300 ms, CPU burners on every core; plain (no trio) and loop paths.
+    # benchmarks/signal_stress.py runs thousands; here a bounded count.
+    stress = Path(__file__).resolve().parent.parent / "benchmarks" / "signal_stress.py"
+    report = tmp_path / "stress.json"
+    proc = subprocess.run(
+        [sys.executable, str(stress), "--runs", "100", "--json", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(report.read_text())
+    assert set(results) == {"plain", "loop"}
+    for path, counts in results.items():
+        assert counts["lost"] == 0, (path, counts)
+        assert counts["runs"] == 100
+
+
+def test_a_plain_target_imports_neither_trio_nor_psutil_as_pid1() -> None:
+    # The target runs long enough for a loop thread to have imported trio.
+    argv = [*UNSHARE, sys.executable, "-X", "importtime", "-m", "pyinit", "--mode", "supervise"]
+    proc = subprocess.run(
+        [*argv, "--", "sleep", "0.3"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    modules = {
+        line.split("|")[2].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert "pyinit.run.plain" in modules
+    for name in ("trio", "psutil", "pyinit.run.loop"):
+        assert not any(m == name or m.startswith(name + ".") for m in modules), name
 
 
 async def test_terminal_gets_ctrl_c_and_ctrl_z_never_stops_pid1(tmp_path: Path) -> None:

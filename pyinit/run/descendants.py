@@ -17,6 +17,7 @@ then :func:`descendants` returns None and nothing is signalled.
 from __future__ import annotations
 
 import os
+import signal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -27,6 +28,9 @@ FOREIGN_PROC = (
     "/proc is not this PID namespace's (mount it, e.g. unshare --mount-proc): "
     "leftover processes cannot be found and are not stopped"
 )
+#: While draining leftovers, the longest wait between two scans (a grandchild
+#: whose parent is alive exits without telling us).
+DRAIN_POLL_SECONDS = 0.05
 
 
 def proc_is_ours() -> bool:
@@ -77,3 +81,42 @@ def signal_all(pids: list[int], signum: int) -> None:
             os.kill(pid, signum)
         except (ProcessLookupError, PermissionError):
             continue
+
+
+class LeftoverSignals:
+    """The leftovers' stop, one scan at a time: each found gets the current signal once.
+
+    :meth:`set_signal` is the stop primitive's ``send``: SIGTERM on the
+    leftovers' turn, SIGKILL at ``kill_at``.  :meth:`apply` signals a scan's
+    finds: SIGTERM to each not signalled yet (a slow main's orphans, found
+    once it is gone), SIGKILL to all of them, again on every scan.  Shared by
+    the event loop and the plain target's synchronous driver.
+    """
+
+    def __init__(self) -> None:
+        self.signal = 0
+        #: The leftovers sent the stop signal (each once).
+        self._termed: set[int] = set()
+        self._killing_told = False
+
+    def set_signal(self, sig: int) -> None:
+        """From now on, :meth:`apply` sends ``sig``."""
+        self.signal = sig
+
+    def apply(self, found: list[int]) -> None:
+        """Send the current signal to the leftovers found that need it."""
+        from pyinit import log
+        from pyinit.plan.signals import signal_name
+
+        if self.signal == signal.SIGKILL:
+            stubborn = [pid for pid in found if pid in self._termed]
+            if stubborn and not self._killing_told:
+                log.notice(f"{len(stubborn)} leftover process(es) ignored SIGTERM: sending SIGKILL")
+                self._killing_told = True
+            signal_all(found, signal.SIGKILL)  # again on every scan: whatever is still there
+            return
+        new = [pid for pid in found if pid not in self._termed]
+        if self.signal and new:
+            log.info(f"stopping {len(new)} leftover process(es) with {signal_name(self.signal)}")
+            signal_all(new, self.signal)
+            self._termed.update(new)

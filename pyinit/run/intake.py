@@ -1,8 +1,10 @@
 """The signal intake: pyinit's main thread forwards every signal and reaps every child, for life.
 
 Every signal stays blocked in every thread from pyinit's first statement.
-The main thread takes them in two phases, both running this one class's
-:meth:`Intake.handle`:
+For a plain target (:mod:`pyinit.run.plain`) there is only phase 2, with
+no loop: the plain driver takes signals through :meth:`Intake.wait_until`.
+Otherwise the main thread takes them in two phases, both running this one
+class's :meth:`Intake.handle`:
 
 1. **While trio is imported** (:meth:`Intake.import_loop`, ~40-100 ms, in
    the main thread itself): Python handlers, with the classic signals
@@ -33,10 +35,10 @@ synchronous stop (:meth:`Intake.emergency_stop`).
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import signal
-import threading
 import time
 
 from pyinit import log
@@ -51,6 +53,7 @@ from pyinit.plan.signals import (
 from pyinit.plan.stop import StopDeadline
 from pyinit.root.hooks import kill_group
 from pyinit.run.descendants import FOREIGN_PROC, descendants, signal_all
+from pyinit.run.lifecycle import Signalled, Stop, Tracked, exited
 from pyinit.run.reaper import describe_status
 from pyinit.run.target import is_own_signal
 
@@ -78,13 +81,15 @@ class Intake:
         self.early_stop: int | None = None
         #: The signal mask the children restore before exec (loop-started children).
         self.original_mask: tuple[int, ...] = ()
+        #: The main's state (:mod:`pyinit.run.lifecycle`), advanced by whoever drives it.
+        self.main_life = Tracked("main", time.monotonic())
         #: Items the launcher forked before the loop existed, by name, for the loop to adopt.
         self.started: dict[str, Started] = {}
         self.signals = blockable_signals()
         self._own_pid = os.getpid()
-        self._main_thread = threading.get_ident()
+        self._main_thread = _thread.get_ident()
         self._rewrites = dict(plan.rewrites)
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._call_soon: CallSoon | None = None
         self._on_stop: Callable[[StopDeadline], None] | None = None
         self._deadline: StopDeadline | None = None
@@ -94,6 +99,11 @@ class Intake:
         #: Signals a running handler has yet to take (see _on_signal).
         self._queued: list[int] = []
         self._in_handler = False
+        #: End pyinit from here when the main exited and nothing is left for the
+        #: loop (False: the plain target's driver decides, :mod:`pyinit.run.plain`).
+        self.exit_early = True
+        #: How many reaps found an exited child (a waiter compares it before and after).
+        self.reaps = 0
 
     # --- the loop's side ------------------------------------------------------------
 
@@ -122,6 +132,11 @@ class Intake:
                 if self._call_soon is not None and self._on_stop is not None:
                     self._safe_call(self._on_stop, self._deadline)
             return self._deadline
+
+    @property
+    def deadline(self) -> StopDeadline | None:
+        """The stop deadline once a stop began, else None."""
+        return self._deadline
 
     def finish(self, code: int | None) -> None:
         """The loop is done: exit with ``code`` (None: it failed, stop synchronously)."""
@@ -209,6 +224,8 @@ class Intake:
 
     def _reap(self) -> None:
         reaped = self.reaper.reap(tell=False)
+        if reaped:
+            self.reaps += 1
         if not self._finish_on_main_exit():
             self.reaper.tell(reaped)  # the loop takes it from here
 
@@ -220,7 +237,7 @@ class Intake:
         """
         target = self.target
         status = None if target is None else target.status
-        if target is None or status is None:
+        if target is None or status is None or not self.exit_early:
             return False
         with self._lock:
             if self._result is not None or self.plan.post_hooks or self.plan.items:
@@ -299,6 +316,16 @@ class Intake:
 
         deadline = self.begin_stop()
         target = self.target
+        now = time.monotonic()
+        self.main_life.feed(
+            Stop(
+                first_signal=signal.SIGTERM,
+                term_at=now,
+                kill_at=deadline.kill_at,
+                reap_by=deadline.exit_at,
+            ),
+            now,
+        )
 
         def alive() -> bool:
             target_alive = target is not None and not target.exited
@@ -307,25 +334,33 @@ class Intake:
         def send(sig: int) -> None:
             if sig == signal.SIGKILL:
                 log.notice("still running at the deadline: sending SIGKILL to everything")
+                self.main_life.feed(Signalled(signum=sig), time.monotonic())
             if target is not None and not target.exited:
                 kill_group(target.pid, sig)
             signal_all(descendants() or [], sig)
 
         def ended_by(when: float) -> bool:
-            return self._wait_until(when, lambda: not alive())
+            ended = self.wait_until(when, lambda: not alive())
+            if target is not None and target.status is not None:
+                self.main_life.feed(exited(target.status), time.monotonic())
+            return ended
 
         stop_now(
             send, ended_by, signal.SIGTERM, time.monotonic(), deadline.kill_at, deadline.exit_at
         )
 
-    def _wait_until(self, when: float, done: Callable[[], bool]) -> bool:
-        """Forward and reap until ``done()`` (True) or ``when`` passes (False)."""
-        self.reaper.reap()
+    def wait_until(self, when: float, done: Callable[[], bool]) -> bool:
+        """Forward and reap until ``done()`` (True) or ``when`` passes (False); main thread."""
+        self._reap()
         while not done():
             left = when - time.monotonic()
             if left <= 0:
                 return False
-            info = signal.sigtimedwait(self.signals, left)
+            info: signal.struct_siginfo | None
+            if left == float("inf"):
+                info = signal.sigwaitinfo(self.signals)
+            else:
+                info = signal.sigtimedwait(self.signals, left)
             if info is not None:
                 self.handle(info)
         return True

@@ -40,12 +40,19 @@ from pyinit.errors import (
 )
 from pyinit.plan.build import frozen_env
 from pyinit.plan.signals import signal_name
-from pyinit.plan.stop import StopDeadline, stop_budget, stop_schedule
-from pyinit.root.hooks import escalation_notice, kill_group, spawn_hook
-from pyinit.run.descendants import FOREIGN_PROC, descendants, signal_all
+from pyinit.plan.stop import StopDeadline, stop_budget
+from pyinit.root.hooks import kill_group
+from pyinit.run import lifecycle, posthooks
+from pyinit.run.descendants import (
+    DRAIN_POLL_SECONDS,
+    FOREIGN_PROC,
+    LeftoverSignals,
+    descendants,
+)
 from pyinit.run.logrelay import LogRelay
 from pyinit.run.probes import single_error
 from pyinit.run.reaper import describe_status
+from pyinit.run.restart import FAILED_START
 from pyinit.run.services import ItemRun
 from pyinit.run.spawn import fork_failure, start_target, started_line
 
@@ -53,14 +60,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from pyinit.plan import Hook, Plan
+    from pyinit.plan import Plan
     from pyinit.run.intake import Intake
     from pyinit.run.probes import NotifySocket, ReadyPipe
     from pyinit.run.reaper import Watched
-
-#: While draining leftovers, the longest wait between two scans (a grandchild
-#: whose parent is alive exits without telling us).
-DRAIN_POLL_SECONDS = 0.05
 
 
 def run(plan: Plan, intake: Intake) -> int | None:
@@ -109,6 +112,8 @@ class Supervision:
         self.intake = intake
         self.reaper = intake.reaper
         self.main: Watched | None = intake.target
+        #: The main's state (:mod:`pyinit.run.lifecycle`): the launcher's, when it forked it.
+        self.main_life = intake.main_life
         self.nursery = nursery
         self._exits: dict[int, trio.Event] = {}
         self._changed = trio.Event()
@@ -131,6 +136,10 @@ class Supervision:
     def stopping(self) -> bool:
         """True once shutdown began (nothing is restarted any more)."""
         return self._shutting_down or self._stop_begun.is_set()
+
+    def lives(self) -> list[lifecycle.Life]:
+        """Each supervised process's state right now: the main, then the items in start order."""
+        return [self.main_life.life, *(run.life.life for run in self.runs)]
 
     def give_up(self, code: int) -> None:
         """A sidecar gave up with on-giveup=stop: shut down, exiting ``code``."""
@@ -163,11 +172,6 @@ class Supervision:
             # child with this pid only wakes this loop once more.
             await self._exits.setdefault(watched.pid, trio.Event()).wait()
         return status
-
-    def spawn_hook(self, hook: Hook, env: dict[str, str]) -> Watched:
-        """Start a hook in its own group, watched before the reaper can see it exit."""
-        with self.reaper.spawning() as watch:
-            return watch(spawn_hook(hook, env, own_group=True))
 
     # --- the life ------------------------------------------------------------------------
 
@@ -247,7 +251,9 @@ class Supervision:
             if channel is not None:
                 channel.close()
             log.error(f"cannot start the target: {fork_failure(e)}")
+            self.main_life.feed(lifecycle.exited(FAILED_START), time.monotonic())
             return EXIT_SETUP_FAILED
+        self.main_life.feed(lifecycle.Spawned(pid=child.pid), time.monotonic())
         if channel is not None:
             channel.child_started(child.pid)
         error = await child.exec_result()
@@ -261,6 +267,8 @@ class Supervision:
             # The stop signal came while the main was being forked: it gets one too.
             self._term_main()
         elif error is None:
+            if plan.ready is None:
+                self.main_life.feed(lifecycle.Ready(), time.monotonic())  # exec'd is ready
             self.nursery.start_soon(self._report_ready, channel)
             return None
         if channel is not None:
@@ -299,6 +307,7 @@ class Supervision:
     async def _await_main(self, main: Watched) -> None:
         """The one wait for the main's exit: its status, and ``_main_ended`` for all who wait."""
         self._main_status = await self.wait_exit(main)
+        self.main_life.feed(lifecycle.exited(self._main_status), time.monotonic())
         self._main_ended.set()
 
     async def _report_ready(self, channel: NotifySocket | ReadyPipe | None) -> None:
@@ -314,6 +323,7 @@ class Supervision:
             finally:
                 if channel is not None:
                     channel.close()
+            self.main_life.feed(lifecycle.Ready(), time.monotonic())
             log.info("main is ready")
         if not self.stopping:
             self._notify_upward("READY=1")
@@ -385,10 +395,16 @@ class Supervision:
         main = self.main
         if main is None:
             return
+        turn = lifecycle.Stop(first_signal=None, term_at=kill_at, kill_at=kill_at, reap_by=reap_by)
+        for action in self.main_life.feed(turn, time.monotonic()):
+            if isinstance(action, lifecycle.RunStop):
+                await self._run_main_stop(main, action)
 
+    async def _run_main_stop(self, main: Watched, action: lifecycle.RunStop) -> None:
         def send(sig: int) -> None:
             log.notice(f"target still running at the deadline: sending {signal_name(sig)}")
             kill_group(main.pid, sig)
+            self.main_life.feed(lifecycle.Signalled(signum=sig), time.monotonic())
 
         async def ended_by(when: float) -> bool:
             with trio.move_on_at(_trio_time(when)):
@@ -396,7 +412,9 @@ class Supervision:
                 return True
             return False
 
-        await stopping.stop(send, ended_by, None, kill_at, kill_at, reap_by)
+        await stopping.stop(
+            send, ended_by, action.first_signal, action.term_at, action.kill_at, action.reap_by
+        )
 
     async def shutdown(self, code: int) -> None:
         """Everything after the main: the processes' stop in turns, post hooks, the last lines."""
@@ -422,41 +440,23 @@ class Supervision:
     # --- post hooks ----------------------------------------------------------------------
 
     async def _run_post_hooks(self, code: int) -> None:
-        env = dict(self.plan.env)
-        env["PYINIT_EXIT_CODE"] = str(code)
-        for hook, turn in zip(self.plan.post_hooks, self.budget.hooks, strict=True):
-            kill_at = self.deadline.start + turn.kill_by
-            if time.monotonic() >= kill_at:
-                log.warning(f"post hook {hook.label} not run: the --stop-timeout deadline passed")
-                continue
+        env = posthooks.hook_env(self.plan, code)
+        for hook, kill_at in posthooks.hook_turns(self.plan, self.budget, self.deadline):
             try:
-                status = await self._run_hook(hook, env, kill_at)
+                run = posthooks.start_hook(self.reaper, hook, env)
             except PyinitError as e:
                 log.error(e.message)
                 continue
-            log.info(f"post hook {hook.label}: {describe_status(status)}")
-            if status != 0:
-                log.warning(f"post hook {hook.label} failed: {describe_status(status)}")
-
-    async def _run_hook(self, hook: Hook, env: dict[str, str], kill_at: float) -> int:
-        """Run a hook as root in its own group, cut off by its turn's ``kill_at``."""
-        run = self.spawn_hook(hook, env)
-        (term_at, _), _ = stop_schedule(time.monotonic(), kill_at)
-        status: list[int] = []
-
-        def send(sig: int) -> None:
-            escalation_notice(hook.label, sig)
-            kill_group(run.pid, sig)
-
-        async def ended_by(when: float) -> bool:
-            with trio.move_on_at(_trio_time(when)):
-                status.append(await self.wait_exit(run))
-                return True
-            return False
-
-        await stopping.stop(send, ended_by, signal.SIGTERM, term_at, kill_at, self.deadline.exit_at)
-        kill_group(run.pid, signal.SIGKILL)  # what the hook left behind in its group
-        return status[0] if status else int(signal.SIGKILL)  # SIGKILL: a wait status
+            send = posthooks.hook_sender(hook, run.pid)
+            await stopping.stop(
+                send,
+                self.ended_by(run),
+                signal.SIGTERM,
+                posthooks.term_at(kill_at),
+                kill_at,
+                self.deadline.exit_at,
+            )
+            posthooks.report(hook, posthooks.finish_hook(hook, run))
 
 
 class Leftovers:
@@ -471,20 +471,19 @@ class Leftovers:
 
     def __init__(self, sup: Supervision) -> None:
         self.sup = sup
-        self._signal = 0
-        #: The leftovers sent the stop signal (each once).
-        self._termed: set[int] = set()
-        self._killing_told = False
+        self._signals = LeftoverSignals()
 
     async def stop(self, kill_at: float, reap_by: float) -> None:
         """The leftovers' turn: SIGTERM now, SIGKILL at ``kill_at``, drained until ``reap_by``."""
+        # The signal is applied by _ended_by to each scan's finds: a scan runs in a worker thread.
         await stopping.stop(
-            self._send, self._ended_by, signal.SIGTERM, time.monotonic(), kill_at, reap_by
+            self._signals.set_signal,
+            self._ended_by,
+            signal.SIGTERM,
+            time.monotonic(),
+            kill_at,
+            reap_by,
         )
-
-    def _send(self, sig: int) -> None:
-        # Applied by _ended_by to each scan's finds: a scan runs in a worker thread.
-        self._signal = sig
 
     async def _ended_by(self, when: float) -> bool:
         with trio.move_on_at(_trio_time(when)):
@@ -495,7 +494,7 @@ class Leftovers:
                 if found is None:
                     log.warning(FOREIGN_PROC)
                     return True
-                self._apply(found)
+                self._signals.apply(found)
                 if not found and not self.sup.live_pids():
                     return True
                 # Rescan on every reap, at the latest after a poll interval
@@ -504,21 +503,6 @@ class Leftovers:
                 with trio.move_on_after(max(DRAIN_POLL_SECONDS, time.monotonic() - began)):
                     await changed.wait()
         return False
-
-    def _apply(self, found: list[int]) -> None:
-        """Send the current signal to the leftovers found that need it."""
-        if self._signal == signal.SIGKILL:
-            stubborn = [pid for pid in found if pid in self._termed]
-            if stubborn and not self._killing_told:
-                log.notice(f"{len(stubborn)} leftover process(es) ignored SIGTERM: sending SIGKILL")
-                self._killing_told = True
-            signal_all(found, signal.SIGKILL)  # again on every scan: whatever is still there
-            return
-        new = [pid for pid in found if pid not in self._termed]
-        if self._signal and new:
-            log.info(f"stopping {len(new)} leftover process(es) with {signal_name(self._signal)}")
-            signal_all(new, self._signal)
-            self._termed.update(new)
 
 
 async def _scan(skip: set[int]) -> list[int] | None:

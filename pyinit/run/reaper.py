@@ -22,8 +22,8 @@ that it is watched before the loop can reap it.
 
 from __future__ import annotations
 
+import _thread
 import os
-import threading
 
 from pyinit import log
 
@@ -71,7 +71,7 @@ class Reaper:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._watched: dict[int, Watched] = {}
         self._listener: Callable[[list[tuple[int, int]]], None] | None = None
 

@@ -34,9 +34,9 @@ from pyinit.errors import EXIT_SETUP_FAILED, PyinitError
 from pyinit.plan.services import SIDECAR
 from pyinit.plan.signals import signal_name
 from pyinit.root.hooks import kill_group
-from pyinit.run import probes
+from pyinit.run import lifecycle, probes
 from pyinit.run.reaper import describe_status
-from pyinit.run.restart import FAILED_START, GIVE_UP, RESTART, RestartTracker
+from pyinit.run.restart import FAILED_START, GIVE_UP, RESTART, Decision, RestartTracker
 from pyinit.run.spawn import Started, fork_failure, fork_item
 
 TYPE_CHECKING = False
@@ -59,11 +59,18 @@ class ItemRun:
         self.current: Watched | None = None
         self.stopping = False
         self.tracker = RestartTracker.for_item(item)
+        #: Its state (:mod:`pyinit.run.lifecycle`): what ``pyinitctl status`` shows.
+        self.life = lifecycle.Tracked(self.label, time.monotonic())
         #: The uid it runs as: the only one whose notify datagrams count.
         self.uid = probes.runs_as(item.identity, item.switch_identity)
         self._backoff = trio.CancelScope()
         #: (run, exec'd) of the first run, if the launcher forked it before the loop existed.
         self._adopted = None if started is None else self._adopt(started)
+
+    @property
+    def state(self) -> str:
+        """Its current state's name (:data:`pyinit.run.lifecycle.STATES`)."""
+        return self.life.state
 
     @property
     def pid(self) -> int | None:
@@ -95,6 +102,7 @@ class ItemRun:
             channel.child_started(child.pid)
         self.current = run
         self.tracker.started(time.monotonic())
+        self.life.feed(lifecycle.Spawned(pid=child.pid), time.monotonic())
         try:
             error = await child.exec_result()
             self._say_started(child.pid, error)
@@ -107,6 +115,7 @@ class ItemRun:
         """Take over the first run the launcher forked (its exec result is known)."""
         self.current = started.run
         self.tracker.started(started.at)
+        self.life.feed(lifecycle.Spawned(pid=started.run.pid), started.at)
         self._say_started(started.run.pid, started.error)
         if started.read_ends:  # after its started line: that line comes first (logrelay)
             self.sup.relay.adopt(self.item.name, started.read_ends)
@@ -130,9 +139,13 @@ class ItemRun:
         try:
             run, _ = await self.start_once(None)
         except OSError as e:
+            self.life.feed(lifecycle.exited(FAILED_START), time.monotonic())
             raise PyinitError(f"{self.label} failed ({fork_failure(e)}): not starting") from None
+        if self.item.ready is None:
+            self.life.feed(lifecycle.Ready(), time.monotonic())
         status = await self.sup.wait_exit(run)
         self.current = None
+        self.life.feed(lifecycle.exited(status), time.monotonic())
         kill_group(run.pid, signal.SIGKILL)  # what the task left behind in its group
         if status != 0:
             raise PyinitError(f"{self.label} failed ({describe_status(status)}): not starting")
@@ -155,14 +168,19 @@ class ItemRun:
         while True:
             status, ready, verb, last = await self._one_run(ready, deadline, task_status)
             if self.stopping or self.sup.stopping:
+                self.life.feed(lifecycle.exited(status), time.monotonic())
                 await self._stopped(ready)
                 return
-            decision = self.tracker.exited(status, time.monotonic(), ready=ready)
+            now = time.monotonic()
+            decision = self.tracker.exited(status, now, ready=ready)
+            actions = self.life.feed(self._exit_event(status, decision), now)
             exited = verb if ready else f"{verb} before it was ready"
             if decision.action == RESTART:
+                waits = (a.until for a in actions if isinstance(a, lifecycle.WaitBackoff))
+                until = next(waits, now + decision.delay)
                 log.notice(f"{self.label} {exited} ({last}): restarting in {decision.delay:g}s")
                 with self._backoff, trio.move_on_at(math.inf if ready else deadline) as bound:
-                    await trio.sleep(decision.delay)
+                    await trio.sleep(max(0.0, until - time.monotonic()))
                 if bound.cancelled_caught:
                     assert timeout is not None
                     raise probes.not_ready(self.label, timeout, f"it {exited}: {last}")
@@ -170,7 +188,10 @@ class ItemRun:
                     await self._stopped(ready)
                     return
                 self._backoff = trio.CancelScope()
-                continue
+                over = self.life.feed(lifecycle.BackoffOver(), time.monotonic())
+                if lifecycle.StartRun() in over:
+                    continue
+                return
             if decision.action == GIVE_UP:
                 gave_up = "gave up" if ready else "gave up before it was ready"
                 what = f"{self.label} {gave_up} ({decision.reason}; last {last})"
@@ -178,7 +199,9 @@ class ItemRun:
                     if not ready:
                         raise PyinitError(f"{what}: stopping the container", decision.exit_code)
                     log.error(f"{what}: stopping the container")
-                    self.sup.give_up(decision.exit_code)
+                    for action in actions:
+                        if isinstance(action, lifecycle.BeginStop):
+                            self.sup.give_up(action.exit_code)
                 else:
                     later = "" if ready else "; starting the next item without it"
                     log.warning(f"{what}: staying down (on-giveup=ignore){later}")
@@ -187,6 +210,16 @@ class ItemRun:
                 return
             log.info(f"{self.label} {exited} ({last}): {decision.reason}")
             return
+
+    def _exit_event(self, status: int, decision: Decision) -> lifecycle.Exited:
+        """The policy's decision on a run's end, as the state machine's event."""
+        stops = decision.action == GIVE_UP and self.item.on_giveup == "stop"
+        return lifecycle.Exited(
+            status=status,
+            decision=decision.action,
+            delay=decision.delay,
+            exit_code=decision.exit_code if stops else None,
+        )
 
     async def _one_run(
         self, ready: bool, deadline: float, task_status: trio.TaskStatus[None]
@@ -203,6 +236,8 @@ class ItemRun:
                 run, execd = await self.start_once(channel)
             except OSError as e:
                 return FAILED_START, ready, "could not start", fork_failure(e)
+            if execd and self.item.ready is None:
+                self.life.feed(lifecycle.Ready(), time.monotonic())  # no probe: exec'd is ready
             if not ready:
                 ready = execd and await self._first_ready(run, channel, deadline)
                 if ready:
@@ -261,6 +296,7 @@ class ItemRun:
             nursery.cancel_scope.cancel()
         if exited:
             return False
+        self.life.feed(lifecycle.Ready(), time.monotonic())
         log.info(f"{self.label} is ready ({probe.text})")
         return True
 
@@ -280,6 +316,7 @@ class ItemRun:
                     channel=channel,
                     run_probe_command=self.run_probe_command,
                 )
+                self.life.feed(lifecycle.Ready(), time.monotonic())
                 log.notice(f"{self.label} is back (pid {pid}): ready again ({probe.text})")
         except (probes.ProbeFailed, PyinitError):
             pass
@@ -307,21 +344,32 @@ class ItemRun:
     async def stop(self, kill_at: float, reap_by: float) -> None:
         """This item's stop: its stop-signal to its group now, SIGKILL at ``kill_at`` if needed."""
         self.stopping = True
-        self._backoff.cancel()
-        run = self.current
-        if run is None:
-            return
-        pid = run.pid
         first = self.item.stop_signal if self.item.kind == SIDECAR else signal.SIGTERM
+        now = time.monotonic()
+        turn = lifecycle.Stop(first_signal=first, term_at=now, kill_at=kill_at, reap_by=reap_by)
+        for action in self.life.feed(turn, now):
+            if isinstance(action, lifecycle.CancelBackoff):
+                self._backoff.cancel()
+            elif isinstance(action, lifecycle.RunStop) and self.current is not None:
+                await self._run_stop(self.current, action)
+
+    async def _run_stop(self, run: Watched, action: lifecycle.RunStop) -> None:
+        """Carry out a :class:`lifecycle.RunStop` with the one stop primitive."""
+        pid = run.pid
 
         def send(sig: int) -> None:
-            if sig == first:
+            if sig == action.first_signal:
                 log.info(f"stopping {self.label} (pid {pid}) with {signal_name(sig)}")
             else:
                 log.notice(f"{self.label} still running at the deadline: sending SIGKILL")
+                self.life.feed(lifecycle.Signalled(signum=sig), time.monotonic())
             kill_group(pid, sig)
 
         ended_by = self.sup.ended_by(run)
-        if await stopping.stop(send, ended_by, first, time.monotonic(), kill_at, reap_by):
+        if await stopping.stop(
+            send, ended_by, action.first_signal, action.term_at, action.kill_at, action.reap_by
+        ):
             # Gone: not live for the leftovers' turn, even before run_sidecar wakes.
             self.current = None
+            if run.status is not None:
+                self.life.feed(lifecycle.exited(run.status), time.monotonic())

@@ -1,4 +1,4 @@
-"""Supervise mode's launcher: start-up, the signal intake, the early exit; no trio here.
+"""Supervise mode's launcher: start-up, the signal intake, the plain target; no trio here.
 
 pyinit stays PID 1 and root and runs the target as a child:
 
@@ -7,7 +7,10 @@ pyinit stays PID 1 and root and runs the target as a child:
 2. fork the target (:func:`pyinit.run.spawn.start_target`), after the
    leading sidecars that need no readiness probe (the loop adopts them);
    with a task, a probe or ``--ready`` first, the loop starts the rest;
-3. import trio in this thread while signal handlers forward and reap
+3. a plain target (no items, ``--ready`` or upward ``NOTIFY_SOCKET``) is
+   then supervised in this thread for its whole life, without trio
+   (:mod:`pyinit.run.plain`); otherwise
+   import trio in this thread while signal handlers forward and reap
    (:meth:`pyinit.run.intake.Intake.import_loop`): a target that exits in
    the meantime, with nothing left for the loop to do, ends pyinit at once;
 4. run the event loop (:mod:`pyinit.run.loop`: services, the shutdown
@@ -23,14 +26,15 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 
 from pyinit import log
 from pyinit.errors import EXIT_SETUP_FAILED
 from pyinit.plan.services import SIDECAR
 from pyinit.root.setup import apply_root_setup
+from pyinit.run import lifecycle
 from pyinit.run.intake import Intake
+from pyinit.run.plain import is_plain, supervise_plain
 from pyinit.run.reaper import Reaper
 from pyinit.run.spawn import Started, fork_failure, fork_item, start_target, started_line
 
@@ -76,7 +80,10 @@ def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
         # The loop stops the early sidecars in order; it tries the main once more first.
         return _run_loop(plan, intake)
     intake.target = reaper.watch(child.pid)
+    intake.main_life.feed(lifecycle.Spawned(pid=child.pid), time.monotonic())
     error = child.exec_error()
+    if error is None:
+        intake.main_life.feed(lifecycle.Ready(), time.monotonic())  # no --ready: exec'd is ready
     if error is not None:
         log.error(error.message)
         if not plan.items:
@@ -89,6 +96,8 @@ def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
         # Do not pin the directory pyinit was started in (a volume) for the
         # container's whole life, as catatonit does not.
         os.chdir("/")
+    if error is None and is_plain(plan):
+        return supervise_plain(plan, intake, intake.target)
     return _run_loop(plan, intake)
 
 
@@ -149,6 +158,8 @@ def _run_loop(plan: Plan, intake: Intake) -> int:
     # long, not Python's 5 ms, once the intake asks for it.
     sys.setswitchinterval(LOOP_SWITCH_INTERVAL)
     try:
+        import threading
+
         threading.Thread(target=loop_thread, name="pyinit-loop", daemon=True).start()
     except RuntimeError as e:  # no thread to be had: the pids cgroup is full
         log.error(f"supervisor failed: {_describe(e)}; stopping the target")

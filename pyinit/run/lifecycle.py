@@ -1,0 +1,271 @@
+"""One supervised process's life as a state machine: named states, events, actions.
+
+Every process pyinit supervises (the main, a sidecar, a task) has one
+:class:`Life`, held by whoever drives it (the synchronous plain-target
+driver, :mod:`pyinit.run.plain`; the event loop's :class:`Supervision`
+for the main and :class:`pyinit.run.services.ItemRun` for an item).  That
+record is the supervisor's own truth about the process: what ``pyinitctl
+status`` will show, never re-derived from pids and flags.
+
+:func:`transition` is pure: ``(life, event, now) -> (life, actions)``.  No
+clock is read, no process is touched; the drivers feed it what happened
+(a fork, an exec, a readiness, a reap, the stop's turn, the SIGKILL sent,
+a backoff's end) and carry out the actions it returns.  The restart policy
+(:mod:`pyinit.run.restart`) answers an exit with a decision, which comes in
+with the :class:`Exited` event.  The diagram is in docs/design.md::
+
+    starting --Ready--> running --Exited--> exited | backoff | gave-up
+    starting/running --Stop--> stopping --Signalled(KILL)--> killing
+    stopping/killing --Exited--> stopped
+    backoff --BackoffOver--> starting       backoff --Stop--> stopped
+
+How a stop is timed (its stop signal, SIGKILL, the reap) stays with the one
+stop primitive (:mod:`pyinit.stopping`): :class:`Stop` hands it the instants.
+Nothing here imports trio or typing: the plain target's path uses it.
+"""
+
+from __future__ import annotations
+
+import signal
+
+from pyinit.record import Record
+
+#: Forked; not yet exec'd, or not yet passed its readiness probe.
+STARTING = "starting"
+#: Exec'd and ready (no probe: ready once exec'd).
+RUNNING = "running"
+#: Exited; the restart policy restarts it after a delay.
+BACKOFF = "backoff"
+#: Its stop signal was sent (or forwarded, for the main); awaiting its end.
+STOPPING = "stopping"
+#: SIGKILL sent; awaiting the reap.
+KILLING = "killing"
+#: Ended after pyinit stopped it (or stopped while it waited to restart).
+STOPPED = "stopped"
+#: Ended on its own and stays down: the main's exit, a task done, ``restart=`` says no.
+EXITED = "exited"
+#: The restart policy gave up on it (or its start failed for good).
+GAVE_UP = "gave-up"
+
+#: Every state, in the order of a life.
+STATES = (STARTING, RUNNING, BACKOFF, STOPPING, KILLING, STOPPED, EXITED, GAVE_UP)
+#: States with no process and nothing more to come (a ``start`` by hand aside).
+FINAL = frozenset((STOPPED, EXITED, GAVE_UP))
+#: States in which a process of it may run (starting: once forked).
+ALIVE = frozenset((STARTING, RUNNING, STOPPING, KILLING))
+
+#: The restart policy's decisions (:class:`pyinit.run.restart.Decision`'s ``action``).
+RESTART = "restart"
+DONE = "done"
+GIVE_UP = "give-up"
+
+
+class Life(Record):
+    """Where one process stands: its state since when, its pid, its last wait status."""
+
+    __slots__ = ("last_status", "name", "pid", "since", "starts", "state")
+    #: ``main``, ``sidecar NAME`` or ``task NAME``.
+    name: str
+    state: str
+    #: When it entered ``state`` (monotonic seconds).
+    since: float
+    #: The running process's pid, None when none runs.
+    pid: int | None
+    #: The wait status of its last run, None before the first ended.
+    last_status: int | None
+    #: How many times it was started (restarts are ``starts - 1``).
+    starts: int
+
+    @classmethod
+    def new(cls, name: str, now: float) -> Life:
+        """A process about to be started for the first time."""
+        return cls(name=name, state=STARTING, since=now, pid=None, last_status=None, starts=0)
+
+    @property
+    def alive(self) -> bool:
+        """True while a process of it runs (from its fork to its reap)."""
+        return self.pid is not None
+
+
+# --- events --------------------------------------------------------------------------
+
+
+class Spawned(Record):
+    """A run was forked (``pid``); its exec and readiness are to come."""
+
+    __slots__ = ("pid",)
+    pid: int
+
+
+class Ready(Record):
+    """The run exec'd and passed its readiness probe (none: exec'd is ready)."""
+
+    __slots__ = ()
+
+
+class Exited(Record):
+    """The run was reaped with ``status``; ``decision`` is the restart policy's answer.
+
+    ``decision`` is :data:`DONE` where no policy applies (the main, a task).
+    ``delay`` is the backoff of a :data:`RESTART`; ``exit_code`` the
+    container's code after a :data:`GIVE_UP` that stops it (None: the
+    container runs on, ``on-giveup=ignore``).  A refused fork comes as an
+    exit with the failed start's status.
+    """
+
+    __slots__ = ("decision", "delay", "exit_code", "status")
+    status: int
+    decision: str
+    delay: float
+    exit_code: int | None
+
+
+class Stop(Record):
+    """Its turn to be stopped came: ``first_signal`` (None: sent already) at ``term_at`` ..."""
+
+    __slots__ = ("first_signal", "kill_at", "reap_by", "term_at")
+    first_signal: int | None
+    term_at: float
+    kill_at: float
+    reap_by: float
+
+
+class Signalled(Record):
+    """The stop primitive sent ``signum`` to it."""
+
+    __slots__ = ("signum",)
+    signum: int
+
+
+class BackoffOver(Record):
+    """Its restart delay ended."""
+
+    __slots__ = ()
+
+
+# --- actions -------------------------------------------------------------------------
+
+
+class StartRun(Record):
+    """Fork a new run."""
+
+    __slots__ = ()
+
+
+class RunStop(Record):
+    """Run the stop primitive (:func:`pyinit.stopping.stop`) with these instants."""
+
+    __slots__ = ("first_signal", "kill_at", "reap_by", "term_at")
+    first_signal: int | None
+    term_at: float
+    kill_at: float
+    reap_by: float
+
+
+class WaitBackoff(Record):
+    """Wait until ``until`` (monotonic), then feed :class:`BackoffOver`."""
+
+    __slots__ = ("until",)
+    until: float
+
+
+class CancelBackoff(Record):
+    """Stop waiting for the restart delay: no restart comes."""
+
+    __slots__ = ()
+
+
+class BeginStop(Record):
+    """The container's stop begins (the main ended, or a sidecar gave up under on-giveup=stop)."""
+
+    __slots__ = ("exit_code",)
+    exit_code: int
+
+
+Event = Spawned | Ready | Exited | Stop | Signalled | BackoffOver
+Action = StartRun | RunStop | WaitBackoff | CancelBackoff | BeginStop
+
+
+def _to(life: Life, state: str, now: float, **changes: object) -> Life:
+    """``life`` in ``state`` from ``now`` (``since`` kept when the state does not change)."""
+    since = life.since if life.state == state else now
+    result: Life = life.replace(state=state, since=since, **changes)
+    return result
+
+
+def transition(life: Life, event: Event, now: float) -> tuple[Life, tuple[Action, ...]]:
+    """The pure step: where ``life`` goes on ``event`` at ``now``, and what the driver does.
+
+    An event that does not apply in a state (a late readiness of a process
+    being stopped, a second stop) leaves the life as it is, with no action.
+    """
+    state = life.state
+    if isinstance(event, Spawned):
+        if state in (STARTING, BACKOFF):
+            return _to(life, STARTING, now, pid=event.pid, starts=life.starts + 1), ()
+    elif isinstance(event, Ready):
+        if state == STARTING and life.pid is not None:
+            return _to(life, RUNNING, now), ()
+    elif isinstance(event, Exited):
+        return _exited(life, event, now)
+    elif isinstance(event, Stop):
+        if state in (STARTING, RUNNING) and life.pid is not None:
+            stop = RunStop(
+                first_signal=event.first_signal,
+                term_at=event.term_at,
+                kill_at=event.kill_at,
+                reap_by=event.reap_by,
+            )
+            return _to(life, STOPPING, now), (stop,)
+        if state in (STARTING, BACKOFF):  # nothing runs: nothing to signal, no restart
+            return _to(life, STOPPED, now), ((CancelBackoff(),) if state == BACKOFF else ())
+    elif isinstance(event, Signalled):
+        if state == STOPPING and event.signum == signal.SIGKILL:
+            return _to(life, KILLING, now), ()
+    elif isinstance(event, BackoffOver) and state == BACKOFF:
+        return _to(life, STARTING, now), (StartRun(),)
+    return life, ()
+
+
+def _exited(life: Life, event: Exited, now: float) -> tuple[Life, tuple[Action, ...]]:
+    """A run ended: stopped if pyinit was stopping it, else the policy's decision."""
+    state = life.state
+    if state in FINAL or state == BACKOFF:
+        return life, ()
+    ended = {"pid": None, "last_status": event.status}
+    if state in (STOPPING, KILLING):
+        return _to(life, STOPPED, now, **ended), ()
+    if event.decision == RESTART:
+        return _to(life, BACKOFF, now, **ended), (WaitBackoff(until=now + event.delay),)
+    if event.decision == GIVE_UP:
+        code = event.exit_code
+        stop_all = () if code is None else (BeginStop(exit_code=code),)
+        return _to(life, GAVE_UP, now, **ended), stop_all
+    return _to(life, EXITED, now, **ended), ()
+
+
+def exited(status: int) -> Exited:
+    """The exit of a process no restart policy applies to (the main, a task)."""
+    return Exited(status=status, decision=DONE, delay=0.0, exit_code=None)
+
+
+class Tracked:
+    """One process's :class:`Life`, advanced by :func:`transition` only: the driver's handle.
+
+    Readable from any thread (``life`` is an immutable record, replaced whole).
+    """
+
+    __slots__ = ("life",)
+
+    def __init__(self, name: str, now: float) -> None:
+        self.life = Life.new(name, now)
+
+    def feed(self, event: Event, now: float) -> tuple[Action, ...]:
+        """Apply ``event`` at ``now``; the actions to carry out."""
+        self.life, actions = transition(self.life, event, now)
+        return actions
+
+    @property
+    def state(self) -> str:
+        """The current state's name."""
+        return self.life.state
