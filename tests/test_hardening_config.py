@@ -211,6 +211,15 @@ def test_a_decimal_integer_mode_is_refused_with_a_hint(
     assert f"write umask = {hint}" in line
 
 
+def test_a_huge_decimal_integer_mode_is_one_short_line(confdir: Path) -> None:
+    """Found by the property test: the hint echoed a 4000-digit number (twice, and in octal)."""
+    config = write(confdir / "pyinit.toml", f"umask = {'9' * 4000}\n")
+    result = run_pyinit("--config", str(config), "--", "true", env=base_environment())
+    line = one_line_125(result)
+    assert line.rstrip("\n").endswith("key 'umask': out of range for a mode (at most 0o777)"), line
+    assert len(line) < 300
+
+
 # --- 5. NUL bytes ------------------------------------------------------------------------------
 
 NUL = "\\u0000"

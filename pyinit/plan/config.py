@@ -285,6 +285,8 @@ def _integer_mode(value: int, path: str, key: str, text: str) -> str:
     """
     if value < 0 or value <= 7 or _written_with_base(key, text):
         return f"0o{value:o}" if value >= 0 else str(value)
+    if value > 0o7777:  # no mode is that large: say so without echoing a huge number
+        raise UsageError(f"{path}: key {quoted(key)}: out of range for a mode (at most 0o777)")
     digits = str(value)
     hint = f'0o{int(digits):03d} or "{digits:0>3}"' if set(digits) <= set("01234567") else None
     hint = hint or f'0o{value:o} (the value of {value}) or "{value:o}"'
