@@ -4,10 +4,11 @@ Runs in its own thread once trio is imported (the signal intake,
 :mod:`pyinit.run.intake`, keeps the main thread and forwards and reaps from
 the fork on).  :func:`run` creates all state inside ``trio.run``.
 
-The shape, with the place where services go (docs/services.md):
+The shape (the items: docs/services.md):
 
-1. start the items before the main (sidecars, tasks: later), then the main
-   (today the launcher has already forked it, before trio was imported);
+1. start the items the launcher left, in order (sidecars and tasks,
+   :mod:`pyinit.run.services`), then the main, unless the launcher forked it
+   before trio was imported (no item needed the loop first);
 2. wait for the main's exit;
 3. from the stop on (:class:`pyinit.plan.stop.StopBudget`), stop every process
    in its turn with the one primitive (:func:`pyinit.stopping.stop`): the
