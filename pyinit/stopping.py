@@ -19,7 +19,11 @@ synchronous paths stay without it; every layer may use it.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+
+from pyinit import log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -27,6 +31,22 @@ if TYPE_CHECKING:
 
     #: Sends a signal to the process(es) being stopped, and says so in the log.
     Send = Callable[[int], object]
+
+
+def kill_group(pgid: int, sig: int) -> None:
+    """Signal process group ``pgid`` (or just the process, if it leads no group); never raises."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pgid, sig)
+    except PermissionError:
+        pass
+
+
+def escalation_notice(label: str, sig: int) -> None:
+    """Tell the user a process outlived its time and what it is being sent."""
+    log.warning(f"{label} still running: sending {signal.Signals(sig).name}")
 
 
 def steps(first_signal: int | None, term_at: float, kill_at: float) -> list[tuple[float, int]]:

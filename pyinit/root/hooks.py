@@ -21,9 +21,9 @@ import os
 import signal
 import time
 
-from pyinit import log
 from pyinit.errors import PyinitError
 from pyinit.plan.stop import DEFAULT_STOP_TIMEOUT, StopDeadline, stop_schedule
+from pyinit.stopping import escalation_notice, kill_group, stop_now
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -76,24 +76,6 @@ def describe_returncode(code: int) -> str:
     return f"exited with {code}"
 
 
-def kill_group(pgid: int, sig: int) -> None:
-    """Signal process group ``pgid`` (or just the process, if it leads no group); never raises."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pgid, sig)
-    except PermissionError:
-        pass
-
-
-def escalation_notice(label: str, sig: int) -> None:
-    """Tell the user a process outlived its time and what it is being sent."""
-    from pyinit.plan.signals import signal_name
-
-    log.warning(f"{label} still running: sending {signal_name(sig)}")
-
-
 class SignalRelay:
     """Relay ``signals`` to the running pre hook while active (a context manager).
 
@@ -134,8 +116,6 @@ class SignalRelay:
         status: list[int] = []
         if not self._relay_until(pid, status, None):
             # A stop began: the one stop, by the deadline.
-            from pyinit.stopping import stop_now
-
             assert self.deadline is not None
             (term_at, _), (kill_at, _) = stop_schedule(time.monotonic(), self.deadline.kill_at)
 

@@ -51,11 +51,11 @@ from pyinit.plan.signals import (
     signal_name,
 )
 from pyinit.plan.stop import StopDeadline
-from pyinit.root.hooks import kill_group
 from pyinit.run.descendants import FOREIGN_PROC, descendants, signal_all
 from pyinit.run.lifecycle import Signalled, Stop, Tracked, exited
 from pyinit.run.reaper import describe_status
 from pyinit.run.target import is_own_signal
+from pyinit.stopping import kill_group
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

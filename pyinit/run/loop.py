@@ -42,7 +42,6 @@ from pyinit.errors import (
 from pyinit.plan.build import frozen_env
 from pyinit.plan.signals import signal_name
 from pyinit.plan.stop import StopDeadline, stop_budget
-from pyinit.root.hooks import kill_group
 from pyinit.run import lifecycle, posthooks
 from pyinit.run.descendants import (
     DRAIN_POLL_SECONDS,
@@ -56,6 +55,7 @@ from pyinit.run.reaper import describe_status
 from pyinit.run.restart import FAILED_START
 from pyinit.run.services import ItemRun
 from pyinit.run.spawn import fork_failure, start_target, started_line
+from pyinit.stopping import kill_group
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -29,12 +29,11 @@ from pyinit import log
 from pyinit.errors import EXIT_SETUP_FAILED, SIGNAL_EXIT_BASE, exit_code_for_wait_status
 from pyinit.plan.signals import signal_name
 from pyinit.plan.stop import stop_budget
-from pyinit.root.hooks import kill_group
 from pyinit.run import lifecycle
 from pyinit.run.descendants import DRAIN_POLL_SECONDS, FOREIGN_PROC, LeftoverSignals, descendants
 from pyinit.run.posthooks import run_post_hooks_now
 from pyinit.run.reaper import describe_status
-from pyinit.stopping import stop_now
+from pyinit.stopping import kill_group, stop_now
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -17,8 +17,9 @@ import time
 from pyinit import log
 from pyinit.errors import PyinitError
 from pyinit.plan.stop import stop_schedule
-from pyinit.root.hooks import escalation_notice, kill_group, spawn_hook
+from pyinit.root.hooks import spawn_hook
 from pyinit.run.reaper import describe_status
+from pyinit.stopping import escalation_notice, kill_group
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

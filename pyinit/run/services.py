@@ -33,11 +33,11 @@ from pyinit import log, stopping
 from pyinit.errors import EXIT_SETUP_FAILED, PyinitError
 from pyinit.plan.services import SIDECAR
 from pyinit.plan.signals import signal_name
-from pyinit.root.hooks import kill_group
 from pyinit.run import lifecycle, probes
 from pyinit.run.reaper import describe_status
 from pyinit.run.restart import FAILED_START, GIVE_UP, RESTART, Decision, RestartTracker
 from pyinit.run.spawn import Started, fork_failure, fork_item
+from pyinit.stopping import kill_group
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
