@@ -255,3 +255,40 @@ def test_a_refused_main_fork_beside_a_running_sidecar_still_ends_with_125(
     assert "Traceback" not in err, err
     assert "supervisor failed: RuntimeError: can't start new thread" in err, err
     assert (pids_cgroup / "cgroup.procs").read_text() == ""
+
+
+def test_a_stop_with_no_thread_to_be_had_still_stops_every_process(
+    tmp_path: Path, pids_cgroup: Path
+) -> None:
+    """The leftovers' scan runs in a worker thread; in a full cgroup none can start.
+
+    The stop must go on (the scan then runs in the loop's own thread), not crash
+    into the emergency stop's SIGKILL.
+    """
+    errors = tmp_path / "stderr"
+    (tmp_path / "first").write_text("0")  # the sidecar runs for good from its first run
+    proc = _start(
+        pids_cgroup,
+        errors,
+        "--verbose",
+        "--sidecar", _sidecar_arg(tmp_path, "restart=never"),
+        *_main_args(tmp_path),
+    )  # fmt: skip
+    try:
+        wait_for(
+            lambda: (tmp_path / "main-up").exists() and "run" in _read(tmp_path / "log"),
+            what="the main and the sidecar",
+        )
+        # Two short: the main's and the sidecar's exits leave none for a thread.
+        current = int((pids_cgroup / "pids.current").read_text())
+        (pids_cgroup / "pids.max").write_text(str(current - 2))
+        (tmp_path / "done").touch()
+        code = _wait(proc, errors)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+    err = errors.read_text()
+    assert code == 3, err
+    assert "supervisor failed" not in err and "Traceback" not in err, err
+    assert "stopped " in _read(tmp_path / "log"), (err, _read(tmp_path / "log"))

@@ -57,6 +57,9 @@ from pyinit.run.services import ItemRun
 from pyinit.run.spawn import fork_failure, start_target, started_line
 from pyinit.stopping import kill_group
 
+#: CPython's error when the kernel refuses a new thread (EAGAIN: no pid to spare).
+THREAD_REFUSED = "can't start new thread"
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -508,5 +511,12 @@ class Leftovers:
 
 async def _scan(skip: set[int]) -> list[int] | None:
     # In a worker thread: 20,000 leftovers take a while to read, and the
-    # deadline must fire on time (an abandoned scan is harmless).
-    return await trio.to_thread.run_sync(descendants, skip, abandon_on_cancel=True)
+    # deadline must fire on time (an abandoned scan is harmless).  With no
+    # thread to be had (a full pids cgroup: a thread takes a pid) the scan
+    # runs here, late rather than never: the stop goes on.
+    try:
+        return await trio.to_thread.run_sync(descendants, skip, abandon_on_cancel=True)
+    except RuntimeError as e:
+        if str(e) != THREAD_REFUSED:
+            raise
+        return descendants(skip)
