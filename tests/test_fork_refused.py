@@ -86,6 +86,18 @@ def _start(group: Path, stderr: Path, *args: str) -> subprocess.Popen[bytes]:
         )
 
 
+@contextlib.contextmanager
+def _running(group: Path, stderr: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """:func:`_start`, and whatever is still running at the end killed (a failed test)."""
+    proc = _start(group, stderr, *args)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
 def _wait(proc: subprocess.Popen[bytes], stderr: Path) -> int:
     try:
         return proc.wait(timeout=20)
@@ -157,14 +169,13 @@ def test_a_refused_restart_is_retried_after_the_backoff_and_the_main_s_status_wi
     tmp_path: Path, pids_cgroup: Path
 ) -> None:
     errors = tmp_path / "stderr"
-    proc = _start(
+    with _running(
         pids_cgroup,
         errors,
         "--verbose",
         "--sidecar", _sidecar_arg(tmp_path, "backoff=0.1:0.2 max-restarts=100/60"),
         *_main_args(tmp_path),
-    )  # fmt: skip
-    try:
+    ) as proc:  # fmt: skip
         wait_for(lambda: (tmp_path / "main-up").exists(), what="the main")
         _fill(pids_cgroup)
         (tmp_path / "full").touch()
@@ -176,10 +187,6 @@ def test_a_refused_restart_is_retried_after_the_backoff_and_the_main_s_status_wi
         wait_for(lambda: "run" in _read(tmp_path / "log"), what="the restart once forks work")
         (tmp_path / "done").touch()
         code = _wait(proc, errors)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=5)
     err = errors.read_text()
     assert code == 3, err
     assert "sidecar s could not start (fork failed: Resource temporarily unavailable): " in err
@@ -193,22 +200,17 @@ def test_refused_restarts_use_up_the_budget_and_the_container_stops_cleanly(
     tmp_path: Path, pids_cgroup: Path
 ) -> None:
     errors = tmp_path / "stderr"
-    proc = _start(
+    with _running(
         pids_cgroup,
         errors,
         "--verbose",
         "--sidecar", _sidecar_arg(tmp_path, "backoff=0.05:0.1 max-restarts=3/60"),
         *_main_args(tmp_path),
-    )  # fmt: skip
-    try:
+    ) as proc:  # fmt: skip
         wait_for(lambda: (tmp_path / "main-up").exists(), what="the main")
         _fill(pids_cgroup)
         (tmp_path / "full").touch()
         code = _wait(proc, errors)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=5)
     err = errors.read_text()
     # The exit's restart and two more are refused: the budget of 3 is used
     # up, a give-up, with the main stopped by its stop signal (not SIGKILL).
@@ -267,14 +269,13 @@ def test_a_stop_with_no_thread_to_be_had_still_stops_every_process(
     """
     errors = tmp_path / "stderr"
     (tmp_path / "first").write_text("0")  # the sidecar runs for good from its first run
-    proc = _start(
+    with _running(
         pids_cgroup,
         errors,
         "--verbose",
         "--sidecar", _sidecar_arg(tmp_path, "restart=never"),
         *_main_args(tmp_path),
-    )  # fmt: skip
-    try:
+    ) as proc:  # fmt: skip
         wait_for(
             lambda: (tmp_path / "main-up").exists() and "run" in _read(tmp_path / "log"),
             what="the main and the sidecar",
@@ -284,10 +285,6 @@ def test_a_stop_with_no_thread_to_be_had_still_stops_every_process(
         (pids_cgroup / "pids.max").write_text(str(current - 2))
         (tmp_path / "done").touch()
         code = _wait(proc, errors)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=5)
     err = errors.read_text()
     assert code == 3, err
     assert "supervisor failed" not in err and "Traceback" not in err, err

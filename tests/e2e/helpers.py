@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from .podman import Container, wait_for
 
@@ -78,6 +79,23 @@ def wait_redis(ctr: Container, timeout: float = 30) -> None:
         return ctr.exec("redis-cli", "ping", check=False).stdout.strip() == "PONG"
 
     wait_for(ready, timeout, f"redis in {ctr.name}", interval=0.2, details=ctr.logs)
+
+
+#: What the redis tests store before a stop and expect back after it.
+REDIS_KEYS = {"greeting": "hello", "answer": "forty-two"}
+
+
+def stop_redis_keeping_data(ctr: Container, data_dir: Path, redis_uid: int) -> None:
+    """Set REDIS_KEYS, ``podman stop``: exit 0, redis saved, dump.rdb redis's and holding them."""
+    for key, value in REDIS_KEYS.items():
+        assert ctr.exec("redis-cli", "set", key, value).stdout.strip() == "OK"
+    ctr.stop()
+    assert ctr.exit_code() == 0, ctr.logs()
+    assert "DB saved on disk" in ctr.stdout + ctr.stderr, ctr.logs()
+    dump = data_dir / "dump.rdb"
+    assert dump.stat().st_uid == redis_uid, "dump.rdb must belong to the image's redis user"
+    content = dump.read_bytes()
+    assert all(k.encode() in content and v.encode() in content for k, v in REDIS_KEYS.items())
 
 
 def psql(ctr: Container, sql: str, check: bool = True) -> str:

@@ -8,12 +8,17 @@ from pathlib import Path
 import pytest
 
 from .conftest import ContainerFactory
-from .helpers import find, pid1_cmdline, processes, wait_redis
+from .helpers import (
+    REDIS_KEYS,
+    find,
+    pid1_cmdline,
+    processes,
+    stop_redis_keeping_data,
+    wait_redis,
+)
 
 # Generous: the first test of a session also waits for the images to be built.
 pytestmark = pytest.mark.timeout(600)
-
-KEYS = {"greeting": "hello", "answer": "forty-two"}
 
 
 @pytest.mark.e2e
@@ -41,16 +46,7 @@ def test_redis_saves_on_stop_and_reloads(
         assert init.user == "root" and server.ppid == 1, procs
     assert data_dir.stat().st_uid == redis_uid, "--chown /data did not give it to redis"
 
-    for key, value in KEYS.items():
-        assert ctr.exec("redis-cli", "set", key, value).stdout.strip() == "OK"
-    ctr.stop()
-    assert ctr.exit_code() == 0, ctr.logs()
-    assert "DB saved on disk" in ctr.stdout + ctr.stderr, ctr.logs()
-
-    dump = data_dir / "dump.rdb"
-    assert dump.stat().st_uid == redis_uid, "dump.rdb must belong to the image's redis user"
-    content = dump.read_bytes()
-    assert all(k.encode() in content and v.encode() in content for k, v in KEYS.items())
+    stop_redis_keeping_data(ctr, data_dir, redis_uid)
 
     ctr.start()  # the same container again: setup runs again, the data is there
     wait_redis(ctr)
@@ -60,7 +56,7 @@ def test_redis_saves_on_stop_and_reloads(
 
     again = container("redis", env={"PYINIT_MODE": mode})  # a new container, same volume
     wait_redis(again)
-    for key, value in KEYS.items():
+    for key, value in REDIS_KEYS.items():
         assert again.exec("redis-cli", "get", key).stdout.strip() == value, again.logs()
     again.kill("TERM")
     assert again.wait(30) == 0, again.logs()
