@@ -21,6 +21,7 @@ from pyinit.plan import (
     LOG_FORMATS,
     MODES,
     NON_ROOT_POLICIES,
+    UNHEALTHY_POLICIES,
     Plan,
     build_plan,
 )
@@ -298,6 +299,26 @@ def build_parser() -> argparse.ArgumentParser:
         )
     services.add_argument(
         "--ready", metavar="PROBE", help="readiness of the main, e.g. tcp:8080 or notify"
+    )
+    services.add_argument(
+        "--alive",
+        metavar="PROBE",
+        help="liveness of the main: PROBE (as --ready, but not notify or fd:N) every "
+        "--alive-every seconds from readiness on; --alive-failures failures in a row = dead",
+    )
+    services.add_argument(
+        "--alive-every", metavar="SECS", help="with --alive: seconds between checks (default 10)"
+    )
+    services.add_argument(
+        "--alive-failures",
+        metavar="N",
+        help="with --alive: failed checks in a row that mean dead (default 3)",
+    )
+    services.add_argument(
+        "--on-unhealthy",
+        choices=UNHEALTHY_POLICIES,
+        help="with --alive: a dead main makes health unhealthy (ignore, the default) and "
+        "also stops the container as SIGTERM would (stop: exit 143)",
     )
     services.add_argument(
         "--config",

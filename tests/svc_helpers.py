@@ -38,6 +38,7 @@ def make_item(name: str, command: list[str] | tuple[str, ...], **changes: Any) -
         "file_env": (),
         "ready": make_probe(ready) if isinstance(ready, str) else ready,
         "ready_timeout": None,
+        "alive": None,
         "restart": "always",
         "backoff_min": 0.5,
         "backoff_max": 30.0,

@@ -38,13 +38,15 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from pyinit.plan.onlyfor import OnlyFor
-    from pyinit.plan.services import Item, Probe, Services
+    from pyinit.plan.services import Item, Liveness, Probe, Services
 
 MODES = ("exec", "supervise", "auto")
 CHOWN_POLICIES = ("always", "on-root-mismatch")
 NON_ROOT_POLICIES = ("skip", "fail")
 #: --log-format values (docs/services.md, "Logs").
 LOG_FORMATS = ("text", "json")
+#: --on-unhealthy values: what the main's failed liveness check does (docs/services.md).
+UNHEALTHY_POLICIES = ("ignore", "stop")
 
 
 class MkdirStep(Record):
@@ -145,6 +147,7 @@ class Plan(Record):
     """Everything pyinit will do, in the order it will do it."""
 
     __slots__ = (
+        "alive",
         "chowns",
         "command",
         "config_files",
@@ -168,6 +171,7 @@ class Plan(Record):
         "no_new_privs",
         "notices",
         "notify_socket",
+        "on_unhealthy",
         "only_for",
         "post_hooks",
         "pre_hooks",
@@ -231,6 +235,10 @@ class Plan(Record):
     # Sidecars and tasks (docs/services.md), in start order; the main's --ready probe.
     items: tuple[Item, ...]
     ready: Probe | None
+    # The main's liveness check (--alive, None without), and what its death does
+    # (--on-unhealthy: ignore or stop).
+    alive: Liveness | None
+    on_unhealthy: str
     # The --config files read, in the order they were merged.
     config_files: tuple[str, ...]
     # The host as the plan found it (pyinit's pid and ids, limits, terminal): every host
@@ -725,6 +733,8 @@ def build_plan(
         log_time=options.log_time,
         items=services.items,
         ready=services.ready,
+        alive=services.alive,
+        on_unhealthy=services.on_unhealthy,
         config_files=tuple(s.path for s in config_sources if not s.is_directory),
         host=host,
     )
@@ -856,8 +866,11 @@ def _plan_services(
     """Sidecars, tasks and --ready (pyinit.plan.items, imported only when they are used)."""
     from pyinit.plan.services import Services
 
-    if not getattr(options, "items", None) and getattr(options, "ready", None) is None:
-        return Services(items=(), ready=None, notices=())
+    wanted = ("ready", "alive", "alive_every", "alive_failures", "on_unhealthy")
+    if not getattr(options, "items", None) and all(
+        getattr(options, w, None) is None for w in wanted
+    ):
+        return Services(items=(), ready=None, alive=None, on_unhealthy="ignore", notices=())
     from pyinit.plan.items import plan_services
 
     return plan_services(

@@ -40,7 +40,15 @@ from pyinit.plan.build import (
 )
 from pyinit.plan.capabilities import parse_capability
 from pyinit.plan.files import FileTooLarge, read_open_regular
-from pyinit.plan.items import ALL_KEYS, ItemSpec, check_item_spec, parse_probe
+from pyinit.plan.items import (
+    ALL_KEYS,
+    ItemSpec,
+    check_item_spec,
+    parse_alive_every,
+    parse_alive_failures,
+    parse_alive_probe,
+    parse_probe,
+)
 from pyinit.plan.onlyfor import check_only_for
 from pyinit.plan.secrets import PathChecks, PathWalk, StepRecorder, Target
 from pyinit.plan.signals import parse_rewrite, parse_success_exit
@@ -56,7 +64,7 @@ if TYPE_CHECKING:
 NOT_IN_FILE = ("config", "help", "version", "sidecar", "task")
 
 #: Item keys that may be written as TOML numbers.
-NUMERIC_ITEM_KEYS = ("ready-timeout", "max-restarts")
+NUMERIC_ITEM_KEYS = ("ready-timeout", "max-restarts", "alive-every", "alive-failures")
 
 #: Keys whose value is an octal mode: a TOML integer is taken by its value (see _integer_mode).
 MODE_KEYS = ("umask",)
@@ -84,6 +92,9 @@ VALIDATORS: dict[str, Callable[[str], object]] = {
     "pre": lambda v: shell_hook(v, "--pre"),
     "post": lambda v: shell_hook(v, "--post"),
     "ready": lambda v: parse_probe(v, f"--ready {quoted(v)}"),
+    "alive": lambda v: parse_alive_probe(v, f"--alive {quoted(v)}"),
+    "alive-every": lambda v: parse_alive_every(v, f"--alive-every {quoted(v)}"),
+    "alive-failures": lambda v: parse_alive_failures(v, f"--alive-failures {quoted(v)}"),
     "only-for": check_only_for,
 }
 

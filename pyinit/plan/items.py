@@ -15,18 +15,24 @@ import shlex
 import signal
 
 from pyinit.errors import UsageError, quoted
+from pyinit.plan.build import UNHEALTHY_POLICIES
 from pyinit.plan.capabilities import missing_capabilities
 from pyinit.plan.services import (
+    DEFAULT_ALIVE_EVERY,
+    DEFAULT_ALIVE_FAILURES,
     GIVEUP_POLICIES,
     LOG_MODES,
+    ONE_SHOT_PROBES,
     RESTART_POLICIES,
     SIDECAR,
     TASK,
     Item,
+    Liveness,
     Probe,
     Services,
 )
 from pyinit.plan.signals import parse_signal
+from pyinit.plan.sources import origin
 from pyinit.plan.userspec import needs_identity_switch, resolve_user_spec_as
 from pyinit.record import Record
 
@@ -54,7 +60,12 @@ SIDECAR_KEYS = (
     "max-restarts",
     "on-giveup",
     "stop-signal",
+    "alive",
+    "alive-every",
+    "alive-failures",
 )
+#: The keys that tune a liveness check: they need ``alive=``.
+ALIVE_TUNING_KEYS = ("alive-every", "alive-failures")
 ALL_KEYS = COMMON_KEYS + SIDECAR_KEYS
 
 DEFAULT_BACKOFF = (0.5, 30.0)
@@ -158,6 +169,35 @@ def parse_probe(text: str, where: str) -> Probe:
     }
     probe.update(fields)
     return Probe(kind=kind, text=text, **probe)
+
+
+def parse_alive_probe(text: str, where: str) -> Probe:
+    """Parse a liveness probe (``alive=`` or ``--alive``): a polling probe, never notify or fd:N."""
+    probe = parse_probe(text, where)
+    if probe.kind in ONE_SHOT_PROBES:
+        raise UsageError(
+            f"{where}: {probe.kind} is a one-shot readiness channel, not a liveness check "
+            "(expected tcp:, unix:, file:, exec: or http://)"
+        )
+    return probe
+
+
+def parse_alive_every(text: str, where: str) -> float:
+    """``alive-every``/``--alive-every``: seconds between checks, a finite number > 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise UsageError(f"{where}: expected seconds > 0 between checks, e.g. 10 or 0.5")
+    return seconds
+
+
+def parse_alive_failures(text: str, where: str) -> int:
+    """``alive-failures``/``--alive-failures``: failed checks in a row that mean dead, >= 1."""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise UsageError(f"{where}: expected a whole number >= 1 of failed checks in a row")
+    return int(text)
 
 
 def _parse_http(text: str, where: str) -> dict[str, object]:
@@ -296,10 +336,18 @@ class _Keys:
         self.on_giveup = "stop"
         self.stop_signal = int(signal.SIGTERM)
         self.log = "prefix"
+        self.alive: Probe | None = None
+        self.alive_every = DEFAULT_ALIVE_EVERY
+        self.alive_failures = DEFAULT_ALIVE_FAILURES
         seen: set[str] = set()
         for key, value in spec.pairs:
             self._check_key(spec, key, seen)
             self._set(spec.where, key, value)
+        tuning = [key for key in ALIVE_TUNING_KEYS if key in seen]
+        if tuning and self.alive is None:
+            raise UsageError(
+                f"{spec.where}: key {quoted(tuning[0])} needs alive=PROBE (the check it tunes)"
+            )
         both = [name for name, _ in self.env if name in self.file_env]
         if both:
             raise UsageError(
@@ -345,8 +393,22 @@ class _Keys:
             self.on_giveup = _choice(value, where, key, GIVEUP_POLICIES)
         elif key == "stop-signal":
             self.stop_signal = parse_signal(value, f"{where}: stop-signal")
+        elif key == "alive":
+            self.alive = parse_alive_probe(value, f"{where}: alive={quoted(value)}")
+        elif key == "alive-every":
+            self.alive_every = parse_alive_every(value, f"{where}: alive-every={quoted(value)}")
+        elif key == "alive-failures":
+            self.alive_failures = parse_alive_failures(
+                value, f"{where}: alive-failures={quoted(value)}"
+            )
         else:
             self.log = _choice(value, where, key, LOG_MODES)
+
+    def liveness(self) -> Liveness | None:
+        """The item's liveness check, None without ``alive=``."""
+        if self.alive is None:
+            return None
+        return Liveness(probe=self.alive, every=self.alive_every, failures=self.alive_failures)
 
 
 # --- resolving ---------------------------------------------------------------------------
@@ -386,6 +448,7 @@ def resolve_item(spec: ItemSpec, who: _Who, notices: list[str]) -> Item:
         file_env=tuple(keys.file_env),
         ready=keys.ready,
         ready_timeout=keys.ready_timeout,
+        alive=keys.liveness(),
         restart=keys.restart,
         backoff_min=keys.backoff[0],
         backoff_max=keys.backoff[1],
@@ -482,7 +545,52 @@ def plan_services(
     ready = None
     if options.ready is not None:
         ready = parse_probe(options.ready, f"--ready {quoted(options.ready)}")
-    return Services(items=tuple(items), ready=ready, notices=tuple(notices))
+    return Services(
+        items=tuple(items),
+        ready=ready,
+        alive=main_liveness(options),
+        on_unhealthy=getattr(options, "on_unhealthy", None) or "ignore",
+        notices=tuple(notices),
+    )
+
+
+#: The main's liveness options besides ``--alive``: option dest -> how it is parsed.
+_MAIN_ALIVE_TUNING = (
+    ("alive_every", parse_alive_every),
+    ("alive_failures", parse_alive_failures),
+)
+
+
+def main_liveness(options: Namespace) -> Liveness | None:
+    """The main's check: ``--alive``, ``--alive-every``, ``--alive-failures`` (None without).
+
+    A tuning option or ``--on-unhealthy`` without ``--alive`` is an error;
+    an error names the option as the user gave it (the flag, or the file's key).
+    """
+    text = getattr(options, "alive", None)
+    values: dict[str, float] = {}
+    for dest, parse in _MAIN_ALIVE_TUNING:
+        given = getattr(options, dest, None)
+        if given is not None:
+            values[dest] = parse(str(given), f"{origin(options, dest)} {quoted(str(given))}")
+    unhealthy = getattr(options, "on_unhealthy", None)
+    if text is None:
+        loose = [dest for dest, _ in _MAIN_ALIVE_TUNING if dest in values]
+        loose += ["on_unhealthy"] if unhealthy is not None else []
+        if loose:
+            raise UsageError(
+                f"{origin(options, loose[0])}: needs --alive PROBE (the check it tunes)"
+            )
+        return None
+    if unhealthy is not None and unhealthy not in UNHEALTHY_POLICIES:
+        raise UsageError(
+            f"--on-unhealthy {quoted(unhealthy)}: expected one of {', '.join(UNHEALTHY_POLICIES)}"
+        )
+    return Liveness(
+        probe=parse_alive_probe(text, f"{origin(options, 'alive')} {quoted(text)}"),
+        every=values.get("alive_every", DEFAULT_ALIVE_EVERY),
+        failures=int(values.get("alive_failures", DEFAULT_ALIVE_FAILURES)),
+    )
 
 
 # --- --dry-run --------------------------------------------------------------------------
@@ -499,10 +607,26 @@ def describe_probe(probe: Probe | None) -> str:
     return probe.text
 
 
+def describe_liveness(alive: Liveness | None) -> str:
+    """A liveness check as --dry-run shows it: ``tcp:127.0.0.1:80 every 10s, dead after 3 ...``."""
+    if alive is None:
+        return "none"
+    failures = "failure" if alive.failures == 1 else "failures in a row"
+    return (
+        f"{describe_probe(alive.probe)} every {alive.every:g}s from readiness on, dead after "
+        f"{alive.failures} {failures}"
+    )
+
+
 def describe_items(
-    items: Iterable[Item], ready: Probe | None, main_env: Mapping[str, str], euid: int
+    items: Iterable[Item],
+    ready: Probe | None,
+    main_env: Mapping[str, str],
+    euid: int,
+    alive: Liveness | None = None,
+    on_unhealthy: str = "ignore",
 ) -> list[str]:
-    """The --dry-run lines for the items, in start order, and the main's readiness.
+    """The --dry-run lines for the items, in start order, and the main's readiness and liveness.
 
     ``main_env`` is the main's environment, which an item's launch record is
     shown against (names only); ``euid`` is pyinit's, for an item run as it.
@@ -529,11 +653,21 @@ def describe_items(
                 f"{item.restart_window:g}s, on-giveup {item.on_giveup}, stop-signal "
                 f"{signal_name(item.stop_signal)}, log {item.log}"
             )
+            dead = "; dead: stopped, then its restart policy" if item.alive is not None else ""
+            lines.append(f"     alive: {describe_liveness(item.alive)}{dead}")
         else:
             lines.append(f"     policy: must exit 0 before the next item starts, log {item.log}")
     if not lines[1:]:
         lines = []
     lines.append(f"main ready: {describe_probe(ready)}")
+    if alive is not None:
+        then = {
+            "ignore": "health says unhealthy, the container runs on",
+            "stop": "health says unhealthy and the container stops (exit 143)",
+        }[on_unhealthy]
+        lines.append(
+            f"main alive: {describe_liveness(alive)}; dead: {then} (on-unhealthy {on_unhealthy})"
+        )
     return lines
 
 
@@ -570,7 +704,12 @@ __all__ = [
     "Services",
     "check_item_spec",
     "describe_items",
+    "describe_liveness",
     "describe_probe",
+    "main_liveness",
+    "parse_alive_every",
+    "parse_alive_failures",
+    "parse_alive_probe",
     "parse_item_text",
     "parse_probe",
     "plan_services",

@@ -51,6 +51,10 @@ SERVICE_ONLY_OPTIONS: tuple[tuple[str, object], ...] = (
     ("post", []),
     ("items", []),
     ("ready", None),
+    ("alive", None),
+    ("alive_every", None),
+    ("alive_failures", None),
+    ("on_unhealthy", None),
     ("setsid", False),
 )
 

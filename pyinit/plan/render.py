@@ -135,10 +135,14 @@ def _lines(plan: Plan) -> list[str]:
         lines.append(f"  workdir {plan.workdir}")
     for name in plan.file_env:
         lines.append(f"  env {name} from file" if name in plan.env else f"  env {name}: not set")
-    if plan.items or plan.ready is not None:
+    if plan.items or plan.ready is not None or plan.alive is not None:
         from pyinit.plan.items import describe_items
 
-        lines.extend(describe_items(plan.items, plan.ready, plan.env, plan.host.euid))
+        lines.extend(
+            describe_items(
+                plan.items, plan.ready, plan.env, plan.host.euid, plan.alive, plan.on_unhealthy
+            )
+        )
     lines.extend(_secret_lines(plan))
     lines.append(f"command: {' '.join(plan.command)}")
     lines.append(f"logs: {describe_logs(plan)}")

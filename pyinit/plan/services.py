@@ -30,6 +30,13 @@ PROBE_KINDS = ("notify", "fd", "tcp", "unix", "file", "exec", "http")
 
 #: Every probe call is bounded by this many seconds.
 PROBE_CALL_TIMEOUT = 1.0
+#: Liveness (``alive=``/``--alive``): how often the probe runs, and how many failures in a row
+#: mean dead (``alive-every=``, ``alive-failures=``).
+DEFAULT_ALIVE_EVERY = 10.0
+DEFAULT_ALIVE_FAILURES = 3
+#: Probes that say "ready" once, on a channel made for the start: no liveness check.
+ONE_SHOT_PROBES = ("notify", "fd")
+
 #: Polling probes start this fast ...
 PROBE_FIRST_INTERVAL = 0.1
 #: ... and back off, doubling, to at most this.
@@ -62,6 +69,19 @@ class Probe(Record):
     url: str | None
 
 
+class Liveness(Record):
+    """A liveness check: ``probe`` every ``every`` seconds from readiness on.
+
+    ``failures`` failed calls in a row mean dead (a success resets the count).
+    The probe is a polling one (never ``notify`` or ``fd:N``).
+    """
+
+    __slots__ = ("every", "failures", "probe")
+    probe: Probe
+    every: float
+    failures: int
+
+
 class Item(Record):
     """One sidecar or task, fully resolved.
 
@@ -77,6 +97,7 @@ class Item(Record):
     """
 
     __slots__ = (
+        "alive",
         "backoff_max",
         "backoff_min",
         "command",
@@ -108,6 +129,7 @@ class Item(Record):
     file_env: tuple[str, ...]  # secret names, in order, each once
     ready: Probe | None
     ready_timeout: float | None  # None: wait for ever, with a notice every 10 s
+    alive: Liveness | None  # alive=, alive-every=, alive-failures= (None: no liveness check)
     restart: str  # one of RESTART_POLICIES
     backoff_min: float  # seconds, default 0.5
     backoff_max: float  # seconds, default 30
@@ -121,9 +143,15 @@ class Item(Record):
 
 
 class Services(Record):
-    """What the planner decided for section 8: items in start order, the main's probe, notices."""
+    """What the planner decided: items in start order, the main's probes, notices.
 
-    __slots__ = ("items", "notices", "ready")
+    ``alive`` is the main's liveness check (``--alive``), ``on_unhealthy``
+    what a dead main does (one of :data:`UNHEALTHY_POLICIES`).
+    """
+
+    __slots__ = ("alive", "items", "notices", "on_unhealthy", "ready")
     items: tuple[Item, ...]
     ready: Probe | None
+    alive: Liveness | None
+    on_unhealthy: str
     notices: tuple[str, ...]

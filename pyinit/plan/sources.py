@@ -33,6 +33,10 @@ ENVIRONMENT_OPTIONS = {
 SUPERVISE_ONLY = {
     "items": "--sidecar/--task",
     "ready": "--ready",
+    "alive": "--alive",
+    "alive_every": "--alive-every",
+    "alive_failures": "--alive-failures",
+    "on_unhealthy": "--on-unhealthy",
     "post": "--post",
     "stop_timeout": "--stop-timeout",
     "rewrite": "--rewrite",
