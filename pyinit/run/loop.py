@@ -39,10 +39,10 @@ from pyinit.errors import (
     PyinitError,
     exit_code_for_wait_status,
 )
-from pyinit.plan.build import frozen_env
+from pyinit.plan.build import SESSION_DETACHED, frozen_env
 from pyinit.plan.signals import signal_name
 from pyinit.plan.stop import StopDeadline, stop_budget
-from pyinit.run import lifecycle, posthooks
+from pyinit.run import lifecycle, liveness, posthooks, probes
 from pyinit.run.descendants import (
     DRAIN_POLL_SECONDS,
     FOREIGN_PROC,
@@ -54,7 +54,7 @@ from pyinit.run.probes import single_error
 from pyinit.run.reaper import describe_status
 from pyinit.run.restart import FAILED_START
 from pyinit.run.services import ItemRun
-from pyinit.run.spawn import fork_failure, start_target, started_line
+from pyinit.run.spawn import fork_failure, start_item, start_target, started_line
 from pyinit.stopping import kill_group
 
 #: CPython's error when the kernel refuses a new thread (EAGAIN: no pid to spare).
@@ -62,7 +62,7 @@ THREAD_REFUSED = "can't start new thread"
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
 
     from pyinit.plan import Plan
     from pyinit.run.intake import Intake
@@ -135,6 +135,9 @@ class Supervision:
         self._shutting_down = False
         self._giveup = trio.Event()
         self._giveup_code = 0
+        #: The main's liveness checks (--alive): they set alive_state.
+        self.main_checks = liveness.MainChecks(self)
+        self.alive_state: str | None = None
 
     @property
     def stopping(self) -> bool:
@@ -146,7 +149,11 @@ class Supervision:
         return [self.main_life.life, *(run.life.life for run in self.runs)]
 
     def give_up(self, code: int) -> None:
-        """A sidecar gave up with on-giveup=stop: shut down, exiting ``code``."""
+        """Shut down, exiting ``code``: a sidecar gave up, or the main's liveness check died.
+
+        The main gets SIGTERM (after --rewrite), as from a stop signal; ``code``
+        is pyinit's own, never remapped by --success-exit.
+        """
         if not self._giveup.is_set():
             self._giveup_code = code
             self._giveup.set()
@@ -182,6 +189,8 @@ class Supervision:
     async def run(self) -> int:
         """Items, main, then the shutdown sequence; pyinit's exit code."""
         self.nursery.start_soon(self._stop_in_turns)
+        self.main_checks.reset()
+        forked_early = self.main is not None  # by the launcher: ready once exec'd (no --ready)
         if self.main is None or self.plan.items:
             failed = await self._start_up()
             if failed is not None:
@@ -191,6 +200,8 @@ class Supervision:
                     self._term_main()
                 await self.shutdown(failed)
                 return failed
+        if forked_early and self.main is not None and self.main_life.state == lifecycle.RUNNING:
+            self.main_checks.begin(self.main)
         code, ended_by_main = await self._wait_main_or_giveup()
         await self.shutdown(code)  # the post hooks get the main's real code
         return self.plan.exit_code_for_main(code) if ended_by_main else code
@@ -317,10 +328,13 @@ class Supervision:
     async def _report_ready(self, channel: NotifySocket | ReadyPipe | None) -> None:
         """READY=1 to pyinit's own manager once the main is ready (--ready, or exec'd)."""
         if self.plan.ready is not None:
-            from pyinit.run import probes
-
             try:
-                await probes.wait_ready(self.plan.ready, name="main", channel=channel)
+                await probes.wait_ready(
+                    self.plan.ready,
+                    name="main",
+                    channel=channel,
+                    run_probe_command=self.run_probe_command,
+                )
             except (PyinitError, probes.ProbeFailed) as e:
                 log.warning(f"main: not reported ready: {e}")
                 return
@@ -329,8 +343,24 @@ class Supervision:
                     channel.close()
             self.main_life.feed(lifecycle.Ready(), time.monotonic())
             log.info("main is ready")
+        if self.main is not None:
+            self.main_checks.begin(self.main)
         if not self.stopping:
             self._notify_upward("READY=1")
+
+    async def run_probe_command(self, argv: Sequence[str]) -> int:
+        """An ``exec:`` probe of the main's (``--ready``, ``--alive``): its exit code.
+
+        It runs as the main's launch record says (user, environment, hygiene),
+        in a session of its own, without the main's inherited descriptors.
+        """
+        launch = self.plan.launch.replace(
+            command=tuple(argv), session=SESSION_DETACHED, keep_fds=(), listen_fds=0
+        )
+        mask = self.intake.original_mask
+        return await probes.run_probe_child(
+            self, "main", lambda: start_item(launch, mask, {}, {}, launch.env)
+        )
 
     def _notify_upward(self, message: str) -> None:
         address = self.plan.notify_socket
@@ -370,8 +400,10 @@ class Supervision:
         budget = self.budget
         start = self.deadline.start
         kill_at = start + budget.kill_by
+        self.main_checks.end()
         for run in self.runs:
             run.stopping = True  # none is restarted from now on, whatever its turn
+            run.checks.end()
         stops: list[Callable[[float, float], Awaitable[None]]] = [
             self._stop_main,
             *(run.stop for run in reversed(self.runs)),

@@ -1,6 +1,6 @@
 """A plain target's whole life, supervised synchronously: no trio, no second thread.
 
-A main with no sidecars, tasks, ``--ready`` or upward ``NOTIFY_SOCKET`` has
+A main with no sidecars, tasks, ``--ready``, ``--alive`` or upward ``NOTIFY_SOCKET`` has
 nothing to run concurrently, so the launcher's own thread supervises it
 for its whole life (docs/design.md, "A plain target"): the signal intake
 (:class:`pyinit.run.intake.Intake`) takes every signal with
@@ -45,8 +45,14 @@ _FOREVER = float("inf")
 
 
 def is_plain(plan: Plan) -> bool:
-    """Whether the plan's main is supervised without the event loop (nothing concurrent)."""
-    return not plan.items and plan.ready is None and plan.notify_socket is None
+    """Whether the plan's main is supervised without the event loop (nothing concurrent).
+
+    Items, a ``--ready`` or ``--alive`` probe and an upward ``NOTIFY_SOCKET``
+    each need the loop.
+    """
+    return (
+        not plan.items and plan.ready is None and plan.alive is None and plan.notify_socket is None
+    )
 
 
 class PlainRun:

@@ -24,12 +24,15 @@ is used.
 from __future__ import annotations
 
 import os
+import signal
 
 import trio
 
 from pyinit import log
 from pyinit.errors import EXIT_SETUP_FAILED, PyinitError
 from pyinit.plan.services import PROBE_CALL_TIMEOUT, PROBE_FIRST_INTERVAL, PROBE_MAX_INTERVAL
+from pyinit.run.spawn import fork_failure
+from pyinit.stopping import kill_group
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,6 +42,8 @@ if TYPE_CHECKING:
 
     from pyinit.plan.services import Probe
     from pyinit.plan.userspec import Identity
+    from pyinit.run.loop import Supervision
+    from pyinit.run.spawn import Child
 
     T = TypeVar("T")
     Notice = Callable[[str], None]
@@ -169,7 +174,7 @@ async def _wait(
             raise ValueError(f"probe {probe.text} needs the channel opened before the fork")
         await channel.wait(notice)
         return
-    await poll(_checker(probe, run_probe_command))
+    await poll(checker(probe, run_probe_command))
 
 
 # --- polling -------------------------------------------------------------------------
@@ -182,20 +187,25 @@ async def poll(check: Callable[[], Awaitable[bool]]) -> None:
     raises OSError, counts as not ready.
     """
     interval = PROBE_FIRST_INTERVAL
-    while True:
-        with trio.move_on_after(PROBE_CALL_TIMEOUT):
-            try:
-                if await check():
-                    return
-            except OSError:
-                pass
+    while not await check_once(check):
         await trio.sleep(interval)
         interval = min(interval * 2, PROBE_MAX_INTERVAL)
 
 
-def _checker(
+async def check_once(check: Callable[[], Awaitable[bool]]) -> bool:
+    """One probe call, bounded by :data:`PROBE_CALL_TIMEOUT`; running out or OSError is False."""
+    with trio.move_on_after(PROBE_CALL_TIMEOUT):
+        try:
+            return await check()
+        except OSError:
+            pass
+    return False
+
+
+def checker(
     probe: Probe, run_probe_command: RunProbeCommand | None
 ) -> Callable[[], Awaitable[bool]]:
+    """One call of a polling ``probe`` (True: it passed); ``exec:`` needs ``run_probe_command``."""
     kind = probe.kind
     if kind == "tcp":
         host = probe.host or "127.0.0.1"
@@ -223,6 +233,28 @@ def _checker(
 
         return check_exec
     raise ValueError(f"unknown probe kind {kind!r}")
+
+
+async def run_probe_child(sup: Supervision, label: str, fork: Callable[[], Child]) -> int:
+    """An ``exec:`` probe's run: ``fork()`` it, watched, and await its end; its exit code.
+
+    ``label`` names whose probe it is (``sidecar db``, ``main``).  A refused
+    fork is a failed check (125: the probe tries again).  The probe's group
+    is killed after it, and when its call is cancelled (the 1 s bound).
+    """
+    try:
+        with sup.reaper.spawning() as watch:
+            child = fork()
+            run = watch(child.pid)
+    except OSError as e:
+        log.info(f"{label}: probe not run: {fork_failure(e)}")
+        return EXIT_SETUP_FAILED
+    try:
+        await child.exec_result()
+        status = await sup.wait_exit(run)
+    finally:
+        kill_group(child.pid, signal.SIGKILL)
+    return os.waitstatus_to_exitcode(status)
 
 
 async def check_tcp(host: str, port: int) -> bool:

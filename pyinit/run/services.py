@@ -23,17 +23,16 @@ the restart policy retries it after its backoff, within its budget.
 from __future__ import annotations
 
 import math
-import os
 import signal
 import time
 
 import trio
 
 from pyinit import log, stopping
-from pyinit.errors import EXIT_SETUP_FAILED, PyinitError
+from pyinit.errors import PyinitError
 from pyinit.plan.services import SIDECAR
 from pyinit.plan.signals import signal_name
-from pyinit.run import lifecycle, probes
+from pyinit.run import lifecycle, liveness, probes
 from pyinit.run.reaper import describe_status
 from pyinit.run.restart import FAILED_START, GIVE_UP, RESTART, Decision, RestartTracker
 from pyinit.run.spawn import Started, fork_failure, fork_item
@@ -66,6 +65,9 @@ class ItemRun:
         self._backoff = trio.CancelScope()
         #: (run, exec'd) of the first run, if the launcher forked it before the loop existed.
         self._adopted = None if started is None else self._adopt(started)
+        #: Its liveness checks (alive=): they set alive_state.
+        self.checks = liveness.SidecarChecks(self)
+        self.alive_state: str | None = None
 
     @property
     def state(self) -> str:
@@ -86,6 +88,7 @@ class ItemRun:
         """
         sup = self.sup
         item = self.item
+        self.checks.reset()
         if self._adopted is not None:
             adopted, self._adopted = self._adopted, None
             return adopted
@@ -237,7 +240,7 @@ class ItemRun:
             except OSError as e:
                 return FAILED_START, ready, "could not start", fork_failure(e)
             if execd and self.item.ready is None:
-                self.life.feed(lifecycle.Ready(), time.monotonic())  # no probe: exec'd is ready
+                self._ready_now()  # no probe: exec'd is ready
             if not ready:
                 ready = execd and await self._first_ready(run, channel, deadline)
                 if ready:
@@ -248,11 +251,18 @@ class ItemRun:
             status = await self.sup.wait_exit(run)
         finally:
             probe_scope.cancel()  # a probe of a run that ended must not poll on
+            self.checks.end()
             if channel is not None:
                 channel.close()
         self.current = None
         kill_group(run.pid, signal.SIGKILL)  # no orphan of it may hold its port
-        return status, ready, "exited", describe_status(status)
+        return self.checks.counted(status), ready, "exited", describe_status(status)
+
+    def _ready_now(self) -> None:
+        """The current run is ready: its state, and its liveness checks from now on."""
+        self.life.feed(lifecycle.Ready(), time.monotonic())
+        if self.current is not None:
+            self.checks.begin(self.current)
 
     async def _stopped(self, ready: bool) -> None:
         """Shutdown began: nothing to restart.  Before readiness, wait to be cancelled."""
@@ -296,7 +306,7 @@ class ItemRun:
             nursery.cancel_scope.cancel()
         if exited:
             return False
-        self.life.feed(lifecycle.Ready(), time.monotonic())
+        self._ready_now()
         log.info(f"{self.label} is ready ({probe.text})")
         return True
 
@@ -316,7 +326,7 @@ class ItemRun:
                     channel=channel,
                     run_probe_command=self.run_probe_command,
                 )
-                self.life.feed(lifecycle.Ready(), time.monotonic())
+                self._ready_now()
                 log.notice(f"{self.label} is back (pid {pid}): ready again ({probe.text})")
         except (probes.ProbeFailed, PyinitError):
             pass
@@ -327,19 +337,10 @@ class ItemRun:
     async def run_probe_command(self, argv: Sequence[str]) -> int:
         """An ``exec:`` probe: run ``argv`` as the item's user; its exit code."""
         item = self.item.replace(log="raw")
-        try:
-            with self.sup.reaper.spawning() as watch:
-                child, _ = fork_item(item, self.sup.intake.original_mask, {}, {}, tuple(argv))
-                run = watch(child.pid)
-        except OSError as e:
-            log.info(f"{self.label}: probe not run: {fork_failure(e)}")
-            return EXIT_SETUP_FAILED  # a failed check: the probe tries again
-        try:
-            await child.exec_result()
-            status = await self.sup.wait_exit(run)
-        finally:
-            kill_group(child.pid, signal.SIGKILL)
-        return os.waitstatus_to_exitcode(status)
+        mask = self.sup.intake.original_mask
+        return await probes.run_probe_child(
+            self.sup, self.label, lambda: fork_item(item, mask, {}, {}, tuple(argv))[0]
+        )
 
     async def stop(self, kill_at: float, reap_by: float) -> None:
         """This item's stop: its stop-signal to its group now, SIGKILL at ``kill_at`` if needed."""
