@@ -24,7 +24,10 @@ class's :meth:`Intake.handle`:
    one by one.
 
 In both, a signal is forwarded at once (``os.kill``), rewritten per
-``--rewrite``, and SIGCHLD reaps (:class:`pyinit.run.reaper.Reaper`).  The
+``--rewrite`` (:meth:`Intake.signal_main`, the one way the main gets a
+signal), and SIGCHLD reaps (:class:`pyinit.run.reaper.Reaper`).  With
+``--stop-delay`` the first stop signal starts the stop but is held back
+(draining) until the driver calls :meth:`Intake.end_drain`.  The
 loop :meth:`Intake.attach`\\ es itself and is told of stops and reaps
 through ``TrioToken.run_sync_soon``; when it finishes it calls
 :meth:`Intake.finish`, which wakes phase 2.  When the main has exited and
@@ -104,6 +107,8 @@ class Intake:
         self.exit_early = True
         #: How many reaps found an exited child (a waiter compares it before and after).
         self.reaps = 0
+        #: The stop signal held back while draining (--stop-delay); None: no drain.
+        self._drain_signal: int | None = None
 
     # --- the loop's side ------------------------------------------------------------
 
@@ -137,6 +142,23 @@ class Intake:
     def deadline(self) -> StopDeadline | None:
         """The stop deadline once a stop began, else None."""
         return self._deadline
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop began, a drain (--stop-delay) included: report not ready."""
+        return self._deadline is not None
+
+    @property
+    def draining(self) -> bool:
+        """True while a stop signal is held back for the main (--stop-delay)."""
+        return self._drain_signal is not None
+
+    def end_drain(self) -> None:
+        """The drain is over (its time is up, or the main exited): forward the held signal."""
+        with self._lock:
+            signum, self._drain_signal = self._drain_signal, None
+        if signum is not None:
+            self.signal_main(signum, "drained: forwarded")
 
     def finish(self, code: int | None) -> None:
         """The loop is done: exit with ``code`` (None: it failed, stop synchronously)."""
@@ -255,7 +277,12 @@ class Intake:
             return True
 
     def forward(self, signum: int) -> None:
-        """Send ``signum`` (rewritten) to the target, and start the stop on a stop signal."""
+        """Send ``signum`` (rewritten) to the target, and start the stop on a stop signal.
+
+        With ``--stop-delay`` the first stop signal starts the stop (and the
+        drain) but is held back until :meth:`end_drain`; a second one during
+        the drain is forwarded at once and ends it (Ctrl-C twice).
+        """
         if self.target is None:
             if signum in STOP_SIGNALS and self.early_stop is None:
                 log.info(f"{signal_name(signum)} received before the main started: stopping")
@@ -268,9 +295,49 @@ class Intake:
             log.info(f"{signal_name(signum)} received while winding down: not forwarded")
             return
         sent = self._rewrites.get(signum, signum)
+        stops = bool(sent) and (signum in STOP_SIGNALS or sent in STOP_SIGNALS)
+        if stops and self._hold_for_drain(signum):
+            return
+        sent = self.signal_main(signum)
+        if stops:
+            self.begin_stop()
+        if sent and signum in JOB_CONTROL_SIGNALS and not self.plan.is_pid1:
+            # Stop ourselves too, so the shell that started us sees the job
+            # stopped; SIGCONT resumes us and is forwarded in turn.  PID 1
+            # never stops (the kernel ignores SIGSTOP sent to it).
+            os.kill(self._own_pid, signal.SIGSTOP)
+
+    def _hold_for_drain(self, signum: int) -> bool:
+        """Start the drain with a first stop signal (True: held back); end it with a second."""
+        with self._lock:
+            held = self._drain_signal
+            drain = held is None and self._deadline is None and self.plan.stop_delay > 0
+            self._drain_signal = signum if drain else None
+        if drain:
+            log.info(
+                f"{signal_name(signum)}: draining for {self.plan.stop_delay:g}s before the main "
+                "gets it (--stop-delay)"
+            )
+            self.begin_stop()
+            return True
+        if held is not None:
+            log.info(f"second {signal_name(signum)} during the drain: forwarded at once")
+        return False
+
+    def signal_main(self, signum: int, verb: str = "forwarded") -> int:
+        """Send the main what ``signum`` is under ``--rewrite``; the signal sent (0: none).
+
+        The one way the main gets a signal from pyinit: forwarded, after a
+        drain, or SIGTERM when the stop is not its own (a give-up).  Never to
+        a main already reaped (its pid may be another process's by now).
+        """
+        target = self.target
+        if target is None or target.exited:
+            return 0
+        sent = self._rewrites.get(signum, signum)
         if not sent:
             log.info(f"{signal_name(signum)} dropped (--rewrite)")
-            return
+            return 0
         job_control = signum in JOB_CONTROL_SIGNALS and not self.plan.is_pid1
         if job_control and self.plan.forward_to_group and signum not in self._rewrites:
             # The target's group is orphaned in its new session: the kernel
@@ -278,18 +345,12 @@ class Intake:
             # unless --rewrite says what it gets instead (dumb-init's -r wins too).
             sent = signal.SIGSTOP
         self.send_to_target(sent)
-        where = f"group {self.target.pid}" if self.plan.forward_to_group else str(self.target.pid)
-        log.info(f"forwarded {signal_name(sent)} to {where}")
-        if signum in STOP_SIGNALS or sent in STOP_SIGNALS:
-            self.begin_stop()
-        if job_control:
-            # Stop ourselves too, so the shell that started us sees the job
-            # stopped; SIGCONT resumes us and is forwarded in turn.  PID 1
-            # never stops (the kernel ignores SIGSTOP sent to it).
-            os.kill(self._own_pid, signal.SIGSTOP)
+        where = f"group {target.pid}" if self.plan.forward_to_group else str(target.pid)
+        log.info(f"{verb} {signal_name(sent)} to {where}")
+        return sent
 
     def send_to_target(self, signum: int) -> None:
-        """Signal the target (its process group with --signal-group)."""
+        """Signal the target (its process group with --signal-group), as it is: no rewrite."""
         target = self.target
         if target is None or target.exited:
             return  # never signal a pid the kernel may have given to another process
@@ -315,6 +376,7 @@ class Intake:
         from pyinit.stopping import stop_now
 
         deadline = self.begin_stop()
+        self._drain_signal = None  # every process gets SIGTERM now: no drain
         target = self.target
         now = time.monotonic()
         self.main_life.feed(

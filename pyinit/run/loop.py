@@ -163,9 +163,10 @@ class Supervision:
         changed.set()
 
     def on_stop(self, deadline: StopDeadline) -> None:
-        """A stop began (a stop signal, or the main's exit)."""
+        """A stop began (a stop signal, or the main's exit): STOPPING=1 upward at once."""
         self.deadline = deadline
         self._stop_begun.set()
+        self._report_stopping()
 
     # --- the interface for every supervised process --------------------------------------
 
@@ -280,10 +281,7 @@ class Supervision:
         return None
 
     def _term_main(self) -> None:
-        sig = dict(self.plan.rewrites).get(signal.SIGTERM, signal.SIGTERM)
-        if sig:
-            log.info(f"sending {signal_name(sig)} to the target")
-            self.intake.send_to_target(sig)
+        self.intake.signal_main(signal.SIGTERM, "sent")
 
     async def _wait_main_or_giveup(self) -> tuple[int, bool]:
         """The code the shutdown ends with, and whether it is the main's own (not a give-up)."""
@@ -299,8 +297,7 @@ class Supervision:
             self.deadline = self.intake.begin_stop()
             return exit_code_for_wait_status(self._main_status), True
         self.deadline = self.intake.begin_stop()
-        self._shutting_down = True
-        self._notify_upward("STOPPING=1")
+        self._report_stopping()
         if not main.exited:
             self._term_main()
         await self._main_ended.wait()
@@ -331,6 +328,12 @@ class Supervision:
             log.info("main is ready")
         if not self.stopping:
             self._notify_upward("READY=1")
+
+    def _report_stopping(self) -> None:
+        """Shutdown began: STOPPING=1 to pyinit's own manager, once (not ready any more)."""
+        if not self._shutting_down:
+            self._shutting_down = True
+            self._notify_upward("STOPPING=1")
 
     def _notify_upward(self, message: str) -> None:
         address = self.plan.notify_socket
@@ -372,6 +375,12 @@ class Supervision:
         kill_at = start + budget.kill_by
         for run in self.runs:
             run.stopping = True  # none is restarted from now on, whatever its turn
+        if self.intake.draining:
+            # --stop-delay: the main serves on, reported stopping, until the
+            # delay is up or it exits (a second stop signal was forwarded to it).
+            with trio.move_on_at(_trio_time(start + budget.delay)):
+                await self._main_ended.wait()
+            self.intake.end_drain()
         stops: list[Callable[[float, float], Awaitable[None]]] = [
             self._stop_main,
             *(run.stop for run in reversed(self.runs)),
@@ -422,9 +431,6 @@ class Supervision:
 
     async def shutdown(self, code: int) -> None:
         """Everything after the main: the processes' stop in turns, post hooks, the last lines."""
-        if not self._shutting_down:
-            self._shutting_down = True
-            self._notify_upward("STOPPING=1")
         self.on_stop(self.intake.begin_stop())
         await self._processes_stopped.wait()
         await self._run_post_hooks(code)

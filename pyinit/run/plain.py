@@ -8,8 +8,9 @@ for its whole life (docs/design.md, "A plain target"): the signal intake
 begins; then the stop in the budget's turns (:class:`pyinit.plan.stop.StopBudget`),
 with the stop primitive's synchronous twin (:func:`pyinit.stopping.stop_now`):
 
-1. the main's turn: its stop signal was forwarded; its end is awaited until
-   the turn ends;
+1. the main's turn: its stop signal was forwarded (after a stop signal and
+   ``--stop-delay``: once the drain is over); its end is awaited until the
+   turn ends;
 2. the leftovers' turn: SIGTERM to every process below pyinit but the main's
    subtree while it runs, rescanned on every reap; at ``kill_by`` SIGKILL to
    the main's group (if still there) and to every leftover;
@@ -67,9 +68,14 @@ class PlainRun:
         """Supervise until everything is stopped and the post hooks ran; pyinit's exit code."""
         intake = self.intake
         intake.exit_early = False  # the stop, leftovers and hooks are decided here
-        intake.wait_until(_FOREVER, lambda: self._main_gone() or intake.deadline is not None)
+        intake.wait_until(_FOREVER, lambda: self._main_gone() or intake.stopping)
         deadline = intake.begin_stop()
         budget = stop_budget(self.plan)
+        if intake.draining:
+            # --stop-delay: the main serves on, reported stopping, until the
+            # delay is up, a second stop signal is forwarded or it exits.
+            intake.wait_until(deadline.start + budget.delay, self._drain_over)
+            intake.end_drain()
         kill_at = deadline.start + budget.kill_by
         # The main's stop signal was forwarded (first_signal None): SIGKILL at kill_at.
         turn = lifecycle.Stop(
@@ -92,6 +98,10 @@ class PlainRun:
         code = self._exit_code()
         run_post_hooks_now(self.plan, budget, deadline, code, intake.reaper, intake.wait_until)
         return self.plan.exit_code_for_main(code)  # the hooks saw the real code
+
+    def _drain_over(self) -> bool:
+        """True once the main is gone or a second stop signal ended the drain."""
+        return self._main_gone() or not self.intake.draining
 
     def _main_gone(self) -> bool:
         """True once the main was reaped; feeds its exit to its life, once, with the loop's line."""
