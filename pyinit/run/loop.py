@@ -87,6 +87,7 @@ async def _supervise_in_nursery(plan: Plan, intake: Intake) -> int | None:
         supervision = Supervision(plan, intake, nursery)
         token = trio.lowlevel.current_trio_token()
         if plan.items:
+            supervision.relay.start_outputs()
             # Among relayed lines, pyinit's own take the relay's queue, whole.
             log.set_writer(supervision.relay.own_lines(token))
         intake.reaper.listen(lambda reaped: _call(token, supervision.on_reaped, reaped))
@@ -281,7 +282,11 @@ class Supervision:
         return None
 
     def _term_main(self) -> None:
-        self.intake.signal_main(signal.SIGTERM, "sent")
+        """The main's stop signal now: the one a drain holds back, else SIGTERM (rewritten)."""
+        if self.intake.draining:
+            self.intake.end_drain()
+        else:
+            self.intake.signal_main(signal.SIGTERM, "sent")
 
     async def _wait_main_or_giveup(self) -> tuple[int, bool]:
         """The code the shutdown ends with, and whether it is the main's own (not a give-up)."""
