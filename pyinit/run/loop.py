@@ -62,29 +62,31 @@ THREAD_REFUSED = "can't start new thread"
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping
 
     from pyinit.plan import Plan
     from pyinit.run.intake import Intake
     from pyinit.run.probes import NotifySocket, ReadyPipe
     from pyinit.run.reaper import Watched
+    from pyinit.run.spawn import Started
+    from pyinit.run.supervisor import Handoff
 
 
-def run(plan: Plan, intake: Intake) -> int | None:
+def run(plan: Plan, intake: Intake, handoff: Handoff) -> int | None:
     """Supervise until done; pyinit's exit code, or None if pyinit finished without the loop."""
-    return trio.run(_supervise, plan, intake)
+    return trio.run(_supervise, plan, intake, handoff)
 
 
-async def _supervise(plan: Plan, intake: Intake) -> int | None:
+async def _supervise(plan: Plan, intake: Intake, handoff: Handoff) -> int | None:
     try:
-        return await _supervise_in_nursery(plan, intake)
+        return await _supervise_in_nursery(plan, intake, handoff)
     finally:
         log.set_writer(None)
 
 
-async def _supervise_in_nursery(plan: Plan, intake: Intake) -> int | None:
+async def _supervise_in_nursery(plan: Plan, intake: Intake, handoff: Handoff) -> int | None:
     async with trio.open_nursery() as nursery:
-        supervision = Supervision(plan, intake, nursery)
+        supervision = Supervision(plan, intake, nursery, handoff)
         token = trio.lowlevel.current_trio_token()
         if plan.items:
             supervision.relay.start_outputs()
@@ -112,13 +114,23 @@ def _call(token: trio.lowlevel.TrioToken, fn: object, *args: object) -> None:
 class Supervision:
     """The loop's state: who is awaited, the stop deadline, the shutdown sequence."""
 
-    def __init__(self, plan: Plan, intake: Intake, nursery: trio.Nursery) -> None:
+    def __init__(
+        self, plan: Plan, intake: Intake, nursery: trio.Nursery, handoff: Handoff | None = None
+    ) -> None:
         self.plan = plan
         self.intake = intake
         self.reaper = intake.reaper
         self.main: Watched | None = intake.target
         #: The main's state (:mod:`pyinit.run.lifecycle`): the launcher's, when it forked it.
-        self.main_life = intake.main_life
+        self.main_life = lifecycle.Tracked("main", time.monotonic())
+        #: The signal mask every child restores before exec.
+        self.original_mask: tuple[int, ...] = ()
+        #: Items the launcher forked, by name, adopted at the start-up.
+        self._launched: Mapping[str, Started] = {}
+        if handoff is not None:
+            self.main_life = handoff.main_life
+            self.original_mask = handoff.original_mask
+            self._launched = handoff.started
         self.nursery = nursery
         self._exits: dict[int, trio.Event] = {}
         self._changed = trio.Event()
@@ -202,9 +214,7 @@ class Supervision:
         # All at once, before the first checkpoint: the launcher's early-started
         # sidecars are adopted (and so stopped in order) even if a stop cancels
         # the start-up at once.
-        self.runs = [
-            ItemRun(self, i, self.intake.started.pop(i.name, None)) for i in self.plan.items
-        ]
+        self.runs = [ItemRun(self, i, self._launched.get(i.name)) for i in self.plan.items]
         with trio.CancelScope() as scope:
             self.nursery.start_soon(self._cancel_on, self._stop_begun, scope)
             try:
@@ -251,8 +261,9 @@ class Supervision:
         pass_fds = channel.pass_fds if channel is not None else None
         try:
             with self.reaper.spawning() as watch:
-                child = start_target(plan, self.intake.original_mask, pass_fds)
-                self.main = self.intake.target = watch(child.pid)
+                child = start_target(plan, self.original_mask, pass_fds)
+                self.main = watch(child.pid)
+                self.intake.main_started(self.main)
         except OSError as e:
             if channel is not None:
                 channel.close()

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from pyinit.plan import Plan
     from pyinit.run.intake import Intake
     from pyinit.run.reaper import Watched
+    from pyinit.run.supervisor import Handoff
 
 _FOREVER = float("inf")
 
@@ -53,12 +54,12 @@ def is_plain(plan: Plan) -> bool:
 class PlainRun:
     """The plain main's supervision: its life, its stop, the leftovers, the post hooks."""
 
-    def __init__(self, plan: Plan, intake: Intake, main: Watched) -> None:
+    def __init__(self, plan: Plan, intake: Intake, handoff: Handoff, main: Watched) -> None:
         self.plan = plan
         self.intake = intake
         self.main = main
         #: The main's state (what ``pyinitctl status`` shows), started by the launcher.
-        self.life = intake.main_life
+        self.life = handoff.main_life
         self._leftovers = LeftoverSignals()
         self._foreign_told = False
         #: The main's stop, once its turn came while it ran.
@@ -66,8 +67,7 @@ class PlainRun:
 
     def run(self) -> int:
         """Supervise until everything is stopped and the post hooks ran; pyinit's exit code."""
-        intake = self.intake
-        intake.exit_early = False  # the stop, leftovers and hooks are decided here
+        intake = self.intake  # made with exit_early=False: the stop is decided here
         intake.wait_until(_FOREVER, lambda: self._main_gone() or intake.stopping)
         deadline = intake.begin_stop()
         budget = stop_budget(self.plan)
@@ -146,20 +146,14 @@ class PlainRun:
             # Rescan on every reap, at the latest after a poll interval (a
             # grandchild whose parent is alive exits without telling us).
             poll = min(when, time.monotonic() + max(DRAIN_POLL_SECONDS, time.monotonic() - began))
-            self._wait_for_reap(poll)
-
-    def _wait_for_reap(self, until: float) -> None:
-        """Forward and reap until a child is reaped or ``until`` passes."""
-        intake = self.intake
-        before = intake.reaps  # reaps happen only in this thread, inside wait_until
-        intake.wait_until(until, lambda: intake.reaps != before)
+            self.intake.wait_for_reap(poll)
 
 
-def supervise_plain(plan: Plan, intake: Intake, main: Watched) -> int:
+def supervise_plain(plan: Plan, intake: Intake, handoff: Handoff, main: Watched) -> int:
     """Supervise a plain main to the end; the synchronous stop if pyinit itself fails."""
     try:
-        return PlainRun(plan, intake, main).run()
+        return PlainRun(plan, intake, handoff, main).run()
     except Exception as e:  # pyinit's own bug: the target must still be stopped
         log.error(f"supervisor failed: {type(e).__name__}: {e}; stopping the target")
-        intake.emergency_stop()
+        intake.emergency_stop(handoff.main_life)
         return EXIT_SETUP_FAILED

@@ -93,7 +93,7 @@ class ItemRun:
         pass_fds = dict(channel.pass_fds) if channel is not None else {}
         try:
             with sup.reaper.spawning() as watch:
-                child, read_ends = fork_item(item, sup.intake.original_mask, extra_env, pass_fds)
+                child, read_ends = fork_item(item, sup.original_mask, extra_env, pass_fds)
                 run = watch(child.pid)
         except OSError:
             self.tracker.started(time.monotonic())
@@ -329,7 +329,7 @@ class ItemRun:
         item = self.item.replace(log="raw")
         try:
             with self.sup.reaper.spawning() as watch:
-                child, _ = fork_item(item, self.sup.intake.original_mask, {}, {}, tuple(argv))
+                child, _ = fork_item(item, self.sup.original_mask, {}, {}, tuple(argv))
                 run = watch(child.pid)
         except OSError as e:
             log.info(f"{self.label}: probe not run: {fork_failure(e)}")
