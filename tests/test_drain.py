@@ -197,6 +197,21 @@ def test_the_main_gets_the_stop_signal_only_after_the_delay(tmp_path: Path, driv
     assert "drained: forwarded SIGTERM to " in err
 
 
+@needs_root
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_the_drained_signal_is_rewritten_like_any_forwarded_one(
+    tmp_path: Path, driver: str
+) -> None:
+    args = ["--stop-delay", "0.5", "--rewrite", "TERM:INT", *DRIVERS[driver]]
+    with _pyinit(tmp_path, *args, *_main(tmp_path)) as ns:
+        ns.signal(signal.SIGTERM)
+        code, _, _ = ns.wait()
+    err = _stderr(tmp_path)
+    assert code == 0, err
+    assert [name for name, _ in _signals(tmp_path)] == ["SIGINT"], err
+    assert "drained: forwarded SIGINT to " in err
+
+
 #: asm-generic's SO_TIMESTAMPNS (x86, arm): the kernel stamps each datagram's arrival.
 SO_TIMESTAMPNS = 35
 
