@@ -242,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
         " env PYINIT_STOP_TIMEOUT)",
     )
     run.add_argument(
+        "--stop-delay",
+        metavar="SECS",
+        help="supervise: on a stop signal, report not ready at once (STOPPING=1, health) and "
+        "forward the signal to the main SECS later, inside --stop-timeout (default 0; "
+        "env PYINIT_STOP_DELAY)",
+    )
+    run.add_argument(
         "--success-exit",
         action="append",
         default=[],

@@ -142,9 +142,8 @@ sys.exit(3)
 
 
 def _sidecar_arg(tmp_path: Path, keys: str) -> str:
-    # ready=: the loop starts it (not the launcher) and, with --verbose, logs
-    # through the relay's writer thread, which so exists before the cgroup is
-    # full.  (A thread that cannot start is the relay's own matter.)
+    # ready=: the loop starts it (not the launcher); the relay's writer
+    # threads start with the loop, before the cgroup is full.
     script = tmp_path / "sidecar.py"
     script.write_text(SIDECAR)
     ready = f"ready=file:{tmp_path / 'first'}"
@@ -289,3 +288,74 @@ def test_a_stop_with_no_thread_to_be_had_still_stops_every_process(
     assert code == 3, err
     assert "supervisor failed" not in err and "Traceback" not in err, err
     assert "stopped " in _read(tmp_path / "log"), (err, _read(tmp_path / "log"))
+
+
+def test_a_relayed_line_after_the_cgroup_filled_up_is_written_not_a_crash(
+    tmp_path: Path, pids_cgroup: Path
+) -> None:
+    """The relay's writer threads start with the loop, not at the first relayed line.
+
+    A task that the loop starts once the cgroup is full (its fork takes the
+    last pid) prints a line: relaying it needs no new thread.
+    """
+    errors, output = tmp_path / "stderr", tmp_path / "stdout"
+    up = f"touch {tmp_path / 'a-up'}; exec sleep 60"
+    args = [
+        "--sidecar", f"a ready=file:{tmp_path / 'go'} log=raw -- sh -c '{up}'",
+        "--task", "t -- echo hello from t",
+        *_main_args(tmp_path),
+    ]  # fmt: skip
+    proc = _start_to(pids_cgroup, errors, output, *args)
+    try:
+        wait_for(lambda: (tmp_path / "a-up").exists(), what="sidecar a")
+        # Room for the task's fork only: its exit frees the pid the main's fork takes.
+        current = int((pids_cgroup / "pids.current").read_text())
+        (pids_cgroup / "pids.max").write_text(str(current + 1))
+        (tmp_path / "go").touch()
+        wait_for(lambda: (tmp_path / "main-up").exists() or proc.poll() is not None, what="main")
+        (tmp_path / "done").touch()
+        code = _wait(proc, errors)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+    err = errors.read_text()
+    assert code == 3, err
+    assert "t | hello from t\n" in output.read_text(), err
+    assert "supervisor failed" not in err and "Traceback" not in err, err
+
+
+def test_with_no_thread_for_the_relay_lines_are_written_by_the_loop(
+    tmp_path: Path, pids_cgroup: Path
+) -> None:
+    # unshare, pyinit, the early-started sidecar, the main and the loop's
+    # thread fill the cgroup: no writer thread can start for the relay.
+    errors, output = tmp_path / "stderr", tmp_path / "stdout"
+    (pids_cgroup / "pids.max").write_text("5")
+    sidecar = "s -- sh -c 'echo one; echo two; exec sleep 60'"
+    proc = _start_to(pids_cgroup, errors, output, "--sidecar", sidecar, *_main_args(tmp_path))
+    try:
+        wait_for(lambda: "s | two\n" in output.read_text() or proc.poll() is not None, what="lines")
+        (tmp_path / "done").touch()
+        code = _wait(proc, errors)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+    err = errors.read_text()
+    assert code == 3, err
+    assert output.read_text() == "s | one\ns | two\n", err
+    assert "supervisor failed" not in err and "Traceback" not in err, err
+
+
+def _start_to(group: Path, stderr: Path, stdout: Path, *args: str) -> subprocess.Popen[bytes]:
+    """:func:`_start` with pyinit's stdout in a file too."""
+    sandbox.require_pid_namespace()
+    with stderr.open("wb") as err, stdout.open("wb") as out:
+        return subprocess.Popen(
+            _in_cgroup(group, *args),
+            env=sandbox.base_environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+        )

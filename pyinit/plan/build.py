@@ -181,6 +181,7 @@ class Plan(Record):
         "root_setup",
         "secrets",
         "setsid",
+        "stop_delay",
         "stop_timeout",
         "success_exits",
         "switch_identity",
@@ -218,6 +219,9 @@ class Plan(Record):
     listen_fds: int
     setsid: bool
     stop_timeout: float
+    # --stop-delay: after a stop signal, seconds of draining (not ready, the main not yet
+    # signalled) before it is forwarded; the first part of the stop_timeout deadline.
+    stop_delay: float
     forward_to_group: bool
     # Supervise mode: the NOTIFY_SOCKET pyinit was given, for its own READY=1/STOPPING=1;
     # no child inherits it (it is not in env).  None in exec mode, where the target is
@@ -499,14 +503,24 @@ MAX_STOP_TIMEOUT = 365 * 24 * 3600.0
 
 def parse_stop_timeout(text: str) -> float:
     """Parse a non-negative number of seconds: ASCII digits with an optional fraction."""
+    return parse_seconds(text, "--stop-timeout")
+
+
+def parse_stop_delay(text: str) -> float:
+    """Parse ``--stop-delay``: seconds, as ``--stop-timeout``."""
+    return parse_seconds(text, "--stop-delay")
+
+
+def parse_seconds(text: str, flag: str) -> float:
+    """Parse a non-negative number of seconds for ``flag``: ASCII digits, optional fraction."""
     digits = text.strip()
     # float() alone would also take "1_0", "1e3", "nan" and non-ASCII digits.
     whole, _, fraction = digits.partition(".")
     if not (whole or fraction) or not _ascii_digits(whole or "0", fraction or "0"):
-        raise UsageError(f"--stop-timeout {quoted(text)}: expected seconds, e.g. 10 or 2.5")
+        raise UsageError(f"{flag} {quoted(text)}: expected seconds, e.g. 10 or 2.5")
     value = float(digits)
     if value > MAX_STOP_TIMEOUT:
-        raise UsageError(f"--stop-timeout {quoted(text)}: at most {MAX_STOP_TIMEOUT:g} seconds")
+        raise UsageError(f"{flag} {quoted(text)}: at most {MAX_STOP_TIMEOUT:g} seconds")
     return value
 
 
@@ -723,6 +737,7 @@ def build_plan(
         listen_fds=parse_listen_fds(environ, pid, host.fd_table_size),
         setsid=options.setsid,
         stop_timeout=_stop_timeout(options),
+        stop_delay=_stop_delay(options),
         forward_to_group=options.signal_group,
         notify_socket=notify_socket,
         rewrites=tuple(parse_rewrite(r) for r in options.rewrite),
@@ -990,6 +1005,24 @@ def _stop_timeout(options: Namespace) -> float:
         return parse_stop_timeout(options.stop_timeout)
     except UsageError as e:
         raise named_for_its_origin(e, options, "stop_timeout") from None
+
+
+def _stop_delay(options: Namespace) -> float:
+    """``--stop-delay`` (or PYINIT_STOP_DELAY; default 0), shorter than the stop timeout."""
+    if options.stop_delay is None:
+        return 0.0
+    try:
+        delay = parse_stop_delay(options.stop_delay)
+    except UsageError as e:
+        raise named_for_its_origin(e, options, "stop_delay") from None
+    timeout = _stop_timeout(options)
+    if delay > 0 and delay >= timeout:
+        error = UsageError(
+            f"--stop-delay {quoted(options.stop_delay)}: must be shorter than the stop timeout "
+            f"({timeout:g}s), which it is the first part of"
+        )
+        raise named_for_its_origin(error, options, "stop_delay")
+    return delay
 
 
 def _identity_environment(identity: Identity) -> dict[str, str]:

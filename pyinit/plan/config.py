@@ -35,6 +35,7 @@ from pyinit.plan.build import (
     parse_mkdir,
     parse_octal,
     parse_rlimit,
+    parse_stop_delay,
     parse_stop_timeout,
     shell_hook,
 )
@@ -85,6 +86,7 @@ VALIDATORS: dict[str, Callable[[str], object]] = {
     "umask": lambda v: parse_octal(v, "--umask", 0o777),
     "rlimit": parse_rlimit,
     "stop-timeout": parse_stop_timeout,
+    "stop-delay": parse_stop_delay,
     "keep-cap": lambda v: parse_capability(v, "--keep-cap"),
     "keep-fd": parse_fd,
     "rewrite": parse_rewrite,

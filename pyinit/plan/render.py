@@ -147,8 +147,9 @@ def _lines(plan: Plan) -> list[str]:
     lines.append(f"command: {' '.join(plan.command)}")
     lines.append(f"logs: {describe_logs(plan)}")
     if plan.mode == "supervise":
+        delay = f" (the first {plan.stop_delay:g}s draining)" if plan.stop_delay else ""
         lines.append(
-            f"supervise: stop timeout {plan.stop_timeout:g}s, signals to "
+            f"supervise: stop timeout {plan.stop_timeout:g}s{delay}, signals to "
             f"{'process group' if plan.forward_to_group else 'target'}"
         )
         for src, dst in plan.rewrites:
@@ -187,12 +188,19 @@ def _budget_lines(plan: Plan) -> list[str]:
         f"  stop budget: {_secs(budget.timeout)} in turns of {_secs(budget.share)} "
         "(seconds after the stop; a turn ends early once its process is gone)"
     ]
+    if budget.delay:
+        lines.append(
+            f"    at 0s      a stop signal: not ready at once (STOPPING=1, health); "
+            f"draining {_secs(budget.delay)} (--stop-delay; a second stop signal ends it)"
+        )
     for turn in budget.turns:
         if turn.who == "main":
             what = "main: the forwarded stop signal (after a give-up: SIGTERM)"
+            if budget.delay:
+                what = "main: the stop signal, forwarded (after a give-up: SIGTERM at 0s)"
         else:
             what = f"{turn.who}: {signal_name(signals.get(turn.who, signal.SIGTERM))}"
-        when = "at" if turn.signal_by == 0 else "by"
+        when = "at" if turn.who == "main" else "by"
         lines.append(f"    {when} {_secs(turn.signal_by):<7} {what}")
     lines.append(f"    at {_secs(budget.kill_by):<7} SIGKILL to every process still running")
     for hook in budget.hooks:

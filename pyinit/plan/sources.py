@@ -25,11 +25,13 @@ ENVIRONMENT_OPTIONS = {
     "user": ("PYINIT_USER", "--user"),
     "mode": ("PYINIT_MODE", "--mode"),
     "stop_timeout": ("PYINIT_STOP_TIMEOUT", "--stop-timeout"),
+    "stop_delay": ("PYINIT_STOP_DELAY", "--stop-delay"),
 }
 
 #: Options that only supervise mode can carry out: dest -> flag.  One given by a
 #: flag or a config file makes ``--mode auto`` supervise, and ``exec`` with one
-#: is an error; PYINIT_STOP_TIMEOUT does neither (see :func:`supervise_only_given`).
+#: is an error; PYINIT_STOP_TIMEOUT and PYINIT_STOP_DELAY do neither
+#: (see :func:`supervise_only_given`).
 SUPERVISE_ONLY = {
     "items": "--sidecar/--task",
     "ready": "--ready",
@@ -39,6 +41,7 @@ SUPERVISE_ONLY = {
     "on_unhealthy": "--on-unhealthy",
     "post": "--post",
     "stop_timeout": "--stop-timeout",
+    "stop_delay": "--stop-delay",
     "rewrite": "--rewrite",
     "signal_group": "--signal-group",
     "success_exit": "--success-exit",
@@ -88,9 +91,10 @@ def _is_set(value: object) -> bool:
 def supervise_only_given(options: Namespace) -> list[str]:
     """The supervise-only options a flag or a config file gave, as the user wrote them.
 
-    PYINIT_STOP_TIMEOUT is a deployment-wide setting (set it once to match
-    Kubernetes' terminationGracePeriodSeconds): it applies when pyinit
-    supervises, and neither picks the mode nor conflicts with exec.
+    PYINIT_STOP_TIMEOUT and PYINIT_STOP_DELAY are deployment-wide settings
+    (set them once to match Kubernetes' terminationGracePeriodSeconds and the
+    load balancer): they apply when pyinit supervises, and neither picks the
+    mode nor conflicts with exec.
     """
     given: dict[str, str] | None = getattr(options, "given", None)
     if given is None:  # options that did not come through apply_environment: all given

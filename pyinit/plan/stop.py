@@ -29,6 +29,13 @@ order, the leftovers) and one per post hook.
 The turns' ends are fixed offsets from ``T``: time a turn does not use
 (its process stopped at once) flows to the turns after it.
 
+``--stop-delay`` (``delay``) is the first part of the budget: after a stop
+signal pyinit reports not-ready at once and forwards the signal to the main
+only ``delay`` later (draining), so every turn starts ``delay`` later and
+the turns share what is left.  A stop that is not a stop signal (the main
+exited, a give-up) has no drain: the main's SIGTERM goes out at once and its
+turn simply lasts ``delay`` longer.
+
 Pure arithmetic on ``time.monotonic()`` values, shared by the supervisor's
 event loop, its synchronous emergency path and the pre-hook relay.  On the
 exec path (``build`` imports the default): keep the imports as they are.
@@ -97,8 +104,10 @@ class HookTurn(Record):
 class StopBudget(Record):
     """How ``--stop-timeout`` is shared out; every time in seconds after the stop began."""
 
-    __slots__ = ("grace", "hooks", "kill_by", "share", "timeout", "turns")
+    __slots__ = ("delay", "grace", "hooks", "kill_by", "share", "timeout", "turns")
     timeout: float
+    #: The drain after a stop signal (``--stop-delay``): the main's signal goes out then.
+    delay: float
     #: The length of one turn.
     share: float
     #: The processes, in the order they are stopped.
@@ -111,19 +120,28 @@ class StopBudget(Record):
 
     @classmethod
     def for_stop(
-        cls, timeout: float, stopped: tuple[str, ...], hooks: tuple[str, ...]
+        cls,
+        timeout: float,
+        stopped: tuple[str, ...],
+        hooks: tuple[str, ...],
+        delay: float = 0.0,
     ) -> StopBudget:
-        """The budget for the main, then ``stopped`` (in stop order), leftovers and ``hooks``."""
-        grace = kill_grace(timeout)
+        """The budget for the main, then ``stopped`` (in stop order), leftovers and ``hooks``.
+
+        ``delay`` (less than ``timeout``, checked in the plan) comes first;
+        the turns share the rest.
+        """
+        grace = min(kill_grace(timeout), timeout - delay)
         who = ("main", *stopped, LEFTOVERS)
-        share = (timeout - grace) / (len(who) + len(hooks))
+        share = (timeout - delay - grace) / (len(who) + len(hooks))
         return cls(
             timeout=timeout,
+            delay=delay,
             share=share,
-            turns=tuple(StopTurn(who=w, signal_by=i * share) for i, w in enumerate(who)),
-            kill_by=len(who) * share,
+            turns=tuple(StopTurn(who=w, signal_by=delay + i * share) for i, w in enumerate(who)),
+            kill_by=delay + len(who) * share,
             hooks=tuple(
-                HookTurn(label=label, kill_by=(len(who) + i + 1) * share)
+                HookTurn(label=label, kill_by=delay + (len(who) + i + 1) * share)
                 for i, label in enumerate(hooks)
             ),
             grace=grace,
@@ -140,7 +158,7 @@ def stop_budget(plan: Plan) -> StopBudget:
     """The plan's budget: items in reverse start order, post hooks in order."""
     stopped = tuple(f"{item.kind} {item.name}" for item in reversed(plan.items))
     hooks = tuple(hook.label for hook in plan.post_hooks)
-    return StopBudget.for_stop(plan.stop_timeout, stopped, hooks)
+    return StopBudget.for_stop(plan.stop_timeout, stopped, hooks, plan.stop_delay)
 
 
 def stop_schedule(now: float, kill_at: float) -> tuple[tuple[float, int], ...]:

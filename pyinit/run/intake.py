@@ -24,7 +24,10 @@ class's :meth:`Intake.handle`:
    one by one.
 
 In both, a signal is forwarded at once (``os.kill``), rewritten per
-``--rewrite``, and SIGCHLD reaps (:class:`pyinit.run.reaper.Reaper`).  The
+``--rewrite`` (:meth:`Intake.signal_main`, the one way the main gets a
+signal), and SIGCHLD reaps (:class:`pyinit.run.reaper.Reaper`).  With
+``--stop-delay`` the first stop signal starts the stop but is held back
+(draining) until the driver calls :meth:`Intake.end_drain`.  The
 loop :meth:`Intake.attach`\\ es itself and is told of stops and reaps
 through ``TrioToken.run_sync_soon``; when it finishes it calls
 :meth:`Intake.finish`, which wakes phase 2.  When the main has exited and
@@ -52,7 +55,7 @@ from pyinit.plan.signals import (
 )
 from pyinit.plan.stop import StopDeadline
 from pyinit.run.descendants import FOREIGN_PROC, descendants, signal_all
-from pyinit.run.lifecycle import Signalled, Stop, Tracked, exited
+from pyinit.run.lifecycle import Signalled, Stop, exited
 from pyinit.run.reaper import describe_status
 from pyinit.run.target import is_own_signal
 from pyinit.stopping import kill_group
@@ -63,8 +66,8 @@ if TYPE_CHECKING:
     from types import ModuleType
 
     from pyinit.plan import Plan
+    from pyinit.run.lifecycle import Tracked
     from pyinit.run.reaper import Reaper, Watched
-    from pyinit.run.spawn import Started
 
     CallSoon = Callable[..., object]
 
@@ -72,19 +75,17 @@ if TYPE_CHECKING:
 class Intake:
     """Forwards, reaps and keeps the stop deadline; the loop attaches to it."""
 
-    def __init__(self, plan: Plan, reaper: Reaper, target: Watched | None) -> None:
+    def __init__(self, plan: Plan, reaper: Reaper, exit_early: bool = True) -> None:
+        """``exit_early``: end pyinit from here when the main exited and nothing is left
+        for the loop (False: the plain target's driver decides, :mod:`pyinit.run.plain`).
+        """
         self.plan = plan
         self.reaper = reaper
         #: The main (its pid, its status once reaped); None while items start before it.
-        self.target = target
+        self._target: Watched | None = None
         #: The stop signal that arrived before the main started (pyinit exits 128+N).
-        self.early_stop: int | None = None
-        #: The signal mask the children restore before exec (loop-started children).
-        self.original_mask: tuple[int, ...] = ()
-        #: The main's state (:mod:`pyinit.run.lifecycle`), advanced by whoever drives it.
-        self.main_life = Tracked("main", time.monotonic())
-        #: Items the launcher forked before the loop existed, by name, for the loop to adopt.
-        self.started: dict[str, Started] = {}
+        self._early_stop: int | None = None
+        self._exit_early = exit_early
         self.signals = blockable_signals()
         self._own_pid = os.getpid()
         self._main_thread = _thread.get_ident()
@@ -99,11 +100,26 @@ class Intake:
         #: Signals a running handler has yet to take (see _on_signal).
         self._queued: list[int] = []
         self._in_handler = False
-        #: End pyinit from here when the main exited and nothing is left for the
-        #: loop (False: the plain target's driver decides, :mod:`pyinit.run.plain`).
-        self.exit_early = True
         #: How many reaps found an exited child (a waiter compares it before and after).
-        self.reaps = 0
+        self._reaps = 0
+        #: The stop signal held back while draining (--stop-delay); None: no drain.
+        self._drain_signal: int | None = None
+
+    # --- what the intake knows ------------------------------------------------------
+
+    @property
+    def target(self) -> Watched | None:
+        """The main signals go to (its pid, its status once reaped); None before it started."""
+        return self._target
+
+    def main_started(self, main: Watched) -> None:
+        """The main was forked: signals go to it from now on."""
+        self._target = main
+
+    @property
+    def early_stop(self) -> int | None:
+        """The stop signal that arrived before the main started (pyinit exits 128+N)."""
+        return self._early_stop
 
     # --- the loop's side ------------------------------------------------------------
 
@@ -137,6 +153,23 @@ class Intake:
     def deadline(self) -> StopDeadline | None:
         """The stop deadline once a stop began, else None."""
         return self._deadline
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop began, a drain (--stop-delay) included: report not ready."""
+        return self._deadline is not None
+
+    @property
+    def draining(self) -> bool:
+        """True while a stop signal is held back for the main (--stop-delay)."""
+        return self._drain_signal is not None
+
+    def end_drain(self) -> None:
+        """The drain is over (its time is up, or the main exited): forward the held signal."""
+        with self._lock:
+            signum, self._drain_signal = self._drain_signal, None
+        if signum is not None:
+            self.signal_main(signum, "drained: forwarded")
 
     def finish(self, code: int | None) -> None:
         """The loop is done: exit with ``code`` (None: it failed, stop synchronously)."""
@@ -204,12 +237,16 @@ class Intake:
         if self._queued:  # queued between the loop's end and the flag's reset
             self._on_signal(self._queued.pop(0), frame)
 
-    def run(self) -> int:
-        """Take signals until the supervisor is done; returns pyinit's exit code."""
+    def run(self, main_life: Tracked) -> int:
+        """Take signals until the supervisor is done; returns pyinit's exit code.
+
+        If the loop failed, the synchronous stop follows (``main_life``: the
+        main's state, advanced by it).
+        """
         while (result := self._result) is None:
             self.handle(signal.sigwaitinfo(self.signals))
         if self._failed:
-            self.emergency_stop()
+            self.emergency_stop(main_life)
         return result
 
     def handle(self, info: signal.struct_siginfo) -> None:
@@ -225,7 +262,7 @@ class Intake:
     def _reap(self) -> None:
         reaped = self.reaper.reap(tell=False)
         if reaped:
-            self.reaps += 1
+            self._reaps += 1
         if not self._finish_on_main_exit():
             self.reaper.tell(reaped)  # the loop takes it from here
 
@@ -237,7 +274,7 @@ class Intake:
         """
         target = self.target
         status = None if target is None else target.status
-        if target is None or status is None or not self.exit_early:
+        if target is None or status is None or not self._exit_early:
             return False
         with self._lock:
             if self._result is not None or self.plan.post_hooks or self.plan.items:
@@ -255,11 +292,16 @@ class Intake:
             return True
 
     def forward(self, signum: int) -> None:
-        """Send ``signum`` (rewritten) to the target, and start the stop on a stop signal."""
+        """Send ``signum`` (rewritten) to the target, and start the stop on a stop signal.
+
+        With ``--stop-delay`` the first stop signal starts the stop (and the
+        drain) but is held back until :meth:`end_drain`; a second one during
+        the drain is forwarded at once and ends it (Ctrl-C twice).
+        """
         if self.target is None:
-            if signum in STOP_SIGNALS and self.early_stop is None:
+            if signum in STOP_SIGNALS and self._early_stop is None:
                 log.info(f"{signal_name(signum)} received before the main started: stopping")
-                self.early_stop = signum
+                self._early_stop = signum
                 self.begin_stop()
             else:
                 log.info(f"{signal_name(signum)} received before the main started: not forwarded")
@@ -268,9 +310,49 @@ class Intake:
             log.info(f"{signal_name(signum)} received while winding down: not forwarded")
             return
         sent = self._rewrites.get(signum, signum)
+        stops = bool(sent) and (signum in STOP_SIGNALS or sent in STOP_SIGNALS)
+        if stops and self._hold_for_drain(signum):
+            return
+        sent = self.signal_main(signum)
+        if stops:
+            self.begin_stop()
+        if sent and signum in JOB_CONTROL_SIGNALS and not self.plan.is_pid1:
+            # Stop ourselves too, so the shell that started us sees the job
+            # stopped; SIGCONT resumes us and is forwarded in turn.  PID 1
+            # never stops (the kernel ignores SIGSTOP sent to it).
+            os.kill(self._own_pid, signal.SIGSTOP)
+
+    def _hold_for_drain(self, signum: int) -> bool:
+        """Start the drain with a first stop signal (True: held back); end it with a second."""
+        with self._lock:
+            held = self._drain_signal
+            drain = held is None and self._deadline is None and self.plan.stop_delay > 0
+            self._drain_signal = signum if drain else None
+        if drain:
+            log.info(
+                f"{signal_name(signum)}: draining for {self.plan.stop_delay:g}s before the main "
+                "gets it (--stop-delay)"
+            )
+            self.begin_stop()
+            return True
+        if held is not None:
+            log.info(f"second {signal_name(signum)} during the drain: forwarded at once")
+        return False
+
+    def signal_main(self, signum: int, verb: str = "forwarded") -> int:
+        """Send the main what ``signum`` is under ``--rewrite``; the signal sent (0: none).
+
+        The one way the main gets a signal from pyinit: forwarded, after a
+        drain, or SIGTERM when the stop is not its own (a give-up).  Never to
+        a main already reaped (its pid may be another process's by now).
+        """
+        target = self.target
+        if target is None or target.exited:
+            return 0
+        sent = self._rewrites.get(signum, signum)
         if not sent:
             log.info(f"{signal_name(signum)} dropped (--rewrite)")
-            return
+            return 0
         job_control = signum in JOB_CONTROL_SIGNALS and not self.plan.is_pid1
         if job_control and self.plan.forward_to_group and signum not in self._rewrites:
             # The target's group is orphaned in its new session: the kernel
@@ -278,18 +360,12 @@ class Intake:
             # unless --rewrite says what it gets instead (dumb-init's -r wins too).
             sent = signal.SIGSTOP
         self.send_to_target(sent)
-        where = f"group {self.target.pid}" if self.plan.forward_to_group else str(self.target.pid)
-        log.info(f"forwarded {signal_name(sent)} to {where}")
-        if signum in STOP_SIGNALS or sent in STOP_SIGNALS:
-            self.begin_stop()
-        if job_control:
-            # Stop ourselves too, so the shell that started us sees the job
-            # stopped; SIGCONT resumes us and is forwarded in turn.  PID 1
-            # never stops (the kernel ignores SIGSTOP sent to it).
-            os.kill(self._own_pid, signal.SIGSTOP)
+        where = f"group {target.pid}" if self.plan.forward_to_group else str(target.pid)
+        log.info(f"{verb} {signal_name(sent)} to {where}")
+        return sent
 
     def send_to_target(self, signum: int) -> None:
-        """Signal the target (its process group with --signal-group)."""
+        """Signal the target (its process group with --signal-group), as it is: no rewrite."""
         target = self.target
         if target is None or target.exited:
             return  # never signal a pid the kernel may have given to another process
@@ -303,21 +379,22 @@ class Intake:
 
     # --- the synchronous twin of the loop's stop ---------------------------------------
 
-    def emergency_stop(self) -> None:
+    def emergency_stop(self, main_life: Tracked) -> None:
         """Without the loop: SIGTERM to every process at once, SIGKILL at the deadline, reap.
 
         The loop that knew the turns failed: every process (the target's
         group and all below pyinit) gets its stop signal now, so still none
         is SIGKILLed before it had one.  The same deadline and the same stop
         (:func:`pyinit.stopping.stop_now`) as the loop's; signals keep being
-        forwarded meanwhile.
+        forwarded meanwhile.  ``main_life`` is the main's state, advanced here.
         """
         from pyinit.stopping import stop_now
 
         deadline = self.begin_stop()
+        self._drain_signal = None  # every process gets SIGTERM now: no drain
         target = self.target
         now = time.monotonic()
-        self.main_life.feed(
+        main_life.feed(
             Stop(
                 first_signal=signal.SIGTERM,
                 term_at=now,
@@ -334,7 +411,7 @@ class Intake:
         def send(sig: int) -> None:
             if sig == signal.SIGKILL:
                 log.notice("still running at the deadline: sending SIGKILL to everything")
-                self.main_life.feed(Signalled(signum=sig), time.monotonic())
+                main_life.feed(Signalled(signum=sig), time.monotonic())
             if target is not None and not target.exited:
                 kill_group(target.pid, sig)
             signal_all(descendants() or [], sig)
@@ -342,12 +419,17 @@ class Intake:
         def ended_by(when: float) -> bool:
             ended = self.wait_until(when, lambda: not alive())
             if target is not None and target.status is not None:
-                self.main_life.feed(exited(target.status), time.monotonic())
+                main_life.feed(exited(target.status), time.monotonic())
             return ended
 
         stop_now(
             send, ended_by, signal.SIGTERM, time.monotonic(), deadline.kill_at, deadline.exit_at
         )
+
+    def wait_for_reap(self, until: float) -> None:
+        """Forward and reap until a child is reaped or ``until`` passes; main thread."""
+        before = self._reaps  # reaps happen only in this thread, inside wait_until
+        self.wait_until(until, lambda: self._reaps != before)
 
     def wait_until(self, when: float, done: Callable[[], bool]) -> bool:
         """Forward and reap until ``done()`` (True) or ``when`` passes (False); main thread."""

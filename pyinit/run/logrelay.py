@@ -15,6 +15,10 @@ with the reader still stalled, what is queued is dropped and counted.
 
 One thread for the life of the output takes what is queued itself (one
 writev) and wakes the loop through an eventfd: no thread hand-off per batch.
+Both outputs' threads start with the loop (:meth:`LogRelay.start_outputs`):
+a thread takes a pid, and a pids cgroup that fills up later must not keep a
+line from being relayed.  If none can start at all, the loop writes the
+lines itself (a stalled reader then stalls it) until one can.
 Pipes are read with ``readv`` into one reused buffer: ``os.read(fd, N)``
 allocates N bytes and shrinks them to what came, which fragmented the loop
 thread's malloc arena until RSS grew for as long as lines were relayed
@@ -214,14 +218,33 @@ class Output:
         self._waiting = False
         self._wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._shrunk = trio.Event()
-        threading.Thread(target=self._write_forever, name=f"pyinit-out-{fd}", daemon=True).start()
+        self._writer = False
+        self._start_writer()
+
+    def _start_writer(self) -> bool:
+        """Start the writer thread if it is not running yet; whether it runs.
+
+        A thread takes a pid: in a full pids cgroup the kernel refuses it.
+        Then the lines are written by the loop itself until a thread can start.
+        """
+        if not self._writer:
+            thread = threading.Thread(
+                target=self._write_forever, name=f"pyinit-out-{self.fd}", daemon=True
+            )
+            with contextlib.suppress(RuntimeError):  # can't start new thread
+                thread.start()
+                self._writer = True
+        return self._writer
 
     async def put(self, data: bytes, lines: int) -> int:
         """Queue a batch, its ticket for :meth:`wait_written`; waits while the queue is full.
 
         A batch always fits an empty queue, so one bigger than the bound
-        cannot wait forever (backpressure, not a drop).
+        cannot wait forever (backpressure, not a drop).  Without a writer
+        thread (none could start) the batch is written here, at once.
         """
+        if not self._start_writer():
+            return self._write_here(data)
         while True:
             shrunk = self._shrunk
             with self._lock:
@@ -274,6 +297,17 @@ class Output:
             self._queued_bytes = self._queued_lines = 0
             self._work.notify()
         return dropped
+
+    def _write_here(self, data: bytes) -> int:
+        """Write a batch in the caller's thread (no writer thread): late, but never lost."""
+        with self._lock:
+            if self._closed:
+                return self._put_total
+            self._put_total += 1
+            self._done_total += 1
+            ticket = self._put_total
+        _write_all(self.fd, [data])
+        return ticket
 
     def _write_forever(self) -> None:
         while True:
@@ -336,6 +370,15 @@ class LogRelay:
         self._own_queued = 0
         self._own_ticket = 0
         self._own_moved = trio.Event()
+
+    def start_outputs(self) -> None:
+        """Start the writers of stdout and stderr now, not at the first relayed line.
+
+        Each is a thread, which takes a pid: started with the loop, a later
+        full pids cgroup cannot keep a line from being relayed.
+        """
+        for fd in (1, 2):
+            self._output(fd)
 
     def own_lines(self, token: trio.lowlevel.TrioToken) -> Callable[[bytes], None]:
         """A :func:`pyinit.log.set_writer` writer: pyinit's lines into the stderr queue.

@@ -62,31 +62,34 @@ THREAD_REFUSED = "can't start new thread"
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from pyinit.plan import Plan
     from pyinit.run.intake import Intake
     from pyinit.run.probes import NotifySocket, ReadyPipe
     from pyinit.run.reaper import Watched
+    from pyinit.run.spawn import Started
+    from pyinit.run.supervisor import Handoff
 
 
-def run(plan: Plan, intake: Intake) -> int | None:
+def run(plan: Plan, intake: Intake, handoff: Handoff) -> int | None:
     """Supervise until done; pyinit's exit code, or None if pyinit finished without the loop."""
-    return trio.run(_supervise, plan, intake)
+    return trio.run(_supervise, plan, intake, handoff)
 
 
-async def _supervise(plan: Plan, intake: Intake) -> int | None:
+async def _supervise(plan: Plan, intake: Intake, handoff: Handoff) -> int | None:
     try:
-        return await _supervise_in_nursery(plan, intake)
+        return await _supervise_in_nursery(plan, intake, handoff)
     finally:
         log.set_writer(None)
 
 
-async def _supervise_in_nursery(plan: Plan, intake: Intake) -> int | None:
+async def _supervise_in_nursery(plan: Plan, intake: Intake, handoff: Handoff) -> int | None:
     async with trio.open_nursery() as nursery:
-        supervision = Supervision(plan, intake, nursery)
+        supervision = Supervision(plan, intake, nursery, handoff)
         token = trio.lowlevel.current_trio_token()
         if plan.items:
+            supervision.relay.start_outputs()
             # Among relayed lines, pyinit's own take the relay's queue, whole.
             log.set_writer(supervision.relay.own_lines(token))
         intake.reaper.listen(lambda reaped: _call(token, supervision.on_reaped, reaped))
@@ -111,13 +114,23 @@ def _call(token: trio.lowlevel.TrioToken, fn: object, *args: object) -> None:
 class Supervision:
     """The loop's state: who is awaited, the stop deadline, the shutdown sequence."""
 
-    def __init__(self, plan: Plan, intake: Intake, nursery: trio.Nursery) -> None:
+    def __init__(
+        self, plan: Plan, intake: Intake, nursery: trio.Nursery, handoff: Handoff | None = None
+    ) -> None:
         self.plan = plan
         self.intake = intake
         self.reaper = intake.reaper
         self.main: Watched | None = intake.target
         #: The main's state (:mod:`pyinit.run.lifecycle`): the launcher's, when it forked it.
-        self.main_life = intake.main_life
+        self.main_life = lifecycle.Tracked("main", time.monotonic())
+        #: The signal mask every child restores before exec.
+        self.original_mask: tuple[int, ...] = ()
+        #: Items the launcher forked, by name, adopted at the start-up.
+        self._launched: Mapping[str, Started] = {}
+        if handoff is not None:
+            self.main_life = handoff.main_life
+            self.original_mask = handoff.original_mask
+            self._launched = handoff.started
         self.nursery = nursery
         self._exits: dict[int, trio.Event] = {}
         self._changed = trio.Event()
@@ -170,9 +183,10 @@ class Supervision:
         changed.set()
 
     def on_stop(self, deadline: StopDeadline) -> None:
-        """A stop began (a stop signal, or the main's exit)."""
+        """A stop began (a stop signal, or the main's exit): STOPPING=1 upward at once."""
         self.deadline = deadline
         self._stop_begun.set()
+        self._report_stopping()
 
     # --- the interface for every supervised process --------------------------------------
 
@@ -211,9 +225,7 @@ class Supervision:
         # All at once, before the first checkpoint: the launcher's early-started
         # sidecars are adopted (and so stopped in order) even if a stop cancels
         # the start-up at once.
-        self.runs = [
-            ItemRun(self, i, self.intake.started.pop(i.name, None)) for i in self.plan.items
-        ]
+        self.runs = [ItemRun(self, i, self._launched.get(i.name)) for i in self.plan.items]
         with trio.CancelScope() as scope:
             self.nursery.start_soon(self._cancel_on, self._stop_begun, scope)
             try:
@@ -260,8 +272,9 @@ class Supervision:
         pass_fds = channel.pass_fds if channel is not None else None
         try:
             with self.reaper.spawning() as watch:
-                child = start_target(plan, self.intake.original_mask, pass_fds)
-                self.main = self.intake.target = watch(child.pid)
+                child = start_target(plan, self.original_mask, pass_fds)
+                self.main = watch(child.pid)
+                self.intake.main_started(self.main)
         except OSError as e:
             if channel is not None:
                 channel.close()
@@ -291,10 +304,11 @@ class Supervision:
         return None
 
     def _term_main(self) -> None:
-        sig = dict(self.plan.rewrites).get(signal.SIGTERM, signal.SIGTERM)
-        if sig:
-            log.info(f"sending {signal_name(sig)} to the target")
-            self.intake.send_to_target(sig)
+        """The main's stop signal now: the one a drain holds back, else SIGTERM (rewritten)."""
+        if self.intake.draining:
+            self.intake.end_drain()
+        else:
+            self.intake.signal_main(signal.SIGTERM, "sent")
 
     async def _wait_main_or_giveup(self) -> tuple[int, bool]:
         """The code the shutdown ends with, and whether it is the main's own (not a give-up)."""
@@ -310,8 +324,7 @@ class Supervision:
             self.deadline = self.intake.begin_stop()
             return exit_code_for_wait_status(self._main_status), True
         self.deadline = self.intake.begin_stop()
-        self._shutting_down = True
-        self._notify_upward("STOPPING=1")
+        self._report_stopping()
         if not main.exited:
             self._term_main()
         await self._main_ended.wait()
@@ -357,10 +370,16 @@ class Supervision:
         launch = self.plan.launch.replace(
             command=tuple(argv), session=SESSION_DETACHED, keep_fds=(), listen_fds=0
         )
-        mask = self.intake.original_mask
+        mask = self.original_mask
         return await probes.run_probe_child(
             self, "main", lambda: start_item(launch, mask, {}, {}, launch.env)
         )
+
+    def _report_stopping(self) -> None:
+        """Shutdown began: STOPPING=1 to pyinit's own manager, once (not ready any more)."""
+        if not self._shutting_down:
+            self._shutting_down = True
+            self._notify_upward("STOPPING=1")
 
     def _notify_upward(self, message: str) -> None:
         address = self.plan.notify_socket
@@ -404,6 +423,12 @@ class Supervision:
         for run in self.runs:
             run.stopping = True  # none is restarted from now on, whatever its turn
             run.checks.end()
+        if self.intake.draining:
+            # --stop-delay: the main serves on, reported stopping, until the
+            # delay is up or it exits (a second stop signal was forwarded to it).
+            with trio.move_on_at(_trio_time(start + budget.delay)):
+                await self._main_ended.wait()
+            self.intake.end_drain()
         stops: list[Callable[[float, float], Awaitable[None]]] = [
             self._stop_main,
             *(run.stop for run in reversed(self.runs)),
@@ -454,9 +479,6 @@ class Supervision:
 
     async def shutdown(self, code: int) -> None:
         """Everything after the main: the processes' stop in turns, post hooks, the last lines."""
-        if not self._shutting_down:
-            self._shutting_down = True
-            self._notify_upward("STOPPING=1")
         self.on_stop(self.intake.begin_stop())
         await self._processes_stopped.wait()
         await self._run_post_hooks(code)

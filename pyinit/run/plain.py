@@ -8,8 +8,9 @@ for its whole life (docs/design.md, "A plain target"): the signal intake
 begins; then the stop in the budget's turns (:class:`pyinit.plan.stop.StopBudget`),
 with the stop primitive's synchronous twin (:func:`pyinit.stopping.stop_now`):
 
-1. the main's turn: its stop signal was forwarded; its end is awaited until
-   the turn ends;
+1. the main's turn: its stop signal was forwarded (after a stop signal and
+   ``--stop-delay``: once the drain is over); its end is awaited until the
+   turn ends;
 2. the leftovers' turn: SIGTERM to every process below pyinit but the main's
    subtree while it runs, rescanned on every reap; at ``kill_by`` SIGKILL to
    the main's group (if still there) and to every leftover;
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from pyinit.plan import Plan
     from pyinit.run.intake import Intake
     from pyinit.run.reaper import Watched
+    from pyinit.run.supervisor import Handoff
 
 _FOREVER = float("inf")
 
@@ -58,12 +60,12 @@ def is_plain(plan: Plan) -> bool:
 class PlainRun:
     """The plain main's supervision: its life, its stop, the leftovers, the post hooks."""
 
-    def __init__(self, plan: Plan, intake: Intake, main: Watched) -> None:
+    def __init__(self, plan: Plan, intake: Intake, handoff: Handoff, main: Watched) -> None:
         self.plan = plan
         self.intake = intake
         self.main = main
         #: The main's state (what ``pyinitctl status`` shows), started by the launcher.
-        self.life = intake.main_life
+        self.life = handoff.main_life
         self._leftovers = LeftoverSignals()
         self._foreign_told = False
         #: The main's stop, once its turn came while it ran.
@@ -71,11 +73,15 @@ class PlainRun:
 
     def run(self) -> int:
         """Supervise until everything is stopped and the post hooks ran; pyinit's exit code."""
-        intake = self.intake
-        intake.exit_early = False  # the stop, leftovers and hooks are decided here
-        intake.wait_until(_FOREVER, lambda: self._main_gone() or intake.deadline is not None)
+        intake = self.intake  # made with exit_early=False: the stop is decided here
+        intake.wait_until(_FOREVER, lambda: self._main_gone() or intake.stopping)
         deadline = intake.begin_stop()
         budget = stop_budget(self.plan)
+        if intake.draining:
+            # --stop-delay: the main serves on, reported stopping, until the
+            # delay is up, a second stop signal is forwarded or it exits.
+            intake.wait_until(deadline.start + budget.delay, self._drain_over)
+            intake.end_drain()
         kill_at = deadline.start + budget.kill_by
         # The main's stop signal was forwarded (first_signal None): SIGKILL at kill_at.
         turn = lifecycle.Stop(
@@ -98,6 +104,10 @@ class PlainRun:
         code = self._exit_code()
         run_post_hooks_now(self.plan, budget, deadline, code, intake.reaper, intake.wait_until)
         return self.plan.exit_code_for_main(code)  # the hooks saw the real code
+
+    def _drain_over(self) -> bool:
+        """True once the main is gone or a second stop signal ended the drain."""
+        return self._main_gone() or not self.intake.draining
 
     def _main_gone(self) -> bool:
         """True once the main was reaped; feeds its exit to its life, once, with the loop's line."""
@@ -142,20 +152,14 @@ class PlainRun:
             # Rescan on every reap, at the latest after a poll interval (a
             # grandchild whose parent is alive exits without telling us).
             poll = min(when, time.monotonic() + max(DRAIN_POLL_SECONDS, time.monotonic() - began))
-            self._wait_for_reap(poll)
-
-    def _wait_for_reap(self, until: float) -> None:
-        """Forward and reap until a child is reaped or ``until`` passes."""
-        intake = self.intake
-        before = intake.reaps  # reaps happen only in this thread, inside wait_until
-        intake.wait_until(until, lambda: intake.reaps != before)
+            self.intake.wait_for_reap(poll)
 
 
-def supervise_plain(plan: Plan, intake: Intake, main: Watched) -> int:
+def supervise_plain(plan: Plan, intake: Intake, handoff: Handoff, main: Watched) -> int:
     """Supervise a plain main to the end; the synchronous stop if pyinit itself fails."""
     try:
-        return PlainRun(plan, intake, main).run()
+        return PlainRun(plan, intake, handoff, main).run()
     except Exception as e:  # pyinit's own bug: the target must still be stopped
         log.error(f"supervisor failed: {type(e).__name__}: {e}; stopping the target")
-        intake.emergency_stop()
+        intake.emergency_stop(handoff.main_life)
         return EXIT_SETUP_FAILED

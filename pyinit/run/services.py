@@ -96,7 +96,7 @@ class ItemRun:
         pass_fds = dict(channel.pass_fds) if channel is not None else {}
         try:
             with sup.reaper.spawning() as watch:
-                child, read_ends = fork_item(item, sup.intake.original_mask, extra_env, pass_fds)
+                child, read_ends = fork_item(item, sup.original_mask, extra_env, pass_fds)
                 run = watch(child.pid)
         except OSError:
             self.tracker.started(time.monotonic())
@@ -337,7 +337,7 @@ class ItemRun:
     async def run_probe_command(self, argv: Sequence[str]) -> int:
         """An ``exec:`` probe: run ``argv`` as the item's user; its exit code."""
         item = self.item.replace(log="raw")
-        mask = self.sup.intake.original_mask
+        mask = self.sup.original_mask
         return await probes.run_probe_child(
             self.sup, self.label, lambda: fork_item(item, mask, {}, {}, tuple(argv))[0]
         )

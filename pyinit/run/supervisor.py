@@ -27,10 +27,12 @@ from __future__ import annotations
 import os
 import sys
 import time
+from types import MappingProxyType
 
 from pyinit import log
 from pyinit.errors import EXIT_SETUP_FAILED
 from pyinit.plan.services import SIDECAR
+from pyinit.record import Record
 from pyinit.root.setup import apply_root_setup
 from pyinit.run import lifecycle
 from pyinit.run.intake import Intake
@@ -40,13 +42,29 @@ from pyinit.run.spawn import Started, fork_failure, fork_item, start_target, sta
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from pyinit.plan import Plan
 
 
 #: The GIL switch interval once the loop thread runs (seconds).
 LOOP_SWITCH_INTERVAL = 0.0001
+
+
+class Handoff(Record):
+    """What the launcher hands the driver that supervises from here (the loop, or plain).
+
+    The signal intake only forwards and reaps: what the launcher started
+    and decided goes to the driver here, not through the intake.
+    """
+
+    __slots__ = ("main_life", "original_mask", "started")
+    #: The signal mask pyinit was started with: every child restores it before exec.
+    original_mask: tuple[int, ...]
+    #: Items the launcher forked before the loop existed, by name, for the loop to adopt.
+    started: Mapping[str, Started]
+    #: The main's state (:mod:`pyinit.run.lifecycle`): the launcher's, when it forked it.
+    main_life: lifecycle.Tracked
 
 
 def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
@@ -64,26 +82,32 @@ def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
     apply_root_setup(plan)
     reaper = Reaper()
     mask = tuple(original_mask)
-    intake = Intake(plan, reaper, None)
-    intake.original_mask = mask
-    intake.started = _start_items_early(plan, reaper, mask)
-    if not _main_starts_early(plan, intake.started):
+    intake = Intake(plan, reaper, exit_early=not is_plain(plan))
+    started = _start_items_early(plan, reaper, mask)
+    handoff = Handoff(
+        original_mask=mask,
+        started=MappingProxyType(started),
+        main_life=lifecycle.Tracked("main", time.monotonic()),
+    )
+    if not _main_starts_early(plan, started):
         # The rest starts from the loop, in order (docs/services.md), and it
         # reports the main's readiness.
-        return _run_loop(plan, intake)
+        return _run_loop(plan, intake, handoff)
     try:
         child = start_target(plan, mask)
     except OSError as e:  # fork refused (the pids cgroup is full, no memory): say so
         log.error(f"cannot start the target: {fork_failure(e)}")
-        if not intake.started:
+        if not started:
             return EXIT_SETUP_FAILED  # nothing runs: nothing to stop
         # The loop stops the early sidecars in order; it tries the main once more first.
-        return _run_loop(plan, intake)
-    intake.target = reaper.watch(child.pid)
-    intake.main_life.feed(lifecycle.Spawned(pid=child.pid), time.monotonic())
+        return _run_loop(plan, intake, handoff)
+    main = reaper.watch(child.pid)
+    intake.main_started(main)
+    handoff.main_life.feed(lifecycle.Spawned(pid=child.pid), time.monotonic())
     error = child.exec_error()
     if error is None:
-        intake.main_life.feed(lifecycle.Ready(), time.monotonic())  # no --ready: exec'd is ready
+        # No --ready: exec'd is ready.
+        handoff.main_life.feed(lifecycle.Ready(), time.monotonic())
     if error is not None:
         log.error(error.message)
         if not plan.items:
@@ -97,8 +121,8 @@ def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
         # container's whole life, as catatonit does not.
         os.chdir("/")
     if error is None and is_plain(plan):
-        return supervise_plain(plan, intake, intake.target)
-    return _run_loop(plan, intake)
+        return supervise_plain(plan, intake, handoff, main)
+    return _run_loop(plan, intake, handoff)
 
 
 def _start_items_early(plan: Plan, reaper: Reaper, mask: tuple[int, ...]) -> dict[str, Started]:
@@ -133,19 +157,19 @@ def _main_starts_early(plan: Plan, started: dict[str, Started]) -> bool:
     return len(started) == len(plan.items) and all(s.error is None for s in started.values())
 
 
-def _run_loop(plan: Plan, intake: Intake) -> int:
+def _run_loop(plan: Plan, intake: Intake, handoff: Handoff) -> int:
     """Import the loop (signals handled meanwhile), run it in a thread, take signals here."""
     try:
         loop = intake.import_loop()
     except Exception as e:  # trio missing or broken: the target must still be stopped
         log.error(f"supervisor failed: {_describe(e)}; stopping the target")
         intake.finish(None)
-        return intake.run()
+        return intake.run(handoff.main_life)
 
     def loop_thread() -> None:
         code: int | None = None
         try:
-            code = loop.run(plan, intake)
+            code = loop.run(plan, intake, handoff)
             if code is None:
                 return  # pyinit finished before the loop was needed
         except BaseException as e:  # pyinit's own bug: the intake still stops the target
@@ -164,7 +188,7 @@ def _run_loop(plan: Plan, intake: Intake) -> int:
     except RuntimeError as e:  # no thread to be had: the pids cgroup is full
         log.error(f"supervisor failed: {_describe(e)}; stopping the target")
         intake.finish(None)
-    return intake.run()
+    return intake.run(handoff.main_life)
 
 
 def _describe(error: BaseException) -> str:
