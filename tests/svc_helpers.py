@@ -9,6 +9,7 @@ over once.  Only the signal intake is replaced, by a trio signal receiver.
 
 from __future__ import annotations
 
+import shlex
 import signal
 from typing import Any
 
@@ -17,7 +18,7 @@ from plan_helpers import plan_for
 
 from pyinit.plan.build import item_launch
 from pyinit.plan.items import parse_probe
-from pyinit.plan.services import SIDECAR, Item, Probe
+from pyinit.plan.services import Item, Probe
 from pyinit.run.reaper import Reaper, Watched
 from pyinit.run.spawn import fork_item
 
@@ -28,40 +29,20 @@ def make_probe(text: str) -> Probe:
 
 
 def make_item(name: str, command: list[str] | tuple[str, ...], **changes: Any) -> Item:
-    """A sidecar with docs/services.md's defaults, changed by ``changes``.
+    """The item ``--sidecar 'NAME -- COMMAND'`` plans to beside a plain main, then ``changes``.
 
-    Unless ``launch`` is among them, its launch record is the one
-    ``build_plan`` makes for it beside a plain main (``pyinit -- true``).
+    Its defaults are the planner's own (docs/services.md); ``ready`` may be
+    given as ``ready=`` text.  Unless ``launch`` is among the changes, the
+    launch record is made again for the changed item, as ``build_plan`` does.
     """
-    ready = changes.pop("ready", None)
-    fields: dict[str, Any] = {
-        "kind": SIDECAR,
-        "name": name,
-        "command": tuple(command),
-        "identity": None,
-        "switch_identity": False,
-        "workdir": None,
-        "env": (),
-        "file_env": (),
-        "ready": make_probe(ready) if isinstance(ready, str) else ready,
-        "ready_timeout": None,
-        "alive": None,
-        "restart": "always",
-        "backoff_min": 0.5,
-        "backoff_max": 30.0,
-        "max_restarts": 5,
-        "restart_window": 60.0,
-        "on_giveup": "stop",
-        "stop_signal": int(signal.SIGTERM),
-        "log": "prefix",
-        "source": "--sidecar",
-        "launch": None,
-    }
-    fields.update(changes)
-    item = Item(**fields)
+    if isinstance(changes.get("ready"), str):
+        changes["ready"] = make_probe(changes["ready"])
+    plan = plan_for(["--sidecar", shlex.join([name, "--", *command]), "--", "true"])
+    (item,) = plan.items
+    item = item.replace(**changes)
     if "launch" in changes:
         return item
-    return item.replace(launch=item_launch(plan_for(["true"]), item))
+    return item.replace(launch=item_launch(plan, item))
 
 
 class Runtime:
