@@ -218,6 +218,14 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
+def status_field(text: str, field: str) -> str:
+    """The value of ``field:`` in a /proc/PID/status dump."""
+    for line in text.splitlines():
+        if line.startswith(field + ":"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"{field} not in {text!r}")
+
+
 def kill_tree(pid: int) -> None:
     """SIGKILL ``pid``'s children (a namespace's PID 1), then its process group."""
     for child in children(pid):

@@ -1,22 +1,26 @@
-"""Test helpers for the services runtime: items, probes, and a small real runtime.
+"""Test helpers for the services runtime: items, probes, and pyinit's own process runtime.
 
-:class:`SpawnRuntime` is the test stand-in for the supervisor: it starts
-real processes with ``posix_spawn`` (each leading its own process group) and
-reaps them on SIGCHLD; it implements the ``ServiceRuntime`` protocol of
-:mod:`pyinit.run.services`.
+:class:`Runtime` drives pyinit's real runtime the way the supervisor does:
+each item forked by :func:`pyinit.run.spawn.fork_item` as its launch record
+says (a session of its own), watched with ``Reaper.spawning()``, reaped by
+:meth:`pyinit.run.reaper.Reaper.reap` on every SIGCHLD, its status handed
+over once.  Only the signal intake is replaced, by a trio signal receiver.
 """
 
 from __future__ import annotations
 
-import os
+import shlex
 import signal
 from typing import Any
 
 import trio
+from plan_helpers import plan_for
 
-from pyinit.errors import EXIT_NOT_FOUND, PyinitError
+from pyinit.plan.build import item_launch
 from pyinit.plan.items import parse_probe
-from pyinit.plan.services import SIDECAR, Item, Probe
+from pyinit.plan.services import Item, Probe
+from pyinit.run.reaper import Reaper, Watched
+from pyinit.run.spawn import fork_item
 
 
 def make_probe(text: str) -> Probe:
@@ -25,103 +29,73 @@ def make_probe(text: str) -> Probe:
 
 
 def make_item(name: str, command: list[str] | tuple[str, ...], **changes: Any) -> Item:
-    """A sidecar with docs/services.md's defaults, changed by ``changes``."""
-    ready = changes.pop("ready", None)
-    fields: dict[str, Any] = {
-        "kind": SIDECAR,
-        "name": name,
-        "command": tuple(command),
-        "identity": None,
-        "switch_identity": False,
-        "workdir": None,
-        "env": (),
-        "file_env": (),
-        "ready": make_probe(ready) if isinstance(ready, str) else ready,
-        "ready_timeout": None,
-        "alive": None,
-        "restart": "always",
-        "backoff_min": 0.5,
-        "backoff_max": 30.0,
-        "max_restarts": 5,
-        "restart_window": 60.0,
-        "on_giveup": "stop",
-        "stop_signal": int(signal.SIGTERM),
-        "log": "prefix",
-        "source": "--sidecar",
-        "launch": None,
-    }
-    fields.update(changes)
-    return Item(**fields)
+    """The item ``--sidecar 'NAME -- COMMAND'`` plans to beside a plain main, then ``changes``.
+
+    Its defaults are the planner's own (docs/services.md); ``ready`` may be
+    given as ``ready=`` text.  Unless ``launch`` is among the changes, the
+    launch record is made again for the changed item, as ``build_plan`` does.
+    """
+    if isinstance(changes.get("ready"), str):
+        changes["ready"] = make_probe(changes["ready"])
+    plan = plan_for(["--sidecar", shlex.join([name, "--", *command]), "--", "true"])
+    (item,) = plan.items
+    item = item.replace(**changes)
+    if "launch" in changes:
+        return item
+    return item.replace(launch=item_launch(plan, item))
 
 
-class SpawnRuntime:
-    """A real runtime for tests: posix_spawn children, reaped on SIGCHLD."""
+class Runtime:
+    """pyinit's own process runtime, driven the way the supervisor drives it.
+
+    :meth:`start` forks an item with :func:`pyinit.run.spawn.fork_item` as its
+    launch record says, watched inside ``Reaper.spawning()``; :meth:`serve`
+    runs :meth:`Reaper.reap` (one ``waitpid(-1)`` loop) on every SIGCHLD; and
+    :meth:`wait_exit` awaits the status the reaper hands over, as
+    ``Supervision.wait_exit`` does.  Only the signal intake is not pyinit's:
+    a trio signal receiver takes its place.
+    """
 
     def __init__(self) -> None:
-        self._events: dict[int, trio.Event] = {}
-        self._statuses: dict[int, int] = {}
-        self.spawned: list[tuple[str, int]] = []  # (item name, pid), in order
+        self.reaper = Reaper()
+        self._changed = trio.Event()
+        self.reaper.listen(self._on_reaped)
+
+    def _on_reaped(self, reaped: list[tuple[int, int]]) -> None:
+        changed, self._changed = self._changed, trio.Event()
+        changed.set()
 
     async def serve(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Reap watched children whenever SIGCHLD arrives (run it in a nursery first)."""
+        """Reap on every SIGCHLD (run it in a nursery first: ``await nursery.start(rt.serve)``)."""
         with trio.open_signal_receiver(signal.SIGCHLD) as signals:
             task_status.started()
-            self._reap()
+            self.reaper.reap()
             async for _ in signals:
-                self._reap()
+                self.reaper.reap()
 
-    def _reap(self) -> None:
-        for pid in list(self._events):
-            if pid in self._statuses:
-                continue
-            try:
-                done, status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                continue
-            if done:
-                self._statuses[pid] = status
-                self._events[pid].set()
+    async def start(
+        self, item: Item, extra_env: dict[str, str], pass_fds: dict[int, int]
+    ) -> Watched:
+        """Fork ``item`` as the supervisor does; its watched run, once exec'd.
 
-    def spawn(
-        self,
-        item: Item,
-        stdout_fd: int,
-        stderr_fd: int,
-        pass_fds: dict[int, int],
-        extra_env: dict[str, str],
-    ) -> int:
-        """Start ``item.command`` in its own process group; PyinitError if it cannot run."""
-        env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
-        env.update(item.env)
-        env.update(extra_env)
-        actions = [
-            (os.POSIX_SPAWN_DUP2, stdout_fd, 1),
-            (os.POSIX_SPAWN_DUP2, stderr_fd, 2),
-        ]
-        actions.extend((os.POSIX_SPAWN_DUP2, ours, theirs) for theirs, ours in pass_fds.items())
-        try:
-            pid = os.posix_spawnp(
-                item.command[0],
-                list(item.command),
-                env,
-                file_actions=actions,
-                setpgroup=0,
-                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
-                setsigmask=(),
-            )
-        except OSError as e:
-            raise PyinitError(
-                f"{item.name}: {item.command[0]}: {e.strerror}", EXIT_NOT_FOUND
-            ) from e
-        self._events[pid] = trio.Event()
-        self.spawned.append((item.name, pid))
-        self._reap()
-        return pid
+        Raises the PyinitError the child reported if it could not exec.
+        """
+        if item.log != "raw":
+            raise ValueError(f"{item.name}: this runtime relays no logs; make it with log='raw'")
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+        with self.reaper.spawning() as watch:
+            child, _ = fork_item(item, mask, extra_env, pass_fds)
+            watched = watch(child.pid)
+        error = await child.exec_result()
+        if error is not None:
+            raise error
+        return watched
 
-    async def wait_exit(self, pid: int) -> int:
-        """The wait status of ``pid``, once reaped."""
-        await self._events[pid].wait()
-        return self._statuses[pid]
+    async def wait_exit(self, watched: Watched) -> int:
+        """The wait status of a watched child, once the reaper has handed it over."""
+        while (status := watched.status) is None:
+            await self._changed.wait()
+        return status
 
 
 def python(code: str) -> list[str]:

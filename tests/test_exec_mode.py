@@ -27,17 +27,10 @@ from sandbox import (
     imported_modules,
     run_pyinit,
     scratch_dir,
+    status_field,
 )
 
 AS_NOBODY = ("setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups")
-
-
-def status_field(text: str, field: str) -> str:
-    """The value of ``field:`` in a /proc/PID/status dump."""
-    for line in text.splitlines():
-        if line.startswith(field + ":"):
-            return line.split(":", 1)[1].strip()
-    raise AssertionError(f"{field} not in {text!r}")
 
 
 def one_error_line(stderr: str) -> str:

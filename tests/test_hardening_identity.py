@@ -13,20 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox import PYINIT, Sandbox, scratch_dir
+from sandbox import PYINIT, Sandbox, scratch_dir, status_field
 
 MODES = ("exec", "supervise")
 
 #: What an old runtime (or ``setpriv --inh-caps``) leaves in CapInh.
 INHERITABLE = "+dac_override,+net_bind_service,+chown,+setuid,+setgid"
-
-
-def status_field(text: str, field: str) -> str:
-    """The value of ``field:`` in a /proc/PID/status dump."""
-    for line in text.splitlines():
-        if line.startswith(field + ":"):
-            return line.split(":", 1)[1].strip()
-    raise AssertionError(f"{field} not in {text!r}")
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from svc_helpers import SpawnRuntime, make_item, make_probe, python
+from svc_helpers import Runtime, make_item, make_probe, python
 
 from pyinit.run import probes
 from pyinit.run.probes import (
@@ -24,57 +24,59 @@ from pyinit.run.probes import (
     open_channel,
     wait_ready,
 )
+from pyinit.run.reaper import Watched
 
 BOUND = 20  # seconds: every wait in these tests is bounded
 
 
 @pytest.fixture
-async def runtime(nursery: trio.Nursery) -> SpawnRuntime:
-    rt = SpawnRuntime()
+async def runtime(nursery: trio.Nursery) -> Runtime:
+    rt = Runtime()
     await nursery.start(rt.serve)
     return rt
 
 
-def start(
-    runtime: SpawnRuntime, argv: list[str], probe: str, uid: int | None = None
-) -> tuple[int, object]:
-    """Spawn argv with the probe's channel (if any); returns (pid, channel).
+async def start(
+    runtime: Runtime, argv: list[str], probe: str, uid: int | None = None
+) -> tuple[Watched, object]:
+    """Start argv as a sidecar with the probe's channel (if any); returns (run, channel).
 
     ``uid``: whose notify datagrams count (default: ours, which the child runs as).
     """
-    item = make_item("svc", argv, ready=probe)
+    item = make_item("svc", argv, ready=probe, log="raw")
     channel = open_channel(item.ready, "sidecar svc", os.geteuid() if uid is None else uid)
-    pass_fds = channel.pass_fds if channel else {}
-    env = channel.env if channel else {}
-    pid = runtime.spawn(item, 1, 2, pass_fds, env)
-    if channel is not None:
-        channel.child_started(pid)
-    return pid, channel
-
-
-async def stop(runtime: SpawnRuntime, pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, 9)
+    pass_fds = dict(channel.pass_fds) if channel else {}
+    env = dict(channel.env) if channel else {}
     with trio.fail_after(BOUND):
-        await runtime.wait_exit(pid)
+        run = await runtime.start(item, env, pass_fds)
+    if channel is not None:
+        channel.child_started(run.pid)
+    return run, channel
+
+
+async def stop(runtime: Runtime, run: Watched) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(run.pid, 9)
+    with trio.fail_after(BOUND):
+        await runtime.wait_exit(run)
 
 
 @pytest.mark.skipif(shutil.which("systemd-notify") is None, reason="no systemd-notify")
-async def test_notify_with_systemd_notify(runtime: SpawnRuntime) -> None:
+async def test_notify_with_systemd_notify(runtime: Runtime) -> None:
     probe = make_probe("notify")
     script = (
         "systemd-notify --status='warming up'; sleep 0.3; systemd-notify --ready; exec sleep 60"
     )
-    pid, channel = start(runtime, ["sh", "-c", script], "notify")
+    run, channel = await start(runtime, ["sh", "-c", script], "notify")
     notices: list[str] = []
     with trio.fail_after(BOUND):
         await wait_ready(probe, name="sidecar svc", channel=channel, notice=notices.append)  # type: ignore[arg-type]
     assert "sidecar svc: warming up" in notices
     channel.close()  # type: ignore[attr-defined]
-    await stop(runtime, pid)
+    await stop(runtime, run)
 
 
-async def test_notify_with_python_client_and_foreign_sender_ignored(runtime: SpawnRuntime) -> None:
+async def test_notify_with_python_client_and_foreign_sender_ignored(runtime: Runtime) -> None:
     client = (
         "import os, socket, sys, time\n"
         "addr = os.environ['NOTIFY_SOCKET']\n"
@@ -86,7 +88,7 @@ async def test_notify_with_python_client_and_foreign_sender_ignored(runtime: Spa
         "time.sleep(60)\n"
     )
     flag = Path(os.environ.get("TMPDIR", "/tmp")) / f"notify-{os.getpid()}"
-    pid, channel = start(runtime, [*python(client), str(flag)], "notify")
+    run, channel = await start(runtime, [*python(client), str(flag)], "notify")
     ready = trio.Event()
 
     async def waiter() -> None:
@@ -107,21 +109,21 @@ async def test_notify_with_python_client_and_foreign_sender_ignored(runtime: Spa
             await ready.wait()
     flag.unlink()
     channel.close()  # type: ignore[attr-defined]
-    await stop(runtime, pid)
+    await stop(runtime, run)
 
 
 @pytest.mark.skipif(shutil.which("systemd-notify") is None, reason="no systemd-notify")
 async def test_notify_from_the_items_own_group_but_another_uid_does_not_count(
-    runtime: SpawnRuntime,
+    runtime: Runtime,
 ) -> None:
     # The item's own child says READY=1, but as root while the item is planned as
     # uid 4242: the kernel-vouched uid decides, whatever the process group says.
     script = "systemd-notify --ready; exec sleep 60"
-    pid, channel = start(runtime, ["sh", "-c", script], "notify", uid=4242)
+    run, channel = await start(runtime, ["sh", "-c", script], "notify", uid=4242)
     with pytest.raises(ReadyTimeout, match=r"not ready within 1s"):
         await wait_ready(make_probe("notify"), name="x", channel=channel, timeout=1)  # type: ignore[arg-type]
     channel.close()  # type: ignore[attr-defined]
-    await stop(runtime, pid)
+    await stop(runtime, run)
 
 
 def test_a_pid_counts_only_while_its_pidfd_shows_the_sender_unreaped() -> None:
@@ -148,18 +150,18 @@ def test_a_pid_counts_only_while_its_pidfd_shows_the_sender_unreaped() -> None:
         channel.close()
 
 
-async def test_fd_probe_s6_style(runtime: SpawnRuntime) -> None:
-    pid, channel = start(runtime, ["sh", "-c", "sleep 0.2; echo >&3; exec sleep 60"], "fd:3")
+async def test_fd_probe_s6_style(runtime: Runtime) -> None:
+    run, channel = await start(runtime, ["sh", "-c", "sleep 0.2; echo >&3; exec sleep 60"], "fd:3")
     with trio.fail_after(BOUND):
         await wait_ready(make_probe("fd:3"), name="x", channel=channel)  # type: ignore[arg-type]
-    await stop(runtime, pid)
+    await stop(runtime, run)
 
 
-async def test_fd_probe_eof_means_not_ready(runtime: SpawnRuntime) -> None:
-    pid, channel = start(runtime, ["sh", "-c", "printf partial >&3; exit 4"], "fd:3")
+async def test_fd_probe_eof_means_not_ready(runtime: Runtime) -> None:
+    run, channel = await start(runtime, ["sh", "-c", "printf partial >&3; exit 4"], "fd:3")
     with trio.fail_after(BOUND), pytest.raises(ProbeFailed, match="closed fd 3"):
         await wait_ready(make_probe("fd:3"), name="sidecar svc", channel=channel)  # type: ignore[arg-type]
-    await stop(runtime, pid)
+    await stop(runtime, run)
 
 
 async def test_tcp_probe_waits_for_listener(nursery: trio.Nursery) -> None:

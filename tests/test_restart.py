@@ -6,6 +6,7 @@ import signal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from plan_helpers import plan_for
 
 from pyinit.run.restart import (
     DONE,
@@ -31,9 +32,12 @@ def killed_status(signum: int) -> int:
 def tracker(
     restart: str = "always", backoff: str = "0.5:30", budget: str = "5/60"
 ) -> RestartTracker:
-    low, high = (float(x) for x in backoff.split(":"))
-    count, window = budget.split("/")
-    return RestartTracker(restart, low, high, int(count), float(window), no_jitter)
+    """The tracker of a sidecar planned with these keys, without jitter."""
+    keys = f"restart={restart} backoff={backoff} max-restarts={budget}"
+    (item,) = plan_for(["--sidecar", f"s {keys} -- x", "--", "main"]).items
+    t = RestartTracker.for_item(item)
+    t.random = no_jitter
+    return t
 
 
 def no_jitter() -> float:
@@ -110,7 +114,7 @@ def test_never_gives_up_on_failure_and_is_done_on_success() -> None:
 
 
 def test_always_counts_clean_exits_and_gives_up_with_1() -> None:
-    t = tracker("always", backoff="0:0", budget="0/60")
+    t = tracker("always", budget="0/60")
     t.started(0.0)
     decision = t.exited(exit_status(0), 1.0)
     assert decision.action == GIVE_UP
