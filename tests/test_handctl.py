@@ -85,6 +85,16 @@ def started_pids(log: Path) -> list[int]:
     return [int(line.split()[1]) for line in lines(log) if line.startswith("start ")]
 
 
+def new_run(answer: str, done: str, log: Path) -> int:
+    """The pid in ``answer`` ('0 DONE (pid N)'), once that run has written its start line."""
+    prefix = f"0 {done} (pid "
+    assert answer.startswith(prefix) and answer.endswith(")"), answer
+    pid = int(answer[len(prefix) : -1])
+    # Answered once it has exec'd: its shell writes the line a moment later.
+    wait_for(lambda: pid in started_pids(log), what=f"the start line of pid {pid}")
+    return pid
+
+
 def test_a_restart_by_hand_stops_with_the_stop_signal_starts_anew_and_spends_no_budget(
     tmp_path: Path,
 ) -> None:
@@ -96,9 +106,7 @@ def test_a_restart_by_hand_stops_with_the_stop_signal_starts_anew_and_spends_no_
         wait_for(lambda: started_pids(log), what="sidecar a")
         for turn in range(3):
             old = started_pids(log)[-1]
-            answer = hand.ask("restart a")
-            new = started_pids(log)[-1]
-            assert answer == f"0 restarted sidecar a (pid {new})"
+            new = new_run(hand.ask("restart a"), "restarted sidecar a", log)
             assert new != old
             assert lines(log)[-2:] == [f"USR1 {old}", f"start {new}"], turn
         assert hand.ask("show a") == f"0 running pid={new} restarts=0 total=0"
@@ -125,8 +133,8 @@ def test_a_sidecar_stopped_by_hand_stays_down_until_started(tmp_path: Path) -> N
         assert lines(log) == [f"start {first}", f"TERM {first}"]
         assert hand.ask("show a") == "0 stopped pid=None restarts=0 total=0"
         assert hand.ask("stop a") == "1 sidecar a is stopped already"
-        assert hand.ask("start a").startswith("0 started sidecar a (pid ")
-        (_, second) = started_pids(log)
+        second = new_run(hand.ask("start a"), "started sidecar a", log)
+        assert started_pids(log) == [first, second]
         wait_for(lambda: hand.ask("show a").startswith("0 running"), what="sidecar a")
         assert hand.ask("start a") == f"1 sidecar a is running already (pid {second})"
         hand.ns.signal(signal.SIGTERM)
@@ -162,12 +170,10 @@ def test_an_exited_and_a_given_up_sidecar_can_be_started_again(tmp_path: Path) -
     with Hand(tmp_path, args) as hand:
         wait_for(lambda: hand.ask("show once").startswith("0 exited"), what="once's exit")
         wait_for(lambda: hand.ask("show flaky").startswith("0 gave-up"), what="flaky's give-up")
-        answer = hand.ask("start once")
-        assert answer == f"0 started sidecar once (pid {started_pids(once)[-1]})"
+        new_run(hand.ask("start once"), "started sidecar once", once)
         assert len(started_pids(once)) == 2
         fixed.touch()
-        answer = hand.ask("start flaky")
-        assert answer == f"0 started sidecar flaky (pid {started_pids(flaky)[-1]})"
+        new_run(hand.ask("start flaky"), "started sidecar flaky", flaky)
         wait_for(lambda: lines(flaky)[-1].startswith("start"), what="flaky's second start")
         assert hand.ask("show flaky").startswith("0 running")
         hand.ns.signal(signal.SIGTERM)
@@ -190,7 +196,8 @@ def test_refused_requests_change_nothing(tmp_path: Path) -> None:
         "--", "sh", "-c", main,
     ]  # fmt: skip
     with Hand(tmp_path, args) as hand:
-        wait_for(lambda: hand.ask("show a").startswith("0 running"), what="sidecar a")
+        wait_for(lambda: started_pids(log), what="sidecar a")
+        wait_for(lambda: hand.ask("show a").startswith("0 running"), what="sidecar a running")
         (pid,) = started_pids(log)
         assert hand.ask("start a") == f"1 sidecar a is running already (pid {pid})"
         stop = hand.send("stop a")  # it ignores TERM: SIGKILL after --stop-timeout
@@ -200,8 +207,7 @@ def test_refused_requests_change_nothing(tmp_path: Path) -> None:
         assert hand.ask("show a") == f"0 stopping pid={pid} restarts=0 total=0"
         assert hand.answer(stop) == f"0 stopped sidecar a (was pid {pid})"
         assert hand.ask("show a") == "0 stopped pid=None restarts=0 total=0"
-        assert hand.ask("restart a").startswith("0 started sidecar a")
-        (_, second) = started_pids(log)
+        second = new_run(hand.ask("restart a"), "started sidecar a", log)
         hand.ns.signal(signal.SIGTERM)
         wait_for(got_term.exists, what="the main's TERM")  # it ignores it: the stop goes on
         assert hand.ask("restart a") == "1 pyinit is stopping: cannot restart sidecar a"
@@ -225,9 +231,7 @@ def test_a_restart_by_hand_answers_once_execd_and_the_probe_says_when_it_is_back
     with Hand(tmp_path, ["--sidecar", sidecar, *MAIN]) as hand:
         go.touch()
         wait_for(lambda: hand.ask("show a").startswith("0 running"), what="a ready")
-        answer = hand.ask("restart a")
-        new = started_pids(log)[-1]
-        assert answer == f"0 restarted sidecar a (pid {new})"
+        new = new_run(hand.ask("restart a"), "restarted sidecar a", log)
         assert hand.ask("show a") == f"0 starting pid={new} restarts=0 total=0"
         go.touch()
         wait_for(lambda: hand.ask("show a").startswith("0 running"), what="a ready again")
@@ -244,7 +248,7 @@ def test_a_stop_by_hand_before_the_first_readiness_lets_the_start_up_go_on(
     never = tmp_path / "never"
     args = [
         "--sidecar", f"slow ready=file:{never} -- sleep 60",
-        "--", "sh", "-c", f"touch {main_ran}; trap 'exit 0' TERM; while :; do sleep 0.05; done",
+        "--", "sh", "-c", f"trap 'exit 0' TERM; touch {main_ran}; while :; do sleep 0.05; done",
     ]  # fmt: skip
     with Hand(tmp_path, args) as hand:
         wait_for(lambda: forked(hand.ask("show slow")), what="slow's fork")
