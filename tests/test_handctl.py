@@ -36,6 +36,13 @@ def recorder(log: Path, *, stop: str = "TERM", crash: Path | None = None) -> str
     )
 
 
+def stubborn(log: Path) -> str:
+    """A sidecar script that records its start and its TERM, and runs on: only SIGKILL ends it."""
+    return (
+        f"trap 'echo TERM $$ >> {log}' TERM; echo start $$ >> {log}; while :; do sleep 0.05; done"
+    )
+
+
 def lines(path: Path) -> list[str]:
     return path.read_text().split("\n")[:-1] if path.exists() else []
 
@@ -186,13 +193,10 @@ def test_an_exited_and_a_given_up_sidecar_can_be_started_again(tmp_path: Path) -
 def test_refused_requests_change_nothing(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     got_term = tmp_path / "got-term"
-    stubborn = (
-        f"trap 'echo TERM $$ >> {log}' TERM; echo start $$ >> {log}; while :; do sleep 0.05; done"
-    )
     main = f"trap 'touch {got_term}' TERM; while :; do sleep 0.05; done"
     args = [
         "--stop-timeout", "3",
-        "--sidecar", f'a -- sh -c "{stubborn}"',
+        "--sidecar", f'a -- sh -c "{stubborn(log)}"',
         "--", "sh", "-c", main,
     ]  # fmt: skip
     with Hand(tmp_path, args) as hand:
@@ -258,3 +262,23 @@ def test_a_stop_by_hand_before_the_first_readiness_lets_the_start_up_go_on(
         code, _, err = hand.ns.wait()
     assert code == 0, err
     assert "sidecar slow stopped by hand before it was ready: going on" in err
+
+
+def test_a_restart_by_hand_under_way_when_the_container_stops_is_stopped_in_its_turn(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "a.log"
+    args = ["--stop-timeout", "4", "--sidecar", f'a -- sh -c "{stubborn(log)}"', *MAIN]
+    with Hand(tmp_path, args) as hand:
+        wait_for(lambda: started_pids(log), what="sidecar a")
+        (pid,) = started_pids(log)
+        hand.send("restart a")  # it ignores TERM: the restart waits for SIGKILL
+        wait_for(lambda: f"TERM {pid}" in lines(log), what="its TERM")
+        hand.ns.signal(signal.SIGTERM)
+        code, _, err = hand.ns.wait()
+    assert code == 0, err
+    assert started_pids(log) == [pid]  # not started again
+    assert lines(log).count(f"TERM {pid}") == 1  # and not sent its stop-signal again
+    assert f"stopping sidecar a (pid {pid}) with SIGTERM (by hand)" in err
+    assert err.count("stopping sidecar a") == 1, err
+    assert "sending SIGKILL" in err
