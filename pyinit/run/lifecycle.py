@@ -172,7 +172,11 @@ class StopByHand(Record):
 
 
 class StartByHand(Record):
-    """``pyinitctl start``: start it now (one down: with a fresh restart budget)."""
+    """``pyinitctl start``: start it now (one down: with a fresh restart budget).
+
+    The ``...ByHand`` events are for sidecars: the drivers refuse them for
+    the main and tasks, and once the container's stop began.
+    """
 
     __slots__ = ()
 
