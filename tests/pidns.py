@@ -45,11 +45,12 @@ class Namespace:
         args: Sequence[str],
         env: dict[str, str] | None = None,
         pid1: bool = True,
+        entry: Sequence[str] = PYINIT,
         **popen: object,
     ) -> None:
         if pid1:
             sandbox.require_pid_namespace()
-        argv = [*UNSHARE, *PYINIT, *args] if pid1 else [*PYINIT, *args]
+        argv = [*UNSHARE, *entry, *args] if pid1 else [*entry, *args]
         full_env = dict(os.environ if env is None else env)
         full_env.setdefault("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
         self.proc = subprocess.Popen(

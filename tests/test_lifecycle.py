@@ -1,9 +1,10 @@
 """The per-process state machine (pyinit.run.lifecycle): a table of state x event, a fake clock.
 
 No process, no sleep: a :class:`Life` in each state meets each event, and
-the resulting state and actions are checked against the table below; then
-a fake runtime drives whole lives (a sidecar crashing into its restart
-budget, a main stopped and killed) the way the drivers do.
+the resulting state and actions are checked against the table below (and
+the one for a stop by hand under way); then a fake runtime drives whole
+lives (a sidecar crashing into its restart budget, a main stopped and
+killed, sidecars steered by hand) the way the drivers do.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ RESTART_EXIT = lc.Exited(status=EXIT_3, decision=lc.RESTART, delay=2.0, exit_cod
 DONE_EXIT = lc.exited(EXIT_3)
 GIVEUP_STOP = lc.Exited(status=EXIT_3, decision=lc.GIVE_UP, delay=0.0, exit_code=3)
 GIVEUP_IGNORE = lc.Exited(status=EXIT_3, decision=lc.GIVE_UP, delay=0.0, exit_code=None)
+HAND = {"first_signal": signal.SIGTERM, "term_at": 100.0, "kill_at": 108.0, "reap_by": 108.5}
+STOP_BY_HAND = lc.StopByHand(**HAND)
+RESTART_BY_HAND = lc.RestartByHand(**HAND)
+RUN_STOP_BY_HAND = lc.RunStop(**HAND)
+#: The container's stop turn for one already being stopped by hand: awaited, SIGKILL at 105.
+RUN_STOP_IN_TURN = lc.RunStop(first_signal=None, term_at=100.0, kill_at=105.0, reap_by=108.0)
+START_NOW = lc.StartRun(by_hand=True)
+FRESH_START = (lc.FreshBudget(), START_NOW)
 
 EVENTS: dict[str, lc.Event] = {
     "spawned": lc.Spawned(pid=PID),
@@ -37,6 +46,9 @@ EVENTS: dict[str, lc.Event] = {
     "sent TERM": lc.Signalled(signum=signal.SIGTERM),
     "sent KILL": lc.Signalled(signum=signal.SIGKILL),
     "backoff over": lc.BackoffOver(),
+    "stop by hand": STOP_BY_HAND,
+    "start by hand": lc.StartByHand(),
+    "restart by hand": RESTART_BY_HAND,
 }
 
 #: state -> event -> (next state, actions); "=" means unchanged, no action.
@@ -53,6 +65,9 @@ TABLE: dict[str, dict[str, tuple[str, tuple[lc.Action, ...]]]] = {
         "sent TERM": SAME,
         "sent KILL": SAME,
         "backoff over": SAME,
+        "stop by hand": (lc.STOPPING, (RUN_STOP_BY_HAND,)),
+        "start by hand": SAME,
+        "restart by hand": (lc.STOPPING, (RUN_STOP_BY_HAND,)),
     },
     lc.RUNNING: {
         "spawned": SAME,
@@ -65,6 +80,9 @@ TABLE: dict[str, dict[str, tuple[str, tuple[lc.Action, ...]]]] = {
         "sent TERM": SAME,
         "sent KILL": SAME,
         "backoff over": SAME,
+        "stop by hand": (lc.STOPPING, (RUN_STOP_BY_HAND,)),
+        "start by hand": SAME,
+        "restart by hand": (lc.STOPPING, (RUN_STOP_BY_HAND,)),
     },
     lc.BACKOFF: {
         "spawned": (lc.STARTING, ()),
@@ -76,7 +94,10 @@ TABLE: dict[str, dict[str, tuple[str, tuple[lc.Action, ...]]]] = {
         "stop": (lc.STOPPED, (lc.CancelBackoff(),)),
         "sent TERM": SAME,
         "sent KILL": SAME,
-        "backoff over": (lc.STARTING, (lc.StartRun(),)),
+        "backoff over": (lc.STARTING, (lc.StartRun(by_hand=False),)),
+        "stop by hand": (lc.STOPPED, (lc.CancelBackoff(),)),
+        "start by hand": (lc.STARTING, (lc.CancelBackoff(), START_NOW)),
+        "restart by hand": (lc.STARTING, (lc.CancelBackoff(), START_NOW)),
     },
     lc.STOPPING: {
         "spawned": SAME,
@@ -86,6 +107,9 @@ TABLE: dict[str, dict[str, tuple[str, tuple[lc.Action, ...]]]] = {
         "sent TERM": SAME,
         "sent KILL": (lc.KILLING, ()),
         "backoff over": SAME,
+        "stop by hand": SAME,
+        "start by hand": SAME,
+        "restart by hand": SAME,
     },
     lc.KILLING: {
         "spawned": SAME,
@@ -95,43 +119,96 @@ TABLE: dict[str, dict[str, tuple[str, tuple[lc.Action, ...]]]] = {
         "sent TERM": SAME,
         "sent KILL": SAME,
         "backoff over": SAME,
+        "stop by hand": SAME,
+        "start by hand": SAME,
+        "restart by hand": SAME,
     },
-    **{final: dict.fromkeys(EVENTS, SAME) for final in (lc.STOPPED, lc.EXITED, lc.GAVE_UP)},
+    **{
+        final: {
+            **dict.fromkeys(EVENTS, SAME),
+            "start by hand": (lc.STARTING, FRESH_START),
+            "restart by hand": (lc.STARTING, FRESH_START),
+        }
+        for final in (lc.STOPPED, lc.EXITED, lc.GAVE_UP)
+    },
+}
+
+#: (state, by_hand) of a stop by hand under way -> event -> (next state, actions).
+BY_HAND_TABLE: dict[tuple[str, str], dict[str, tuple[str, tuple[lc.Action, ...]]]] = {
+    (state, hand): {
+        **dict.fromkeys(EVENTS, SAME),
+        **{
+            e: (lc.STARTING, (START_NOW,)) if hand == lc.HAND_RESTART else (lc.STOPPED, ())
+            for e in EVENTS
+            if e.startswith("exit")
+        },
+        "stop": (state, (RUN_STOP_IN_TURN,)),
+        "sent KILL": (lc.KILLING, ()) if state == lc.STOPPING else SAME,
+    }
+    for state in (lc.STOPPING, lc.KILLING)
+    for hand in (lc.HAND_STOP, lc.HAND_RESTART)
 }
 
 
-def life_in(state: str) -> lc.Life:
+def life_in(state: str, by_hand: str | None = None) -> lc.Life:
     """A life that reached ``state`` earlier (since 1.0), with a running pid where one runs."""
     pid = PID if state in lc.ALIVE else None
-    return lc.Life(name="sidecar db", state=state, since=1.0, pid=pid, last_status=None, starts=1)
+    return lc.Life(
+        name="sidecar db",
+        state=state,
+        since=1.0,
+        pid=pid,
+        last_status=None,
+        starts=1,
+        by_hand=by_hand,
+    )
 
 
-def test_the_table_covers_every_state_and_event() -> None:
+def test_the_tables_cover_every_state_and_event() -> None:
     assert set(TABLE) == set(lc.STATES)
-    for row in TABLE.values():
+    for row in [*TABLE.values(), *BY_HAND_TABLE.values()]:
         assert set(row) == set(EVENTS)
+
+
+def check(before: lc.Life, event: str, expected: tuple[str, tuple[lc.Action, ...]]) -> lc.Life:
+    """``event`` on ``before`` gives the expected state and actions; the life after."""
+    after, actions = lc.transition(before, EVENTS[event], NOW)
+    expected_state, expected_actions = expected
+    if expected_state == "=":
+        assert after == before
+        assert actions == ()
+        return after
+    assert after.state == expected_state
+    assert actions == expected_actions
+    assert after.since == (NOW if expected_state != before.state else before.since)
+    if event == "spawned":
+        assert after.pid == PID
+    elif event.startswith("exit"):
+        assert (after.pid, after.last_status, after.by_hand) == (None, EXIT_3, None)
+    else:
+        assert after.pid == before.pid
+    return after
 
 
 @pytest.mark.parametrize(
     ("state", "event"), [(s, e) for s in lc.STATES for e in EVENTS], ids=lambda x: str(x)
 )
 def test_transition_table(state: str, event: str) -> None:
-    before = life_in(state)
-    after, actions = lc.transition(before, EVENTS[event], NOW)
-    expected_state, expected_actions = TABLE[state][event]
-    if expected_state == "=":
-        assert after == before
-        assert actions == ()
-        return
-    assert after.state == expected_state
-    assert actions == expected_actions
-    assert after.since == (NOW if expected_state != state else before.since)
-    if expected_state in lc.ALIVE and event != "backoff over":
-        assert after.pid == PID
-    else:
-        assert after.pid is None
-    if event.startswith("exit"):
-        assert after.last_status == EXIT_3
+    after = check(life_in(state), event, TABLE[state][event])
+    hand = {"stop by hand": lc.HAND_STOP, "restart by hand": lc.HAND_RESTART}.get(event)
+    assert after.by_hand == (hand if after.state == lc.STOPPING != state else None)
+
+
+@pytest.mark.parametrize(
+    ("situation", "event"), [(s, e) for s in BY_HAND_TABLE for e in EVENTS], ids=lambda x: str(x)
+)
+def test_transition_table_while_stopped_by_hand(situation: tuple[str, str], event: str) -> None:
+    before = life_in(*situation)
+    after = check(before, event, BY_HAND_TABLE[situation][event])
+    if event == "stop":  # the container's stop: it stays down whatever the hand asked for
+        assert after.by_hand is None
+    elif not event.startswith("exit"):
+        assert after.by_hand == before.by_hand
 
 
 def test_a_stop_before_the_first_fork_stops_nothing() -> None:
@@ -184,7 +261,7 @@ def test_a_crashing_sidecar_backs_off_restarts_and_gives_up_within_its_budget() 
         (wait,) = actions
         assert isinstance(wait, lc.WaitBackoff)
         rt.now = wait.until
-        assert rt.feed(lc.BackoffOver()) == (lc.StartRun(),)
+        assert rt.feed(lc.BackoffOver()) == (lc.StartRun(by_hand=False),)
         rt.start()
         policy.started(rt.now)
     assert states == [lc.BACKOFF, lc.BACKOFF, lc.BACKOFF, lc.GAVE_UP]
@@ -207,3 +284,75 @@ def test_a_main_that_ignores_its_stop_signal_is_killed_then_stopped() -> None:
     rt.feed(lc.exited(signal.SIGKILL))
     life = rt.tracked.life
     assert (life.state, life.pid, life.last_status) == (lc.STOPPED, None, signal.SIGKILL)
+
+
+def crash(rt: FakeRuntime, policy: RestartTracker) -> tuple[lc.Action, ...]:
+    """The run exits 3 and the policy's decision is fed, as ItemRun does."""
+    decision = policy.exited(EXIT_3, rt.now)
+    code = decision.exit_code if decision.action == lc.GIVE_UP else None
+    event = lc.Exited(status=EXIT_3, decision=decision.action, delay=decision.delay, exit_code=code)
+    return rt.feed(event)
+
+
+def by_hand(event: type[lc.StopByHand | lc.RestartByHand], now: float) -> lc.Event:
+    return event(first_signal=signal.SIGTERM, term_at=now, kill_at=now + 8.0, reap_by=now + 8.5)
+
+
+def test_restarts_by_hand_spend_no_budget() -> None:
+    rt = FakeRuntime("sidecar db")
+    policy = RestartTracker("always", 1.0, 1.0, 1, 60.0, lambda: 0.5)
+    rt.start()
+    policy.started(rt.now)
+    for _ in range(5):  # pyinitctl restart db, five times
+        rt.now += 1.0
+        (stop,) = rt.feed(by_hand(lc.RestartByHand, rt.now))
+        assert stop.first_signal == signal.SIGTERM
+        assert rt.feed(lc.exited(signal.SIGTERM)) == (lc.StartRun(by_hand=True),)
+        rt.start()
+        policy.started(rt.now, by_hand=True)
+    assert (rt.tracked.state, rt.tracked.life.starts, policy.total_restarts) == (lc.RUNNING, 6, 0)
+    rt.now += 1.0
+    (wait,) = crash(rt, policy)  # its one restart of the budget is still there
+    assert isinstance(wait, lc.WaitBackoff)
+
+
+def test_a_sidecar_stopped_by_hand_in_its_backoff_stays_down_until_a_start() -> None:
+    rt = FakeRuntime("sidecar db")
+    policy = RestartTracker("always", 2.0, 2.0, 5, 60.0, lambda: 0.5)
+    rt.start()
+    policy.started(rt.now)
+    rt.now = 1.0
+    assert isinstance(crash(rt, policy)[0], lc.WaitBackoff)
+    rt.now = 1.5
+    assert rt.feed(by_hand(lc.StopByHand, 1.5)) == (lc.CancelBackoff(),)
+    rt.now = 3.0  # when its backoff would have ended; then the container's stop
+    assert rt.feed(lc.BackoffOver()) == ()
+    assert rt.feed(STOP) == ()
+    assert (rt.tracked.state, rt.tracked.life.since) == (lc.STOPPED, 1.5)
+
+
+def test_a_given_up_sidecar_started_by_hand_gets_a_fresh_budget() -> None:
+    rt = FakeRuntime("sidecar db")
+    policy = RestartTracker("on-failure", 1.0, 1.0, 0, 60.0, lambda: 0.5)
+    rt.start()
+    policy.started(rt.now)
+    assert crash(rt, policy) == (lc.BeginStop(exit_code=3),)
+    rt.now = 5.0
+    actions = rt.feed(lc.StartByHand())
+    assert actions == FRESH_START
+    policy.fresh_budget()
+    rt.start()
+    policy.started(rt.now, by_hand=True)
+    assert (rt.tracked.state, rt.tracked.life.last_status) == (lc.RUNNING, EXIT_3)
+
+
+def test_a_restart_by_hand_cut_short_by_the_containers_stop_stays_down() -> None:
+    rt = FakeRuntime("sidecar db")
+    rt.start()
+    rt.feed(by_hand(lc.RestartByHand, 1.0))
+    rt.now = 2.0
+    (turn,) = rt.feed(lc.Stop(first_signal=signal.SIGTERM, term_at=2.0, kill_at=4.0, reap_by=5.0))
+    assert turn == lc.RunStop(first_signal=None, term_at=2.0, kill_at=4.0, reap_by=5.0)
+    rt.feed(lc.Signalled(signum=signal.SIGKILL))
+    assert rt.feed(lc.exited(signal.SIGKILL)) == ()
+    assert (rt.tracked.state, rt.tracked.life.by_hand) == (lc.STOPPED, None)

@@ -247,3 +247,33 @@ def test_a_refused_fork_is_a_failed_run_with_125() -> None:
     t.started(0.1)
     decision = t.exited(FAILED_START, 0.1)
     assert (decision.action, decision.exit_code) == (GIVE_UP, 125)
+
+
+def test_a_start_by_hand_is_no_restart_and_spends_no_budget() -> None:
+    t = tracker(backoff="1:8", budget="2/60")
+    t.started(0.0)
+    assert t.exited(exit_status(1), 1.0).action == RESTART
+    t.started(2.0)  # the policy's restart
+    for now in (3.0, 4.0, 5.0, 6.0):  # pyinitctl restart, four times
+        t.started(now, by_hand=True)
+    assert (t.restarts_within_window(6.0), t.total_restarts, t.restart_times) == (1, 1, [2.0])
+    decision = t.exited(exit_status(1), 7.0)  # the second restart is still in the budget
+    assert (decision.action, decision.delay) == (RESTART, 2.0)
+    t.started(9.0)
+    assert t.total_restarts == 2
+    assert t.exited(exit_status(1), 10.0).action == GIVE_UP
+
+
+def test_a_fresh_budget_forgets_the_restarts_and_the_backoff_but_not_the_total() -> None:
+    t = tracker(backoff="1:8", budget="1/60")
+    t.started(0.0)
+    assert t.exited(exit_status(1), 0.5).action == RESTART
+    t.started(1.5)
+    assert t.exited(exit_status(1), 2.0).action == GIVE_UP
+    t.fresh_budget()  # pyinitctl start of the given-up sidecar
+    t.started(3.0, by_hand=True)
+    assert (t.restart_times, t.total_restarts) == ([], 1)
+    decision = t.exited(exit_status(1), 3.5)
+    assert (decision.action, decision.delay) == (RESTART, 1.0)  # backoff from MIN again
+    t.started(4.5)
+    assert (t.restarts_within_window(4.5), t.total_restarts) == (1, 2)

@@ -439,7 +439,8 @@ def flaky(tmp_path: Path, *, good_on: int, code: int = 1, probe: str = "file") -
     count, pids, ready = tmp_path / "count", tmp_path / "pids", tmp_path / "ready"
     notify = "; echo >&3" if probe == "fd" else ""
     script = (
-        f"n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 )); echo $n > {count}; "
+        f"n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 )); echo $n > {count}.new; "
+        f"mv {count}.new {count}; "
         f"echo $$ >> {pids}; [ $n -ge {good_on} ] || exit {code}; touch {ready}{notify}; "
         "exec sleep 30"
     )

@@ -15,9 +15,14 @@ a backoff's end) and carry out the actions it returns.  The restart policy
 with the :class:`Exited` event.  The diagram is in docs/design.md::
 
     starting --Ready--> running --Exited--> exited | backoff | gave-up
-    starting/running --Stop--> stopping --Signalled(KILL)--> killing
-    stopping/killing --Exited--> stopped
-    backoff --BackoffOver--> starting       backoff --Stop--> stopped
+    starting/running --Stop | StopByHand | RestartByHand--> stopping --Signalled(KILL)--> killing
+    stopping/killing --Exited--> stopped (by hand to restart: starting)
+    backoff --BackoffOver--> starting       backoff --Stop | StopByHand--> stopped
+    stopped/exited/gave-up/backoff --StartByHand | RestartByHand--> starting
+
+The ``...ByHand`` events are ``pyinitctl stop``, ``start`` and ``restart``
+(docs/services.md, "By hand"): a sidecar stopped by hand stays down until a
+start; a start by hand of one that was down gives it a fresh restart budget.
 
 How a stop is timed (its stop signal, SIGKILL, the reap) stays with the one
 stop primitive (:mod:`pyinit.stopping`): :class:`Stop` hands it the instants.
@@ -60,10 +65,15 @@ DONE = "done"
 GIVE_UP = "give-up"
 
 
+#: What a stop by hand (:attr:`Life.by_hand`) leads to once the run is gone.
+HAND_STOP = "stop"
+HAND_RESTART = "restart"
+
+
 class Life(Record):
     """Where one process stands: its state since when, its pid, its last wait status."""
 
-    __slots__ = ("last_status", "name", "pid", "since", "starts", "state")
+    __slots__ = ("by_hand", "last_status", "name", "pid", "since", "starts", "state")
     #: ``main``, ``sidecar NAME`` or ``task NAME``.
     name: str
     state: str
@@ -75,11 +85,16 @@ class Life(Record):
     last_status: int | None
     #: How many times it was started (restarts are ``starts - 1``).
     starts: int
+    #: While it is being stopped by hand: :data:`HAND_STOP` (then stays down) or
+    #: :data:`HAND_RESTART` (then starts again); else None.
+    by_hand: str | None
 
     @classmethod
     def new(cls, name: str, now: float) -> Life:
         """A process about to be started for the first time."""
-        return cls(name=name, state=STARTING, since=now, pid=None, last_status=None, starts=0)
+        return cls(
+            name=name, state=STARTING, since=now, pid=None, last_status=None, starts=0, by_hand=None
+        )
 
     @property
     def alive(self) -> bool:
@@ -143,11 +158,55 @@ class BackoffOver(Record):
     __slots__ = ()
 
 
+class StopByHand(Record):
+    """``pyinitctl stop``: its stop-signal at ``term_at``, SIGKILL at ``kill_at``; then down.
+
+    A sidecar waiting to restart simply stays down.
+    """
+
+    __slots__ = ("first_signal", "kill_at", "reap_by", "term_at")
+    first_signal: int
+    term_at: float
+    kill_at: float
+    reap_by: float
+
+
+class StartByHand(Record):
+    """``pyinitctl start``: start it now (one down: with a fresh restart budget).
+
+    The ``...ByHand`` events are for sidecars: the drivers refuse them for
+    the main and tasks, and once the container's stop began.
+    """
+
+    __slots__ = ()
+
+
+class RestartByHand(Record):
+    """``pyinitctl restart``: stopped as by :class:`StopByHand`, then started again at once.
+
+    One waiting to restart starts now; one that is down starts as by
+    :class:`StartByHand`.
+    """
+
+    __slots__ = ("first_signal", "kill_at", "reap_by", "term_at")
+    first_signal: int
+    term_at: float
+    kill_at: float
+    reap_by: float
+
+
 # --- actions -------------------------------------------------------------------------
 
 
 class StartRun(Record):
-    """Fork a new run."""
+    """Fork a new run; ``by_hand``: asked for by hand, not a restart of the policy's."""
+
+    __slots__ = ("by_hand",)
+    by_hand: bool
+
+
+class FreshBudget(Record):
+    """Forget its earlier restarts and backoff (a start by hand of one that was down)."""
 
     __slots__ = ()
 
@@ -182,8 +241,18 @@ class BeginStop(Record):
     exit_code: int
 
 
-Event = Spawned | Ready | Exited | Stop | Signalled | BackoffOver
-Action = StartRun | RunStop | WaitBackoff | CancelBackoff | BeginStop
+Event = (
+    Spawned
+    | Ready
+    | Exited
+    | Stop
+    | Signalled
+    | BackoffOver
+    | StopByHand
+    | StartByHand
+    | RestartByHand
+)
+Action = StartRun | RunStop | WaitBackoff | CancelBackoff | BeginStop | FreshBudget
 
 
 def _to(life: Life, state: str, now: float, **changes: object) -> Life:
@@ -209,21 +278,57 @@ def transition(life: Life, event: Event, now: float) -> tuple[Life, tuple[Action
     elif isinstance(event, Exited):
         return _exited(life, event, now)
     elif isinstance(event, Stop):
+        if state in (STOPPING, KILLING) and life.by_hand is not None:
+            # Being stopped by hand when the container's stop begins: stopped in
+            # its turn (SIGKILL by the turn's kill_at), never started again.
+            return _to(life, state, now, by_hand=None), (_run_stop(event, None),)
+        return _stop(life, event, now, None)
+    elif isinstance(event, StopByHand):
+        return _stop(life, event, now, HAND_STOP)
+    elif isinstance(event, RestartByHand):
         if state in (STARTING, RUNNING) and life.pid is not None:
-            stop = RunStop(
-                first_signal=event.first_signal,
-                term_at=event.term_at,
-                kill_at=event.kill_at,
-                reap_by=event.reap_by,
-            )
-            return _to(life, STOPPING, now), (stop,)
-        if state in (STARTING, BACKOFF):  # nothing runs: nothing to signal, no restart
-            return _to(life, STOPPED, now), ((CancelBackoff(),) if state == BACKOFF else ())
+            return _stop(life, event, now, HAND_RESTART)
+        return _start_by_hand(life, now)
+    elif isinstance(event, StartByHand):
+        return _start_by_hand(life, now)
     elif isinstance(event, Signalled):
         if state == STOPPING and event.signum == signal.SIGKILL:
             return _to(life, KILLING, now), ()
     elif isinstance(event, BackoffOver) and state == BACKOFF:
-        return _to(life, STARTING, now), (StartRun(),)
+        return _to(life, STARTING, now), (StartRun(by_hand=False),)
+    return life, ()
+
+
+def _run_stop(event: Stop | StopByHand | RestartByHand, first_signal: int | None) -> RunStop:
+    """The stop primitive's run for ``event``'s instants."""
+    return RunStop(
+        first_signal=first_signal,
+        term_at=event.term_at,
+        kill_at=event.kill_at,
+        reap_by=event.reap_by,
+    )
+
+
+def _stop(
+    life: Life, event: Stop | StopByHand | RestartByHand, now: float, by_hand: str | None
+) -> tuple[Life, tuple[Action, ...]]:
+    """A stop (the container's turn, or by hand): its run signalled, or no restart to come."""
+    state = life.state
+    if state in (STARTING, RUNNING) and life.pid is not None:
+        stop = _run_stop(event, event.first_signal)
+        return _to(life, STOPPING, now, by_hand=by_hand), (stop,)
+    if state in (STARTING, BACKOFF):  # nothing runs: nothing to signal, no restart
+        return _to(life, STOPPED, now), ((CancelBackoff(),) if state == BACKOFF else ())
+    return life, ()
+
+
+def _start_by_hand(life: Life, now: float) -> tuple[Life, tuple[Action, ...]]:
+    """A start by hand: one waiting to restart starts now, one that is down afresh."""
+    start = StartRun(by_hand=True)
+    if life.state == BACKOFF:
+        return _to(life, STARTING, now), (CancelBackoff(), start)
+    if life.state in FINAL:
+        return _to(life, STARTING, now), (FreshBudget(), start)
     return life, ()
 
 
@@ -232,8 +337,10 @@ def _exited(life: Life, event: Exited, now: float) -> tuple[Life, tuple[Action, 
     state = life.state
     if state in FINAL or state == BACKOFF:
         return life, ()
-    ended = {"pid": None, "last_status": event.status}
+    ended = {"pid": None, "last_status": event.status, "by_hand": None}
     if state in (STOPPING, KILLING):
+        if life.by_hand == HAND_RESTART:
+            return _to(life, STARTING, now, **ended), (StartRun(by_hand=True),)
         return _to(life, STOPPED, now, **ended), ()
     if event.decision == RESTART:
         return _to(life, BACKOFF, now, **ended), (WaitBackoff(until=now + event.delay),)

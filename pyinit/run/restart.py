@@ -19,7 +19,11 @@ services layer carries the decision out; tests drive it with a fake clock.
   (:data:`FAILED_START`): it is retried after the backoff, within the budget;
 * before its first readiness a sidecar that would stay down (a clean exit
   under ``on-failure`` or ``never``) gives up too: it can never be ready, and
-  the start-up waits for it.
+  the start-up waits for it;
+* a start by hand (``pyinitctl start``/``restart``) is not a restart: it does
+  not spend the budget and is not counted; a start by hand of a sidecar that
+  was down (stopped, exited, gave up) begins with a fresh budget
+  (:meth:`RestartTracker.fresh_budget`).
 """
 
 from __future__ import annotations
@@ -104,6 +108,8 @@ class RestartTracker:
         self.random = random
         #: When each restart (not the first start) began, within the last window.
         self.restart_times: list[float] = []
+        #: Every restart the policy made (a start by hand is none), for ``pyinitctl status``.
+        self.total_restarts = 0
         self.started_at: float | None = None
         self._delay = backoff_min
         self._starts = 0
@@ -115,14 +121,20 @@ class RestartTracker:
             item.restart, item.backoff_min, item.backoff_max, item.max_restarts, item.restart_window
         )
 
-    def started(self, now: float) -> None:
-        """Record a start at ``now``."""
-        if self._starts:
+    def started(self, now: float, *, by_hand: bool = False) -> None:
+        """Record a start at ``now``; one ``by_hand`` is no restart of the policy's."""
+        if self._starts and not by_hand:
             # Time only moves on: a restart out of the window now never counts again.
             self.restart_times = [t for t in self.restart_times if now - t < self.window]
             self.restart_times.append(now)
+            self.total_restarts += 1
         self._starts += 1
         self.started_at = now
+
+    def fresh_budget(self) -> None:
+        """Forget the earlier restarts and backoff: a start by hand of a sidecar that was down."""
+        self.restart_times = []
+        self._delay = self.backoff_min
 
     def restarts_within_window(self, now: float) -> int:
         """How many restarts began in the WINDOW seconds up to ``now``."""

@@ -10,7 +10,9 @@ exits before the first readiness is restarted too, within ``ready-timeout``,
 and a give-up then either ends the start-up (``on-giveup=stop``) or lets it
 go on without that sidecar (``ignore``).  At shutdown the loop stops them
 one at a time, in reverse start order, each in its turn of the stop budget
-(:meth:`ItemRun.stop`).
+(:meth:`ItemRun.stop`).  ``pyinitctl`` stops, starts and restarts a sidecar
+by hand through the same state machine (:meth:`ItemRun.stop_by_hand`,
+:meth:`ItemRun.start_by_hand`, :meth:`ItemRun.restart_by_hand`).
 
 Every item is forked by :func:`pyinit.run.spawn.start_item` inside
 ``reaper.spawning()``, as its launch record (``Item.launch``, made in the
@@ -29,9 +31,10 @@ import time
 import trio
 
 from pyinit import log, stopping
-from pyinit.errors import PyinitError
+from pyinit.errors import ControlRefused, PyinitError
 from pyinit.plan.services import SIDECAR
 from pyinit.plan.signals import signal_name
+from pyinit.plan.stop import kill_grace
 from pyinit.run import lifecycle, liveness, probes
 from pyinit.run.reaper import describe_status
 from pyinit.run.restart import FAILED_START, GIVE_UP, RESTART, Decision, RestartTracker
@@ -48,7 +51,13 @@ if TYPE_CHECKING:
 
 
 class ItemRun:
-    """One item's runs: the current pid, restarts, whether it is being stopped."""
+    """One item's life: its runs, its restarts, its stop; steered by hand too (``pyinitctl``).
+
+    A sidecar's own trio task (:meth:`run_sidecar`) carries out the actions
+    its :class:`lifecycle.Tracked` asks for (start a run, wait a backoff);
+    every event goes through :meth:`_feed`, whoever it comes from: the run's
+    end, the container's stop turn, a request by hand.
+    """
 
     def __init__(self, sup: Supervision, item: Item, started: Started | None = None) -> None:
         self.sup = sup
@@ -63,6 +72,23 @@ class ItemRun:
         #: The uid it runs as: the only one whose notify datagrams count.
         self.uid = probes.runs_as(item.identity, item.switch_identity)
         self._backoff = trio.CancelScope()
+        #: The actions the sidecar's own task carries out (StartRun, WaitBackoff), in order.
+        self._todo, self._todo_out = trio.open_memory_channel[lifecycle.Action](math.inf)
+        #: Renewed at every step (an event fed, a start done): by-hand requests wait on it.
+        self._stepped = trio.Event()
+        #: Starts begun; the last one done (exec'd, failed to exec, fork refused): pid, error.
+        self._attempts = 0
+        self._launched_attempt = 0
+        self._launch: tuple[int | None, str | None] = (None, None)
+        #: True while :meth:`run_sidecar` runs: from then on it may be steered by hand.
+        self._steered = False
+        #: True once the start-up no longer waits for it (its first readiness, or not to come).
+        self._up = False
+        self._task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        #: The start-up's ``ready-timeout`` deadline (trio's clock).
+        self._deadline = math.inf
+        #: How its last run ended, for a ready-timeout passing during the backoff.
+        self._last_end = ""
         #: (run, exec'd) of the first run, if the launcher forked it before the loop existed.
         self._adopted = None if started is None else self._adopt(started)
         #: Its liveness checks (alive=): they set alive_state.
@@ -79,12 +105,43 @@ class ItemRun:
         """The pid of the run while it is alive, else None."""
         return None if self.current is None else self.current.pid
 
+    def _feed(self, event: lifecycle.Event) -> tuple[lifecycle.RunStop, ...]:
+        """Feed ``event`` to its life; carry out its actions, but return the stops to run."""
+        stops: list[lifecycle.RunStop] = []
+        for action in self.life.feed(event, time.monotonic()):
+            if isinstance(action, (lifecycle.StartRun, lifecycle.WaitBackoff)):
+                self._todo.send_nowait(action)
+            elif isinstance(action, lifecycle.CancelBackoff):
+                self._backoff.cancel()
+            elif isinstance(action, lifecycle.FreshBudget):
+                self.tracker.fresh_budget()
+            elif isinstance(action, lifecycle.BeginStop):
+                self.sup.give_up(action.exit_code)
+            else:
+                stops.append(action)
+        self._step()
+        return tuple(stops)
+
+    def _step(self) -> None:
+        """Wake whoever waits for a step of this item's life."""
+        stepped, self._stepped = self._stepped, trio.Event()
+        stepped.set()
+
+    def _claim(self, run: Watched) -> bool:
+        """True for the first to see ``run`` gone (its end is fed once); SIGKILL to its group."""
+        if self.current is not run:
+            return False
+        self.current = None
+        kill_group(run.pid, signal.SIGKILL)  # no orphan of it may hold its port
+        return True
+
     async def start_once(
-        self, channel: probes.NotifySocket | probes.ReadyPipe | None
+        self, channel: probes.NotifySocket | probes.ReadyPipe | None, *, by_hand: bool = False
     ) -> tuple[Watched, bool]:
         """Fork one run; once it has exec'd (True) or failed to (False: it exits then), the run.
 
-        A refused fork raises OSError, and counts as a start for the budget.
+        A refused fork raises OSError, and counts as a start for the budget
+        (``by_hand``: a start by hand, which is no restart).
         """
         sup = self.sup
         item = self.item
@@ -94,25 +151,35 @@ class ItemRun:
             return adopted
         extra_env = dict(channel.env) if channel is not None else {}
         pass_fds = dict(channel.pass_fds) if channel is not None else {}
+        self._attempts += 1
+        attempt = self._attempts
         try:
             with sup.reaper.spawning() as watch:
                 child, read_ends = fork_item(item, sup.original_mask, extra_env, pass_fds)
                 run = watch(child.pid)
-        except OSError:
-            self.tracker.started(time.monotonic())
+        except OSError as e:
+            self.tracker.started(time.monotonic(), by_hand=by_hand)
+            self._launched(attempt, None, f"fork failed: {fork_failure(e)}")
             raise
         if channel is not None:
             channel.child_started(child.pid)
         self.current = run
-        self.tracker.started(time.monotonic())
-        self.life.feed(lifecycle.Spawned(pid=child.pid), time.monotonic())
+        self.tracker.started(time.monotonic(), by_hand=by_hand)
+        self._feed(lifecycle.Spawned(pid=child.pid))
         try:
             error = await child.exec_result()
             self._say_started(child.pid, error)
+            self._launched(attempt, child.pid, None if error is None else error.message)
         finally:
             if read_ends:  # after its started line: that line comes first (logrelay)
                 sup.relay.adopt(item.name, read_ends)
         return run, error is None
+
+    def _launched(self, attempt: int, pid: int | None, error: str | None) -> None:
+        """Start ``attempt`` is done: ``pid`` exec'd (``error`` None) or not."""
+        self._launched_attempt = attempt
+        self._launch = (pid, error)
+        self._step()
 
     def _adopt(self, started: Started) -> tuple[Watched, bool]:
         """Take over the first run the launcher forked (its exec result is known)."""
@@ -127,12 +194,13 @@ class ItemRun:
     def _say_started(self, pid: int, error: PyinitError | None) -> None:
         """Its started line (--verbose), or why it could not exec.
 
-        A restart that needs no probe is back once it has exec'd: a notice
-        says so (one with a probe says it once ready again).
+        A later run (a restart, by policy or by hand) that needs no probe is
+        back once it has exec'd: a notice says so (one with a probe says it
+        once ready again).
         """
         if error is not None:
             log.error(f"{self.label}: {error.message}")
-        elif self.tracker.restart_times and self.item.ready is None:
+        elif self.life.life.starts > 1 and self.item.ready is None:
             log.notice(f"{self.label} is back (pid {pid})")
         else:
             log.info(f"started {self.label} (pid {pid}): {' '.join(self.item.command)}")
@@ -142,77 +210,120 @@ class ItemRun:
         try:
             run, _ = await self.start_once(None)
         except OSError as e:
-            self.life.feed(lifecycle.exited(FAILED_START), time.monotonic())
+            self._feed(lifecycle.exited(FAILED_START))
             raise PyinitError(f"{self.label} failed ({fork_failure(e)}): not starting") from None
         if self.item.ready is None:
-            self.life.feed(lifecycle.Ready(), time.monotonic())
+            self._feed(lifecycle.Ready())
         status = await self.sup.wait_exit(run)
-        self.current = None
-        self.life.feed(lifecycle.exited(status), time.monotonic())
-        kill_group(run.pid, signal.SIGKILL)  # what the task left behind in its group
+        if self._claim(run):  # the group too: what the task left behind
+            self._feed(lifecycle.exited(status))
         if status != 0:
             raise PyinitError(f"{self.label} failed ({describe_status(status)}): not starting")
         log.info(f"{self.label} done")
 
+    # --- a sidecar's life: the actions of its lifecycle, carried out -----------------------
+
     async def run_sidecar(
         self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Start, await the first readiness (reported through ``task_status``), restart per policy.
+        """Carry out the sidecar's life until cancelled; its first readiness via ``task_status``.
 
-        A run that exits before the first readiness is restarted by the same
-        policy; ``ready-timeout`` bounds the whole wait, restarts and backoffs
-        included (:class:`probes.ReadyTimeout`).  A give-up before it raises
-        PyinitError with the sidecar's exit code under ``on-giveup=stop``; under
-        ``ignore`` the start-up goes on without it.
+        The first run is started at once; after that, whatever its lifecycle
+        asks for: a restart after a backoff (the policy's decision on an
+        exit), a start by hand.  A run that exits before the first readiness
+        is restarted by the same policy; ``ready-timeout`` bounds the whole
+        wait, restarts and backoffs included (:class:`probes.ReadyTimeout`).  A
+        give-up before it raises PyinitError with the sidecar's exit code
+        under ``on-giveup=stop``; under ``ignore`` (or a stop by hand) the
+        start-up goes on without it.  A sidecar that stays down waits here
+        for a start by hand.
         """
-        ready = False
         timeout = self.item.ready_timeout
-        deadline = math.inf if timeout is None else trio.current_time() + timeout
-        while True:
-            status, ready, verb, last = await self._one_run(ready, deadline, task_status)
-            if self.stopping or self.sup.stopping:
-                self.life.feed(lifecycle.exited(status), time.monotonic())
-                await self._stopped(ready)
-                return
-            now = time.monotonic()
-            decision = self.tracker.exited(status, now, ready=ready)
-            actions = self.life.feed(self._exit_event(status, decision), now)
-            exited = verb if ready else f"{verb} before it was ready"
-            if decision.action == RESTART:
-                waits = (a.until for a in actions if isinstance(a, lifecycle.WaitBackoff))
-                until = next(waits, now + decision.delay)
-                log.notice(f"{self.label} {exited} ({last}): restarting in {decision.delay:g}s")
-                with self._backoff, trio.move_on_at(math.inf if ready else deadline) as bound:
-                    await trio.sleep(max(0.0, until - time.monotonic()))
-                if bound.cancelled_caught:
-                    assert timeout is not None
-                    raise probes.not_ready(self.label, timeout, f"it {exited}: {last}")
-                if self.stopping or self.sup.stopping:
-                    await self._stopped(ready)
-                    return
-                self._backoff = trio.CancelScope()
-                over = self.life.feed(lifecycle.BackoffOver(), time.monotonic())
-                if lifecycle.StartRun() in over:
-                    continue
-                return
-            if decision.action == GIVE_UP:
-                gave_up = "gave up" if ready else "gave up before it was ready"
-                what = f"{self.label} {gave_up} ({decision.reason}; last {last})"
-                if self.item.on_giveup == "stop":
-                    if not ready:
-                        raise PyinitError(f"{what}: stopping the container", decision.exit_code)
-                    log.error(f"{what}: stopping the container")
-                    for action in actions:
-                        if isinstance(action, lifecycle.BeginStop):
-                            self.sup.give_up(action.exit_code)
-                else:
-                    later = "" if ready else "; starting the next item without it"
-                    log.warning(f"{what}: staying down (on-giveup=ignore){later}")
-                    if not ready:
-                        task_status.started()
-                return
-            log.info(f"{self.label} {exited} ({last}): {decision.reason}")
+        self._deadline = math.inf if timeout is None else trio.current_time() + timeout
+        self._task_status = task_status
+        self._todo.send_nowait(lifecycle.StartRun(by_hand=False))
+        self._steered = True
+        try:
+            async for action in self._todo_out:
+                if isinstance(action, lifecycle.StartRun):
+                    await self._start_run(action)
+                elif isinstance(action, lifecycle.WaitBackoff):
+                    await self._wait_backoff(action)
+                if not self._up and self.state == lifecycle.STOPPED and not self._shutting_down():
+                    log.notice(f"{self.label} stopped by hand before it was ready: going on")
+                    self._report_up()
+        finally:
+            self._steered = False
+
+    def _shutting_down(self) -> bool:
+        """True once the container's stop began: nothing is started any more."""
+        return self.stopping or self.sup.stopping
+
+    async def _start_run(self, action: lifecycle.StartRun) -> None:
+        """One run, from its start to its end, fed to its life."""
+        if self._adopted is None and (
+            self.life.state != lifecycle.STARTING
+            or self.current is not None
+            or self._shutting_down()
+        ):
+            return  # stopped before its start came: nothing to start
+        run, status, verb, detail = await self._one_run(action.by_hand)
+        if run is None or self._claim(run):  # else a stop fed its end already
+            self._ended(status, verb, detail)
+
+    def _report_up(self) -> None:
+        """The start-up no longer waits for this sidecar."""
+        self._up = True
+        self._task_status.started()
+
+    def _ended(self, status: int, verb: str, detail: str) -> None:
+        """A run ended by itself: the restart policy's decision, fed to its life, and logged.
+
+        No policy for a run being stopped (its end is a stop's), nor once the
+        container's stop began.
+        """
+        if self.state in (lifecycle.STOPPING, lifecycle.KILLING) or self._shutting_down():
+            self._feed(lifecycle.exited(status))
             return
+        decision = self.tracker.exited(status, time.monotonic(), ready=self._up)
+        exited = verb if self._up else f"{verb} before it was ready"
+        self._last_end = f"it {exited}: {detail}"
+        event = self._exit_event(status, decision)
+        if decision.action == RESTART:
+            log.notice(f"{self.label} {exited} ({detail}): restarting in {decision.delay:g}s")
+        elif decision.action == GIVE_UP:
+            gave_up = "gave up" if self._up else "gave up before it was ready"
+            self._gave_up(decision, f"{self.label} {gave_up}", detail)
+        else:
+            log.info(f"{self.label} {exited} ({detail}): {decision.reason}")
+        self._feed(event)
+
+    def _gave_up(self, decision: Decision, gave_up: str, detail: str) -> None:
+        """Say so; before the first readiness under on-giveup=stop, end the start-up."""
+        what = f"{gave_up} ({decision.reason}; last {detail})"
+        if self.item.on_giveup == "stop":
+            if not self._up:
+                raise PyinitError(f"{what}: stopping the container", decision.exit_code)
+            log.error(f"{what}: stopping the container")
+        else:
+            later = "" if self._up else "; starting the next item without it"
+            log.warning(f"{what}: staying down (on-giveup=ignore){later}")
+            if not self._up:
+                self._report_up()
+
+    async def _wait_backoff(self, wait: lifecycle.WaitBackoff) -> None:
+        """The restart delay; then its end is fed, unless a stop (or a start by hand) came."""
+        if self.state != lifecycle.BACKOFF:
+            return  # cancelled before it began
+        self._backoff = trio.CancelScope()
+        with self._backoff, trio.move_on_at(math.inf if self._up else self._deadline) as bound:
+            await trio.sleep(max(0.0, wait.until - time.monotonic()))
+        if bound.cancelled_caught:
+            timeout = self.item.ready_timeout
+            assert timeout is not None
+            raise probes.not_ready(self.label, timeout, self._last_end)
+        if not self._backoff.cancelled_caught and not self._shutting_down():
+            self._feed(lifecycle.BackoffOver())
 
     def _exit_event(self, status: int, decision: Decision) -> lifecycle.Exited:
         """The policy's decision on a run's end, as the state machine's event."""
@@ -224,27 +335,24 @@ class ItemRun:
             exit_code=decision.exit_code if stops else None,
         )
 
-    async def _one_run(
-        self, ready: bool, deadline: float, task_status: trio.TaskStatus[None]
-    ) -> tuple[int, bool, str, str]:
-        """Start one run and await its end: (wait status, ready, how it ended: verb, detail).
+    async def _one_run(self, by_hand: bool) -> tuple[Watched | None, int, str, str]:
+        """Start one run and await its end: (the run, its wait status, how it ended: verb, detail).
 
-        A refused fork is a run that failed at once (:data:`FAILED_START`).
-        ``task_status`` is told at the first readiness.
+        A refused fork is a run that failed at once (:data:`FAILED_START`), with
+        no run.  The start-up is told at the first readiness.
         """
         channel = probes.open_channel(self.item.ready, self.label, self.uid)
         probe_scope = trio.CancelScope()
         try:
             try:
-                run, execd = await self.start_once(channel)
+                run, execd = await self.start_once(channel, by_hand=by_hand)
             except OSError as e:
-                return FAILED_START, ready, "could not start", fork_failure(e)
+                return None, FAILED_START, "could not start", fork_failure(e)
             if execd and self.item.ready is None:
                 self._ready_now()  # no probe: exec'd is ready
-            if not ready:
-                ready = execd and await self._first_ready(run, channel, deadline)
-                if ready:
-                    task_status.started()
+            if not self._up:
+                if execd and await self._first_ready(run, channel):
+                    self._report_up()
             elif self.item.ready is not None:
                 self.sup.nursery.start_soon(self._ready_again, run.pid, channel, probe_scope)
                 channel = None
@@ -254,32 +362,20 @@ class ItemRun:
             self.checks.end()
             if channel is not None:
                 channel.close()
-        self.current = None
-        kill_group(run.pid, signal.SIGKILL)  # no orphan of it may hold its port
-        return self.checks.counted(status), ready, "exited", describe_status(status)
+        return run, self.checks.counted(status), "exited", describe_status(status)
 
     def _ready_now(self) -> None:
         """The current run is ready: its state, and its liveness checks from now on."""
-        self.life.feed(lifecycle.Ready(), time.monotonic())
+        self._feed(lifecycle.Ready())
         if self.current is not None:
             self.checks.begin(self.current)
 
-    async def _stopped(self, ready: bool) -> None:
-        """Shutdown began: nothing to restart.  Before readiness, wait to be cancelled."""
-        if not ready:
-            # Only a stop signal ends the start-up early, and it cancels the
-            # start-up's scope: wait for that rather than report a readiness.
-            await trio.sleep_forever()
-
     async def _first_ready(
-        self,
-        run: Watched,
-        channel: probes.NotifySocket | probes.ReadyPipe | None,
-        deadline: float,
+        self, run: Watched, channel: probes.NotifySocket | probes.ReadyPipe | None
     ) -> bool:
         """True once ``run`` is ready; False if it exits first.
 
-        :class:`probes.ReadyTimeout` once ``deadline`` (trio's clock) passes.
+        :class:`probes.ReadyTimeout` once the start-up's deadline passes.
         """
         probe = self.item.ready
         if probe is None:
@@ -298,7 +394,7 @@ class ItemRun:
                     name=self.label,
                     channel=channel,
                     timeout=self.item.ready_timeout,
-                    deadline=deadline if self.item.ready_timeout is not None else None,
+                    deadline=self._deadline if self.item.ready_timeout is not None else None,
                     run_probe_command=self.run_probe_command,
                 )
             except probes.ProbeFailed:
@@ -343,34 +439,145 @@ class ItemRun:
         )
 
     async def stop(self, kill_at: float, reap_by: float) -> None:
-        """This item's stop: its stop-signal to its group now, SIGKILL at ``kill_at`` if needed."""
+        """This item's stop: its stop-signal to its group now, SIGKILL at ``kill_at`` if needed.
+
+        One stopped by hand is down already; one being stopped by hand is
+        awaited, with SIGKILL at ``kill_at`` at the latest.
+        """
         self.stopping = True
         first = self.item.stop_signal if self.item.kind == SIDECAR else signal.SIGTERM
         now = time.monotonic()
+        run = self.current
         turn = lifecycle.Stop(first_signal=first, term_at=now, kill_at=kill_at, reap_by=reap_by)
-        for action in self.life.feed(turn, now):
-            if isinstance(action, lifecycle.CancelBackoff):
-                self._backoff.cancel()
-            elif isinstance(action, lifecycle.RunStop) and self.current is not None:
-                await self._run_stop(self.current, action)
+        for action in self._feed(turn):
+            if run is not None:
+                await self._run_stop(run, action)
 
-    async def _run_stop(self, run: Watched, action: lifecycle.RunStop) -> None:
-        """Carry out a :class:`lifecycle.RunStop` with the one stop primitive."""
+    async def _run_stop(self, run: Watched, action: lifecycle.RunStop, by_hand: str = "") -> bool:
+        """Carry out a :class:`lifecycle.RunStop` with the one stop primitive; True once gone.
+
+        ``by_hand``: the verb of a request by hand, for the log.
+        """
         pid = run.pid
 
         def send(sig: int) -> None:
-            if sig == action.first_signal:
+            if sig == action.first_signal and by_hand:
+                log.notice(f"stopping {self.label} (pid {pid}) with {signal_name(sig)} (by hand)")
+            elif sig == action.first_signal:
                 log.info(f"stopping {self.label} (pid {pid}) with {signal_name(sig)}")
+            elif by_hand:
+                grace = self.sup.plan.stop_timeout
+                log.notice(f"{self.label} still running after {grace:g}s: sending SIGKILL")
             else:
                 log.notice(f"{self.label} still running at the deadline: sending SIGKILL")
-                self.life.feed(lifecycle.Signalled(signum=sig), time.monotonic())
+            if sig == signal.SIGKILL:
+                self._feed(lifecycle.Signalled(signum=sig))
             kill_group(pid, sig)
 
         ended_by = self.sup.ended_by(run)
-        if await stopping.stop(
+        ended = await stopping.stop(
             send, ended_by, action.first_signal, action.term_at, action.kill_at, action.reap_by
-        ):
-            # Gone: not live for the leftovers' turn, even before run_sidecar wakes.
-            self.current = None
-            if run.status is not None:
-                self.life.feed(lifecycle.exited(run.status), time.monotonic())
+        )
+        # Gone: fed now (not live for the leftovers' turn), even before its own task wakes.
+        if ended and run.status is not None and self._claim(run):
+            self._feed(lifecycle.exited(run.status))
+        return ended
+
+    # --- by hand (pyinitctl stop/start/restart, through the control socket) ----------------
+
+    async def stop_by_hand(self) -> str:
+        """``pyinitctl stop``: its stop-signal, ``--stop-timeout`` of grace, SIGKILL to its group.
+
+        It then stays down (no restart by policy, no stop at shutdown) until
+        a start by hand.  Returns once its run is reaped: the line to print;
+        ControlRefused when it cannot be done.
+        """
+        self._refuse_unless_steerable("stop")
+        state = self.state
+        if state == lifecycle.STOPPED:
+            raise ControlRefused(f"{self.label} is stopped already")
+        if state in (lifecycle.EXITED, lifecycle.GAVE_UP):
+            raise ControlRefused(f"{self.label} is not running ({state})")
+        run = self.current
+        stops = self._feed(self._by_hand(lifecycle.StopByHand))
+        if run is None or not stops:
+            return f"stopped {self.label} (it was waiting to restart)"
+        await self._stop_by_hand(run, stops[0], "stop")
+        return f"stopped {self.label} (was pid {run.pid})"
+
+    async def start_by_hand(self) -> str:
+        """``pyinitctl start``: start one that is down (fresh restart budget) or in its backoff.
+
+        Returns once the new run has exec'd (its readiness probe goes on
+        apart): the line to print; ControlRefused when it cannot be done.
+        """
+        self._refuse_unless_steerable("start")
+        attempts = self._attempts
+        self._feed(lifecycle.StartByHand())
+        return await self._started("started", attempts)
+
+    async def restart_by_hand(self) -> str:
+        """``pyinitctl restart``: stopped as by :meth:`stop_by_hand`, then started at once.
+
+        Not counted against ``max-restarts``.  One waiting to restart starts
+        now; one that is down starts as by :meth:`start_by_hand`.  Returns
+        once the new run has exec'd: the line to print; ControlRefused when
+        it cannot be done.
+        """
+        self._refuse_unless_steerable("restart")
+        attempts = self._attempts
+        run = self.current
+        verb = "started" if self.state in lifecycle.FINAL else "restarted"
+        stops = self._feed(self._by_hand(lifecycle.RestartByHand))
+        if run is not None and stops:
+            await self._stop_by_hand(run, stops[0], "restart")
+        return await self._started(verb, attempts)
+
+    def _refuse_unless_steerable(self, verb: str) -> None:
+        """ControlRefused when no request by hand can apply now (the lifecycle decides the rest)."""
+        if self._shutting_down():
+            raise ControlRefused(f"pyinit is stopping: cannot {verb} {self.label}")
+        if self.item.kind != SIDECAR:
+            raise ControlRefused(f"{self.label} is not a sidecar: cannot {verb} it")
+        if not self._steered:
+            raise ControlRefused(f"{self.label} is not started yet: cannot {verb} it")
+        state = self.state
+        if state in (lifecycle.STOPPING, lifecycle.KILLING):
+            raise ControlRefused(f"{self.label} is being stopped already")
+        if verb == "start" and state in (lifecycle.STARTING, lifecycle.RUNNING):
+            pid = "" if self.current is None else f" (pid {self.current.pid})"
+            raise ControlRefused(f"{self.label} is {state} already{pid}")
+        if verb == "restart" and state == lifecycle.STARTING and self.current is None:
+            raise ControlRefused(f"{self.label} is starting already")
+
+    def _by_hand(
+        self, event: type[lifecycle.StopByHand | lifecycle.RestartByHand]
+    ) -> lifecycle.StopByHand | lifecycle.RestartByHand:
+        """A stop by hand from now: its stop-signal, SIGKILL after ``--stop-timeout``."""
+        now = time.monotonic()
+        timeout = self.sup.plan.stop_timeout
+        kill_at = now + timeout
+        return event(
+            first_signal=self.item.stop_signal,
+            term_at=now,
+            kill_at=kill_at,
+            reap_by=kill_at + kill_grace(timeout),
+        )
+
+    async def _stop_by_hand(self, run: Watched, action: lifecycle.RunStop, verb: str) -> None:
+        """Run a stop by hand to the reap; ControlRefused if even SIGKILL did not end it."""
+        if not await self._run_stop(run, action, by_hand=verb):
+            raise ControlRefused(f"{self.label} (pid {run.pid}) got SIGKILL but is not gone yet")
+
+    async def _started(self, verb: str, attempts: int) -> str:
+        """Await the start asked for (after ``attempts`` began): the line, or ControlRefused."""
+        while self._launched_attempt <= attempts and self.state not in lifecycle.FINAL:
+            await self._stepped.wait()
+        if self._launched_attempt <= attempts:
+            if self._shutting_down():
+                raise ControlRefused(f"pyinit is stopping: {self.label} was not started again")
+            raise ControlRefused(f"{self.label} was stopped before it started again")
+        pid, error = self._launch
+        if error is not None:
+            raise ControlRefused(f"{self.label} did not start: {error}")
+        return f"{verb} {self.label} (pid {pid})"
