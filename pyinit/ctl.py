@@ -113,7 +113,7 @@ def ask(path: str, request: str, timeout: float) -> tuple[int, str, str]:
         except OSError as e:
             raise Unreachable(_why(e)) from None
         try:
-            sock.sendall(request.encode() + b"\n")
+            _send_request(sock, request)
             answer = _read_all(sock)
         except TimeoutError:
             raise Unreachable(f"no answer within {timeout:g}s") from None
@@ -126,6 +126,15 @@ def ask(path: str, request: str, timeout: float) -> tuple[int, str, str]:
     if not code_text.isdigit():
         raise Unreachable("no valid answer (is that pyinit's control socket?)")
     return int(code_text), text, body.decode(errors="replace")
+
+
+def _send_request(sock: _socket.socket, request: str) -> bool:
+    """Send the request line; False if the server answered and closed first (busy)."""
+    try:
+        sock.sendall(request.encode() + b"\n")
+    except (BrokenPipeError, ConnectionResetError):
+        return False  # its answer is still there to read
+    return True
 
 
 def _read_all(sock: _socket.socket) -> bytes:

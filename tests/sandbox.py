@@ -121,7 +121,7 @@ class Result(NamedTuple):
 
 
 def base_environment(**extra: str) -> dict[str, str]:
-    """A small, predictable environment: PATH, HOME=/root, LANG, plus ``extra``.
+    """A small, predictable environment: PATH, HOME=/root, LANG, no control socket, plus ``extra``.
 
     PYTHONPATH names this checkout, so ``python -m pyinit`` runs the code under
     test, never another installed copy.
@@ -131,6 +131,9 @@ def base_environment(**extra: str) -> dict[str, str]:
         "HOME": "/root",
         "LANG": "C.UTF-8",
         "PYTHONPATH": str(PROJECT_ROOT),
+        # No control socket unless a test asks for one (tests/test_control.py):
+        # never one in the host's /run (see PRIVATE_RUN for PID namespaces).
+        "PYINIT_CONTROL": "none",
     }
     env.update(extra)
     return env
@@ -401,8 +404,9 @@ UNSHARE_PID: tuple[str, ...] = (
     "sh",
 )
 
-#: Outside a PID namespace pyinit would make its socket in the host's /run: no socket.
-NO_CONTROL = {"PYINIT_CONTROL": "none"}
+#: As UNSHARE_PID without the private /run, for tests that count processes (a pids
+#: cgroup): the shell's fork of mount would count.  Pass PYINIT_CONTROL with it.
+UNSHARE_PID_SHARED_RUN: tuple[str, ...] = ("unshare", "--pid", "--fork", "--mount-proc")
 
 
 def without_host_control(env: dict[str, str] | None) -> dict[str, str]:

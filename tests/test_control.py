@@ -46,13 +46,20 @@ CTL = (sys.executable, "-m", "pyinit.ctl")
 WAIT = 15.0
 
 
+def socket_env(**extra: str) -> dict[str, str]:
+    """:func:`sandbox.base_environment` with the control socket's default (its own /run)."""
+    env = base_environment(**extra)
+    if "PYINIT_CONTROL" not in extra:
+        del env["PYINIT_CONTROL"]
+    return env
+
+
 class Container:
     """pyinit ARGS as PID 1 of a namespace with fixture users and its own /run."""
 
     def __init__(self, box: Sandbox, args: list[str], **env: str) -> None:
         require_pid_namespace()
-        environ = base_environment(**env)
-        environ.pop("PYINIT_CONTROL", None)
+        environ = socket_env(**env)
         self.proc = subprocess.Popen(
             box.argv([*PYINIT, *args], pid_namespace=True),
             env=environ,
@@ -81,7 +88,7 @@ class Container:
         command = ["nsenter", "-t", str(self.pid), "-p", "-m", "--"]
         if uid is not None:
             command += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
-        return run([*command, *CTL, *args], env=base_environment(), timeout=timeout)
+        return run([*command, *CTL, *args], env=socket_env(), timeout=timeout)
 
     def wait_listening(self, socket_path: str = SOCKET) -> None:
         """Until the control socket answers."""
@@ -184,9 +191,12 @@ TRAP_USR1 = "trap 'echo usr1 >> {out}' USR1; echo up > {ready}; while :; do slee
 
 
 def test_control_is_decided_in_the_plan() -> None:
-    assert plan_for(["--mode", "supervise", "--", "true"]).control == SOCKET
-    assert plan_for(["--mode", "exec", "--", "true"]).control is None
-    assert plan_for(["--mode", "supervise", "--control", "none", "--", "true"]).control is None
+    default = socket_env()
+    assert plan_for(["--mode", "supervise", "--", "true"], default).control == SOCKET
+    assert plan_for(["--mode", "exec", "--", "true"], default).control is None
+    assert (
+        plan_for(["--mode", "supervise", "--control", "none", "--", "t"], default).control is None
+    )
     env = base_environment(PYINIT_CONTROL="/run/app/ctl.sock")
     assert plan_for(["--mode", "supervise", "--", "true"], env).control == "/run/app/ctl.sock"
     flag_wins = plan_for(["--mode", "supervise", "--control", "/x/y.sock", "--", "true"], env)
@@ -506,7 +516,7 @@ def test_a_plain_target_imports_no_json_or_psutil_until_asked(sandbox: Sandbox) 
         [sys.executable, "-X", "importtime", *PYINIT[1:], "--", "sleep", "0.5"],
         pid_namespace=True,
     )
-    result = run(argv, env=base_environment())
+    result = run(argv, env=socket_env())
     assert result.returncode == 0, result.stderr
     modules = imported_modules(result.stderr)
     assert "pyinit.run.control" in modules and "pyinit.root.control" in modules
@@ -632,3 +642,67 @@ def test_python_m_pyinit_ctl_and_the_console_script_entry() -> None:
     assert 'pyinitctl = "pyinit.ctl:main"' in text
     result = run([*CTL, "--help"], env=base_environment())
     assert result.returncode == 0 and result.stdout.startswith("usage: pyinitctl")
+
+
+def test_the_socket_and_a_directory_pyinit_made_are_removed_at_exit() -> None:
+    with scratch_dir("pyinit-ctl-", 0o700) as tmp:
+        made = tmp / "made" / "control.sock"
+        # The socket is made just after the main is forked: wait for it (bounded).
+        look = f"for i in $(seq 100); do test -S {made} && echo listening && exit; sleep 0.05; done"
+        env = base_environment(PYINIT_CONTROL=str(made))
+        result = run([*PYINIT, "--mode", "supervise", "--", "sh", "-c", look], env=env)
+        assert (result.returncode, result.stdout) == (0, "listening\n"), result.stderr
+        assert not (tmp / "made").exists()
+        kept = tmp / "control.sock"
+        env = base_environment(PYINIT_CONTROL=str(kept))
+        look = f"for i in $(seq 100); do test -S {kept} && exit; sleep 0.05; done; exit 1"
+        result = run([*PYINIT, "--mode", "supervise", "--", "sh", "-c", look], env=env)
+        assert result.returncode == 0, result.stderr
+        assert list(tmp.iterdir()) == []
+
+
+def test_a_refused_thread_turns_one_client_away_never_pid1(tmp_path: Path) -> None:
+    from test_fork_refused import _pids_hierarchy, _start, _wait
+
+    parent = _pids_hierarchy()
+    if parent is None:
+        pytest.skip("no pids cgroup controller here")
+    group = parent / f"pyinit-test-ctl-{os.getpid()}"
+    group.mkdir()
+    errors = tmp_path / "stderr"
+    try:
+        if parent.name != "pids":
+            (parent / "cgroup.subtree_control").write_text("+pids")
+        with scratch_dir("pyinit-ctl-", 0o700) as tmp:
+            path = str(tmp / "control.sock")
+            done = tmp / "done"
+            wait = f"while [ ! -e {done} ]; do sleep 0.05; done; exit 3"
+            proc = _start(group, errors, "--control", path, "--", "sh", "-c", wait)
+            try:
+                wait_for(lambda: os.path.exists(path), WAIT, "the control socket")
+                ctl = [*CTL, "--control", path, "health"]
+                assert run(ctl, env=base_environment()).returncode == 0
+                # Every pid the cgroup allows is taken: no thread for the next client.
+                (group / "pids.max").write_text((group / "pids.current").read_text())
+                busy = run(ctl, env=base_environment())
+                assert busy.returncode == 1
+                assert busy.stderr == (
+                    "pyinitctl: busy: pyinit cannot start a thread now, try again\n"
+                )
+                (group / "pids.max").write_text("max")
+                assert run(ctl, env=base_environment()).returncode == 0
+                done.touch()
+                code = _wait(proc, errors)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=5)
+    finally:
+        for pid in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        wait_for(lambda: not (group / "cgroup.procs").read_text(), WAIT, "an empty cgroup")
+        group.rmdir()
+    err = errors.read_text()
+    assert code == 3, err
+    assert "Traceback" not in err and "internal error" not in err, err

@@ -8,6 +8,7 @@
   planted where the socket's directory goes, say) is refused, never followed;
 * the socket's own directory is created root's (pyinit's own uid), mode
   0700; an existing one must be pyinit's and writable by nobody else;
+* at exit the socket is removed, and the directory too if pyinit made it;
 * a socket left there by an earlier pyinit that nobody listens on any more
   (stale) is removed; a live one (another pyinit listening) is left alone
   and this pyinit runs without a socket, as it does when none can be made
@@ -28,6 +29,7 @@ import os
 import stat
 
 from pyinit import log
+from pyinit.record import Record
 
 #: How a directory on the socket's path is opened: never through a symlink.
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -45,31 +47,52 @@ class NoSocket(Exception):
     """Why no control socket is made: the rest of the notice line."""
 
 
+class Place(Record):
+    """Where the socket is: its directory (open), and that directory's parent if pyinit made it."""
+
+    __slots__ = ("created_in", "dir_fd", "dir_name", "name")
+    dir_fd: int
+    name: str
+    # The parent's descriptor when pyinit created the directory (it removes it at exit).
+    created_in: int | None
+    dir_name: str
+
+
 class Listener:
     """The listening socket at ``path``, and what removing it at exit needs."""
 
-    def __init__(self, sock: _socket.socket, path: str, dir_fd: int, name: str, ino: int) -> None:
+    def __init__(self, sock: _socket.socket, path: str, place: Place, ino: int) -> None:
         self.sock = sock
         self.path = path
-        self._dir_fd = dir_fd
-        self._name = name
+        self._place = place
         self._ino = ino
 
     def close(self) -> None:
         """Stop listening (an ``accept`` blocked on it returns) and remove the socket file.
 
-        The file is removed only if it is still the one this pyinit bound.
+        The file is removed only if it is still the one this pyinit bound; the
+        directory only if this pyinit created it and it is empty.
         """
+        place = self._place
         with contextlib.suppress(OSError):
             self.sock.shutdown(_socket.SHUT_RDWR)
         self.sock.close()
         try:
-            st = os.stat(self._name, dir_fd=self._dir_fd, follow_symlinks=False)
+            st = os.stat(place.name, dir_fd=place.dir_fd, follow_symlinks=False)
             if st.st_ino == self._ino and stat.S_ISSOCK(st.st_mode):
-                os.unlink(self._name, dir_fd=self._dir_fd)
+                os.unlink(place.name, dir_fd=place.dir_fd)
         except OSError:
             pass
-        os.close(self._dir_fd)
+        if place.created_in is not None:
+            with contextlib.suppress(OSError):
+                os.rmdir(place.dir_name, dir_fd=place.created_in)
+        _close_place(place)
+
+
+def _close_place(place: Place) -> None:
+    os.close(place.dir_fd)
+    if place.created_in is not None:
+        os.close(place.created_in)
 
 
 def open_control(path: str) -> Listener | None:
@@ -85,7 +108,8 @@ def open_control(path: str) -> Listener | None:
 
 def _open(path: str) -> Listener:
     parent, _, name = path.rpartition("/")
-    dir_fd = _open_directory(parent)
+    place = _open_directory(parent, name)
+    dir_fd = place.dir_fd
     try:
         _clear_stale(dir_fd, name, path)
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
@@ -98,29 +122,34 @@ def _open(path: str) -> Listener:
             sock.close()
             raise NoSocket(f"cannot listen: {_reason(e)}") from None
     except BaseException:
-        os.close(dir_fd)
+        _close_place(place)
         raise
-    return Listener(sock, path, dir_fd, name, ino)
+    return Listener(sock, path, place, ino)
 
 
-def _open_directory(parent: str) -> int:
+def _open_directory(parent: str, name: str) -> Place:
     """Open the socket's directory, creating the last component root's 0700; no symlinks."""
     names = parent.split("/")[1:]
     fd = os.open("/", _DIR_FLAGS)
     done = ""
+    created_in: int | None = None
     try:
-        for index, name in enumerate(names):
-            done += "/" + name
-            last = index == len(names) - 1
-            created = last and _mkdir(fd, name, done)
-            child = _open_component(fd, name, done)
-            os.close(fd)
-            fd = child
-        _check_own_directory(fd, parent, created)
+        for index, component in enumerate(names):
+            done += "/" + component
+            created = index == len(names) - 1 and _mkdir(fd, component, done)
+            child = _open_component(fd, component, done)
+            if created:
+                created_in, fd = fd, child  # kept: the directory is removed at exit
+            else:
+                os.close(fd)
+                fd = child
+        _check_own_directory(fd, parent, created_in is not None)
     except BaseException:
         os.close(fd)
+        if created_in is not None:
+            os.close(created_in)
         raise
-    return fd
+    return Place(dir_fd=fd, name=name, created_in=created_in, dir_name=names[-1])
 
 
 def _mkdir(dir_fd: int, name: str, shown: str) -> bool:

@@ -66,6 +66,7 @@ DRAIN_READS = 4
 USAGE = "expected status, health, restart NAME, stop NAME, start NAME or signal NAME SIG"
 MAIN_BY_HAND = "the main cannot be stopped or restarted by hand: stop the container"
 STOPPING = "the container is stopping: only status is answered"
+ENDING = "the container is stopping: its processes are gone"
 #: The requests that act by hand on a sidecar, with their ItemRun method's name.
 BY_HAND = {"stop": "stop_by_hand", "start": "start_by_hand", "restart": "restart_by_hand"}
 
@@ -422,7 +423,7 @@ class PlainBackend(Backend):
             return 1, "unhealthy: the container is stopping"
         state = self.intake.main_life.state
         if state != lifecycle.RUNNING:
-            return 1, f"unhealthy: main is {state}"
+            return 1, f"unhealthy: main {_not_healthy(state)}"
         return 0, "healthy"
 
     def signal(self, name: str, signum: int) -> str:
@@ -461,8 +462,8 @@ class LoopBackend(Backend):
             raise ControlRefused("pyinit is starting up: try again")
         try:
             return trio.from_thread.run_sync(fn, sup, trio_token=token)
-        except trio.RunFinishedError:
-            raise ControlRefused(STOPPING) from None
+        except trio.RunFinishedError:  # the loop is over: pyinit is about to exit
+            raise ControlRefused(ENDING) from None
 
     def stopping(self) -> bool:
         """True once the loop's shutdown began."""
@@ -553,7 +554,7 @@ def loop_health(sup: Supervision) -> tuple[int, str]:
     problems: list[str] = []
     main = sup.main_life.state
     if main != lifecycle.RUNNING:
-        problems.append(f"main is {main}" + (" (not ready)" if main == lifecycle.STARTING else ""))
+        problems.append(f"main {_not_healthy(main)}")
     if sup.alive_state == "dead":
         problems.append("main failed its liveness checks")
     now = time.monotonic()
@@ -568,11 +569,21 @@ def loop_health(sup: Supervision) -> tuple[int, str]:
             continue
         if state == lifecycle.BACKOFF and run.tracker.restarts_within_window(now) == 0:
             continue  # its first backoff
-        what = "failed its liveness checks" if state == lifecycle.RUNNING else f"is {state}"
-        problems.append(f"sidecar {item.name} {what}")
+        problems.append(f"sidecar {item.name} {_not_healthy(state)}")
     if problems:
         return 1, "unhealthy: " + "; ".join(problems)
     return 0, "healthy"
+
+
+def _not_healthy(state: str) -> str:
+    """What a state that is not healthy says in ``health``'s line."""
+    if state == lifecycle.RUNNING:
+        return "failed its liveness checks"
+    if state == lifecycle.STARTING:
+        return "is starting (not ready)"
+    if state == lifecycle.BACKOFF:
+        return "is in backoff (restarting)"
+    return f"is {state}"
 
 
 def _loop_signal(sup: Supervision, name: str, signum: int) -> str:
