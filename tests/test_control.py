@@ -594,6 +594,10 @@ def test_status_and_health_with_sidecars(sandbox: Sandbox) -> None:
         assert c.ctl("health").returncode == 0
         unknown = c.ctl("signal", "nope", "TERM")
         assert unknown.stderr == "pyinitctl: no process named 'nope' (known: main, db, extra)\n"
+        assert c.ctl("restart", "nope").stderr == unknown.stderr
+        assert c.ctl("stop", "main").stderr == MAIN_BY_HAND
+        gone = c.ctl("signal", "extra", "TERM")  # gave up: nothing runs
+        assert (gone.returncode, gone.stderr) == (1, "pyinitctl: sidecar extra is not running\n")
         code, _, _ = c.stop()
     assert code == 143
 

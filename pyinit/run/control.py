@@ -67,8 +67,8 @@ USAGE = "expected status, health, restart NAME, stop NAME, start NAME or signal 
 MAIN_BY_HAND = "the main cannot be stopped or restarted by hand: stop the container"
 STOPPING = "the container is stopping: only status is answered"
 ENDING = "the container is stopping: its processes are gone"
-#: The requests that act by hand on a sidecar, with their ItemRun method's name.
-BY_HAND = {"stop": "stop_by_hand", "start": "start_by_hand", "restart": "restart_by_hand"}
+#: The requests that act by hand on a sidecar (ItemRun.stop_by_hand, ...).
+BY_HAND = ("stop", "start", "restart")
 
 
 class Backend:
@@ -383,7 +383,7 @@ def user_name(identity: Identity | None) -> str:
         return str(uid)
 
 
-def kill_group(pid: int | None, name: str, signum: int) -> str:
+def signal_group(pid: int | None, name: str, signum: int) -> str:
     """Send ``signum`` to the process group a running process leads; the line to print."""
     from pyinit.plan.signals import signal_name
 
@@ -432,7 +432,7 @@ class PlainBackend(Backend):
             raise ControlRefused(f"no process named {quoted(name)} (known: main)")
         target = self.intake.target
         pid = None if target is None or target.exited else target.pid
-        return kill_group(pid, "main", signum)
+        return signal_group(pid, "main", signum)
 
     def by_hand(self, action: str, name: str) -> str:
         """Nothing but the main runs here, and it is not stopped or restarted by hand."""
@@ -494,9 +494,15 @@ class LoopBackend(Backend):
         """An item's own by-hand method (``ItemRun.stop_by_hand`` ...), awaited in the loop."""
         import trio
 
+        from pyinit.run.services import ItemRun
+
         run = self._in_loop(lambda sup: _item(sup, name))
-        assert self._token is not None
-        method = getattr(run, BY_HAND[action])
+        assert isinstance(run, ItemRun) and self._token is not None
+        method = {
+            "stop": run.stop_by_hand,
+            "start": run.start_by_hand,
+            "restart": run.restart_by_hand,
+        }[action]
         try:
             result = trio.from_thread.run(method, trio_token=self._token)
         except trio.RunFinishedError:
@@ -590,9 +596,9 @@ def _loop_signal(sup: Supervision, name: str, signum: int) -> str:
     if name == "main":
         main = sup.main
         pid = None if main is None or main.exited else main.pid
-        return kill_group(pid, "main", signum)
+        return signal_group(pid, "main", signum)
     run = _item(sup, name)
-    return kill_group(run.pid, f"{run.item.kind} {name}", signum)
+    return signal_group(run.pid, f"{run.item.kind} {name}", signum)
 
 
 def serve(listener: Listener, backend: Backend) -> Server | None:
