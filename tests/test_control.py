@@ -710,3 +710,33 @@ def test_a_refused_thread_turns_one_client_away_never_pid1(tmp_path: Path) -> No
     err = errors.read_text()
     assert code == 3, err
     assert "Traceback" not in err and "internal error" not in err, err
+
+
+def test_a_non_root_pyinit_answers_its_own_uid(
+    sandbox: Sandbox, pyinit_any_user: tuple[str, ...], python_any_user: str
+) -> None:
+    # runAsUser: 1000 -- pyinit cannot make /run/pyinit; a directory of its own serves.
+    with scratch_dir("pyinit-ctl-", 0o755) as tmp:
+        os.chown(tmp, 1000, 1000)
+        path = tmp / "ctl" / "control.sock"
+        wait = f"for i in $(seq 100); do test -S {path} && break; sleep 0.05; done"
+        ask = f"{python_any_user} -m pyinit.ctl --control {path} health"
+        as_alice = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"]
+        argv = [*as_alice, *pyinit_any_user, "--mode", "supervise", "--control", str(path)]
+        result = sandbox.run([*argv, "--", "sh", "-c", f"{wait}; {ask}"], env=base_environment())
+        assert (result.returncode, result.stdout) == (0, "healthy\n"), result.stderr
+        assert "control socket" not in result.stderr
+        assert not (tmp / "ctl").exists()  # made by pyinit, removed at its exit
+
+
+def test_the_config_file_names_the_socket(tmp_path: Path) -> None:
+    config = tmp_path / "pyinit.toml"
+    config.write_text('control = "/run/app/control.sock"\n')
+    argv = ["--config", str(config), "--mode", "supervise", "--", "true"]
+    assert plan_for(argv, socket_env()).control == "/run/app/control.sock"
+    assert plan_for(argv, base_environment()).control is None  # PYINIT_CONTROL=none wins
+    config.write_text('control = "relative.sock"\n')
+    with pytest.raises(UsageError) as refused:
+        plan_for(argv, socket_env())
+    assert "key 'control'" in refused.value.message
+    assert "expected an absolute path or none" in refused.value.message
