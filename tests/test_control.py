@@ -42,6 +42,8 @@ from pyinit.errors import UsageError
 SOCKET = "/run/pyinit/control.sock"
 #: pyinitctl as the tests run it: the interpreter running pytest, this checkout.
 CTL = (sys.executable, "-m", "pyinit.ctl")
+#: setpriv to the fixture's redis (999:999).
+AS_REDIS = ("setpriv", "--reuid=999", "--regid=999", "--clear-groups")
 #: Every wait is bounded.
 WAIT = 15.0
 
@@ -388,6 +390,15 @@ def test_a_non_root_user_is_refused_and_nothing_happens(sandbox: Sandbox) -> Non
         for argv in (["signal", "main", "KILL"], ["status"], ["health"], ["stop", "main"]):
             denied = c.ctl("--control", "/run/ctl/control.sock", *argv, uid=999)
             assert (denied.returncode, denied.stderr) == (1, "pyinitctl: permission denied\n")
+        # Garbage from a refused peer is refused the same way, not parsed.
+        as_redis = ["nsenter", "-t", str(c.pid), "-p", "-m", "--", *AS_REDIS]
+        probe = (
+            "import socket; s = socket.socket(socket.AF_UNIX);"
+            " s.connect('/run/ctl/control.sock'); s.sendall(bytes([255]) + b' x\\n');"
+            " print(s.recv(99).decode(), end='')"
+        )
+        garbage = run([*as_redis, sys.executable, "-c", probe], env=base_environment())
+        assert garbage.stdout == "1 permission denied\n", garbage
         time.sleep(0.2)
         assert main in children(c.pid), "the main was signalled"
         assert Path(f"/proc/{main}/stat").read_text().split()[2] != "Z"

@@ -164,7 +164,12 @@ class Server:
             allowed = _allowed(client)  # the peer as it connected, before anything is read
             # The line is read even for a refused peer: closing a socket with
             # unread data resets it, and the client would lose its answer.
-            line = _read_request(client)
+            try:
+                line = _read_request(client)
+            except _BadRequest:
+                if allowed:
+                    raise
+                line = ""
             answer = self.answer(line) if allowed else b"1 permission denied\n"
             client.settimeout(ANSWER_SECONDS)
             client.sendall(answer)
