@@ -45,8 +45,8 @@ if TYPE_CHECKING:
     from pyinit.plan import Plan
     from pyinit.plan.userspec import Identity
     from pyinit.root.control import Listener
-    from pyinit.run.intake import Intake
     from pyinit.run.loop import Supervision
+    from pyinit.run.reaper import Watched
     from pyinit.run.services import ItemRun
 
     Process = dict[str, object]
@@ -405,19 +405,28 @@ def signal_group(pid: int | None, name: str, signum: int) -> str:
 
 
 class PlainBackend(Backend):
-    """A plain target's: the main only, read from the intake (no loop, no trio)."""
+    """A plain target's: the main only (no loop, no trio).
 
-    def __init__(self, plan: Plan, intake: Intake) -> None:
+    ``life`` is the main's state (readable from any thread: its record is
+    replaced whole), ``main`` its watched child, ``stopping`` says whether
+    the container's stop began.
+    """
+
+    def __init__(
+        self, plan: Plan, life: lifecycle.Tracked, main: Watched, stopping: Callable[[], bool]
+    ) -> None:
         self.plan = plan
-        self.intake = intake
+        self.life = life
+        self.main = main
+        self._stopping = stopping
 
     def stopping(self) -> bool:
         """True once the stop deadline runs."""
-        return self.intake.deadline is not None
+        return self._stopping()
 
     def processes(self) -> list[Process]:
         """The main's status object."""
-        life = self.intake.main_life.life
+        life = self.life.life
         return [
             process_status("main", "main", life, user_name(self.plan.identity), self.plan.command)
         ]
@@ -426,7 +435,7 @@ class PlainBackend(Backend):
         """Healthy while the main runs and no stop began (a plain target has no probes)."""
         if self.stopping():
             return 1, "unhealthy: the container is stopping"
-        state = self.intake.main_life.state
+        state = self.life.state
         if state != lifecycle.RUNNING:
             return 1, f"unhealthy: main {_not_healthy(state)}"
         return 0, "healthy"
@@ -435,8 +444,7 @@ class PlainBackend(Backend):
         """Only the main: its process group (it leads one)."""
         if name != "main":
             raise ControlRefused(f"no process named {quoted(name)} (known: main)")
-        target = self.intake.target
-        pid = None if target is None or target.exited else target.pid
+        pid = None if self.main.exited else self.main.pid
         return signal_group(pid, "main", signum)
 
     def by_hand(self, action: str, name: str) -> str:

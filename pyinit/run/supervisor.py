@@ -44,7 +44,8 @@ if TYPE_CHECKING:
     from types import ModuleType
 
     from pyinit.plan import Plan
-    from pyinit.run.control import LoopBackend, Server
+    from pyinit.run.control import Backend, LoopBackend, Server
+    from pyinit.run.reaper import Watched
 
 
 #: The GIL switch interval once the loop thread runs (seconds).
@@ -99,13 +100,25 @@ def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
         # container's whole life, as catatonit does not.
         os.chdir("/")
     if error is None and is_plain(plan):
-        server = _serve_control(plan, intake, None)
-        try:
-            return supervise_plain(plan, intake, intake.target)
-        finally:
-            if server is not None:
-                server.close()
+        return _run_plain(plan, intake, intake.target)
     return _run_loop(plan, intake)
+
+
+def _run_plain(plan: Plan, intake: Intake, main: Watched) -> int:
+    """A plain target's whole life in this thread, its control server beside it."""
+    server = None
+    if plan.control is not None:
+        from pyinit.run.control import PlainBackend
+
+        def stopping() -> bool:
+            return intake.deadline is not None
+
+        server = _serve_control(plan.control, PlainBackend(plan, intake.main_life, main, stopping))
+    try:
+        return supervise_plain(plan, intake, main)
+    finally:
+        if server is not None:
+            server.close()
 
 
 def _start_items_early(plan: Plan, reaper: Reaper, mask: tuple[int, ...]) -> dict[str, Started]:
@@ -149,12 +162,12 @@ def _run_loop(plan: Plan, intake: Intake) -> int:
         intake.finish(None)
         return intake.run()
 
-    control = None
+    control = server = None
     if plan.control is not None:
         from pyinit.run.control import LoopBackend
 
         control = LoopBackend()
-    server = _serve_control(plan, intake, control)
+        server = _serve_control(plan.control, control)
     try:
         return _loop_thread_and_intake(plan, intake, loop, control)
     finally:
@@ -192,22 +205,13 @@ def _loop_thread_and_intake(
     return intake.run()
 
 
-def _serve_control(plan: Plan, intake: Intake, backend: LoopBackend | None) -> Server | None:
-    """The control socket (docs/operate.md), served from now on; None without one.
-
-    ``backend`` is the loop's; None serves a plain target's main.
-    """
-    if plan.control is None:
-        return None
+def _serve_control(path: str, backend: Backend) -> Server | None:
+    """The control socket at ``path`` (docs/operate.md), served from now on; None without one."""
     from pyinit.root.control import open_control
-    from pyinit.run import control
+    from pyinit.run.control import serve
 
-    listener = open_control(plan.control)
-    if listener is None:
-        return None
-    return control.serve(
-        listener, control.PlainBackend(plan, intake) if backend is None else backend
-    )
+    listener = open_control(path)
+    return None if listener is None else serve(listener, backend)
 
 
 def _describe(error: BaseException) -> str:
