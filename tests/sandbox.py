@@ -10,8 +10,9 @@ a command in a private mount namespace where those are bind-mounted over
 
 With ``pid_namespace=True`` the command is also PID 1 of a new PID namespace
 (``unshare --pid --fork --mount-proc``), the way a container runs its
-entrypoint.  The bind mounts vanish with the namespace: nothing on the host
-changes, whatever a test does.
+entrypoint, with a private tmpfs on /run (pyinit's control socket never goes
+to the host's /run; :data:`PRIVATE_RUN`).  The bind mounts vanish with the
+namespace: nothing on the host changes, whatever a test does.
 
 Every run has a timeout.  On expiry the whole process group is killed, and
 with a PID namespace its PID 1 too (which takes the namespace down), so no
