@@ -1,6 +1,7 @@
 """Run pyinit as PID 1 of a fresh PID namespace, the way a container runtime would.
 
-``unshare --pid --fork --mount-proc`` makes pyinit PID 1 with its own /proc.
+``unshare --pid --fork --mount-proc`` makes pyinit PID 1 with its own /proc
+(and, through a shell that execs it, its own tmpfs on /run).
 unshare does not forward signals, so tests signal the namespace's PID 1
 directly: its host pid is the only child of the unshare process.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 import sandbox
 from sandbox import PROJECT_ROOT, PYINIT, UNSHARE_PID
 
-#: ``unshare --pid --fork --mount-proc`` (see :data:`sandbox.UNSHARE_PID`).
+#: ``unshare --pid --fork --mount-proc`` and a private /run (see :data:`sandbox.UNSHARE_PID`).
 UNSHARE = UNSHARE_PID
 WAIT_SECONDS = 20.0
 #: Targets often run as nobody, who cannot enter /root (where pyenv lives).
@@ -52,6 +53,8 @@ class Namespace:
             sandbox.require_pid_namespace()
         argv = [*UNSHARE, *entry, *args] if pid1 else [*entry, *args]
         full_env = dict(os.environ if env is None else env)
+        if not pid1:
+            full_env.setdefault("PYINIT_CONTROL", "none")  # never the host's /run
         full_env.setdefault("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
         self.proc = subprocess.Popen(
             argv,

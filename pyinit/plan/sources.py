@@ -26,6 +26,7 @@ ENVIRONMENT_OPTIONS = {
     "mode": ("PYINIT_MODE", "--mode"),
     "stop_timeout": ("PYINIT_STOP_TIMEOUT", "--stop-timeout"),
     "stop_delay": ("PYINIT_STOP_DELAY", "--stop-delay"),
+    "control": ("PYINIT_CONTROL", "--control"),
 }
 
 #: Options that only supervise mode can carry out: dest -> flag.  One given by a

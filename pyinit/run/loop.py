@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from pyinit.plan import Plan
+    from pyinit.run.control import LoopBackend
     from pyinit.run.intake import Intake
     from pyinit.run.probes import NotifySocket, ReadyPipe
     from pyinit.run.reaper import Watched
@@ -72,22 +73,33 @@ if TYPE_CHECKING:
     from pyinit.run.supervisor import Handoff
 
 
-def run(plan: Plan, intake: Intake, handoff: Handoff) -> int | None:
-    """Supervise until done; pyinit's exit code, or None if pyinit finished without the loop."""
-    return trio.run(_supervise, plan, intake, handoff)
+def run(
+    plan: Plan, intake: Intake, handoff: Handoff, control: LoopBackend | None = None
+) -> int | None:
+    """Supervise until done; pyinit's exit code, or None if pyinit finished without the loop.
+
+    ``control``: the control server's backend, told of the loop's state once it exists.
+    """
+    return trio.run(_supervise, plan, intake, handoff, control)
 
 
-async def _supervise(plan: Plan, intake: Intake, handoff: Handoff) -> int | None:
+async def _supervise(
+    plan: Plan, intake: Intake, handoff: Handoff, control: LoopBackend | None
+) -> int | None:
     try:
-        return await _supervise_in_nursery(plan, intake, handoff)
+        return await _supervise_in_nursery(plan, intake, handoff, control)
     finally:
         log.set_writer(None)
 
 
-async def _supervise_in_nursery(plan: Plan, intake: Intake, handoff: Handoff) -> int | None:
+async def _supervise_in_nursery(
+    plan: Plan, intake: Intake, handoff: Handoff, control: LoopBackend | None
+) -> int | None:
     async with trio.open_nursery() as nursery:
         supervision = Supervision(plan, intake, nursery, handoff)
         token = trio.lowlevel.current_trio_token()
+        if control is not None:
+            control.attach(supervision, token)
         if plan.items:
             supervision.relay.start_outputs()
             # Among relayed lines, pyinit's own take the relay's queue, whole.

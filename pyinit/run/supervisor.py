@@ -43,8 +43,11 @@ from pyinit.run.spawn import Started, fork_failure, fork_item, start_target, sta
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
+    from types import ModuleType
 
     from pyinit.plan import Plan
+    from pyinit.run.control import Backend, LoopBackend, Server
+    from pyinit.run.reaper import Watched
 
 
 #: The GIL switch interval once the loop thread runs (seconds).
@@ -121,8 +124,26 @@ def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
         # container's whole life, as catatonit does not.
         os.chdir("/")
     if error is None and is_plain(plan):
-        return supervise_plain(plan, intake, handoff, main)
+        return _run_plain(plan, intake, handoff, main)
     return _run_loop(plan, intake, handoff)
+
+
+def _run_plain(plan: Plan, intake: Intake, handoff: Handoff, main: Watched) -> int:
+    """A plain target's whole life in this thread, its control server beside it."""
+    server = None
+    if plan.control is not None:
+        from pyinit.run.control import PlainBackend
+
+        def stopping() -> bool:
+            return intake.stopping
+
+        backend = PlainBackend(plan, handoff.main_life, main, stopping)
+        server = _serve_control(plan.control, backend)
+    try:
+        return supervise_plain(plan, intake, handoff, main)
+    finally:
+        if server is not None:
+            server.close()
 
 
 def _start_items_early(plan: Plan, reaper: Reaper, mask: tuple[int, ...]) -> dict[str, Started]:
@@ -166,10 +187,28 @@ def _run_loop(plan: Plan, intake: Intake, handoff: Handoff) -> int:
         intake.finish(None)
         return intake.run(handoff.main_life)
 
+    control = server = None
+    if plan.control is not None:
+        from pyinit.run.control import LoopBackend
+
+        control = LoopBackend()
+        server = _serve_control(plan.control, control)
+    try:
+        return _loop_thread_and_intake(plan, intake, handoff, loop, control)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _loop_thread_and_intake(
+    plan: Plan, intake: Intake, handoff: Handoff, loop: ModuleType, control: LoopBackend | None
+) -> int:
+    """Run the loop in a second thread; this one takes signals until the loop is done."""
+
     def loop_thread() -> None:
         code: int | None = None
         try:
-            code = loop.run(plan, intake, handoff)
+            code = loop.run(plan, intake, handoff, control)
             if code is None:
                 return  # pyinit finished before the loop was needed
         except BaseException as e:  # pyinit's own bug: the intake still stops the target
@@ -189,6 +228,15 @@ def _run_loop(plan: Plan, intake: Intake, handoff: Handoff) -> int:
         log.error(f"supervisor failed: {_describe(e)}; stopping the target")
         intake.finish(None)
     return intake.run(handoff.main_life)
+
+
+def _serve_control(path: str, backend: Backend) -> Server | None:
+    """The control socket at ``path`` (docs/operate.md), served from now on; None without one."""
+    from pyinit.root.control import open_control
+    from pyinit.run.control import serve
+
+    listener = open_control(path)
+    return None if listener is None else serve(listener, backend)
 
 
 def _describe(error: BaseException) -> str:
