@@ -731,6 +731,14 @@ def test_a_non_root_pyinit_answers_its_own_uid(
         assert not (tmp / "ctl").exists()  # made by pyinit, removed at its exit
 
 
+def test_a_non_root_pyinit_has_no_default_socket() -> None:
+    argv = ["--mode", "supervise", "--", "true"]
+    assert plan_for(argv, socket_env(), euid=0).control == "/run/pyinit/control.sock"
+    assert plan_for(argv, socket_env(), euid=1000).control is None
+    asked = socket_env(PYINIT_CONTROL="/tmp/pyinit/control.sock")
+    assert plan_for(argv, asked, euid=1000).control == "/tmp/pyinit/control.sock"
+
+
 def test_the_config_file_names_the_socket(tmp_path: Path) -> None:
     config = tmp_path / "pyinit.toml"
     config.write_text('control = "/run/app/control.sock"\n')

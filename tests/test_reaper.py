@@ -112,7 +112,9 @@ def test_a_restart_on_a_reused_pid_is_not_taken_for_the_old_exit(tmp_path: Path)
     # that the next pid is its own, and exits 7.  The restart gets that pid.
     # The old reaper still held "exit 7" for it: the new run looked dead at
     # once and was SIGKILLed.  Run 2 must live until the shutdown stops it.
-    # --quiet: a log line would start the relay's writer thread, which takes a pid.
+    # The threads take pids too: the main waits for the loop thread and the
+    # relay's two writers (started with the loop); --control none (the
+    # tests' default) has no server thread.
     first, log, go = tmp_path / "first", tmp_path / "log", tmp_path / "go"
     os.mkfifo(go)
     sidecar = (
@@ -124,7 +126,7 @@ def test_a_restart_on_a_reused_pid_is_not_taken_for_the_old_exit(tmp_path: Path)
     )
     main = (
         "import os, sys, time\n"
-        "while len(os.listdir('/proc/1/task')) < 2: time.sleep(0.01)\n"  # the loop thread
+        "while len(os.listdir('/proc/1/task')) < 4: time.sleep(0.01)\n"  # loop, 2 writers
         f"open({str(go)!r}, 'w').write('go\\n')\n"
         f"while not os.path.exists({str(log)!r}) or 'run' not in open({str(log)!r}).read():\n"
         "    time.sleep(0.02)\n"

@@ -755,7 +755,7 @@ def build_plan(
         alive=services.alive,
         on_unhealthy=services.on_unhealthy,
         config_files=tuple(s.path for s in config_sources if not s.is_directory),
-        control=_control(options, mode),
+        control=_control(options, mode, host),
         host=host,
     )
     if plan.items:
@@ -1057,9 +1057,16 @@ def parse_control(text: str) -> str | None:
     return path
 
 
-def _control(options: Namespace, mode: str) -> str | None:
-    """The control socket's path (--control, PYINIT_CONTROL, default); None in exec mode."""
+def _control(options: Namespace, mode: str, host: Host) -> str | None:
+    """The control socket's path (--control, PYINIT_CONTROL, default); None in exec mode.
+
+    A pyinit that is not root has none unless asked for one: the default
+    directory is root's (docs/operate.md), and a container run as a user
+    must not get a notice about it at every start.
+    """
     text = getattr(options, "control", None)
+    if text is None and host.euid != 0:
+        return None
     try:
         path = parse_control(DEFAULT_CONTROL if text is None else text)
     except UsageError as e:
