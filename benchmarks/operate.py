@@ -106,10 +106,14 @@ def programs(helper: Path, sidecars: int, options: str = "") -> list[Program]:
 
 def pyinit_cmd(entry: str, control: str | None, progs: list[Program]) -> list[str]:
     """pyinit with the control socket at CONTROL ('none' to disable; None: the default
-    path, on a private tmpfs over /run) running PROGS (the last one the main)."""
+    path, on a private tmpfs over /run) running PROGS (the last one the main).
+
+    The path is always given with --control: the harness's environment may hold a
+    PYINIT_CONTROL of its own, which would otherwise win over the default.
+    """
     argv = pyinit_argv(entry, progs)
     if control is None:
-        return [*PRIVATE_RUN, *argv]
+        return [*PRIVATE_RUN, argv[0], "--control", DEFAULT_SOCKET, *argv[1:]]
     return [argv[0], "--control", control, *argv[1:]]
 
 
@@ -229,8 +233,25 @@ def window(pids: dict[str, int], seconds: float) -> dict[str, Row]:
     return out
 
 
+def ask_all(pids: dict[str, int], ctl: str | None, command: str) -> dict[str, int]:
+    """`pyinitctl COMMAND` once in each socket configuration's namespace: its exit code."""
+    codes: dict[str, int] = {}
+    for label, pid in pids.items():
+        if "socket" in label and ctl and wait_socket(pid, DEFAULT_SOCKET):
+            argv = [ctl, "--control", DEFAULT_SOCKET, command]
+            codes[label] = in_namespace(pid, argv).returncode
+    return codes
+
+
+def rss_now(pids: dict[str, int]) -> dict[str, int | None]:
+    """VmRSS (kB) of each PID 1, None when gone."""
+    return {
+        label: (c or {}).get("rss_kb") for label, c in ((k, counters(v)) for k, v in pids.items())
+    }
+
+
 def idle_once(entry: str, ctl: str | None, helper: Path, workdir: Path, p: Row) -> dict[str, Row]:
-    """All configurations at once: a window, one status + health where a socket is, a window."""
+    """All configurations at once: a window; one `health`, RSS; one `status`, a window."""
     configs = idle_configs(entry, helper)
     pids: dict[str, int] = {}
     rows: dict[str, Row] = {}
@@ -242,25 +263,24 @@ def idle_once(entry: str, ctl: str | None, helper: Path, workdir: Path, p: Row) 
                 rows[label] = {"error": str(e)}
         time.sleep(p["settle"])
         first = window(pids, p["window"])
-        answers: Row = {}
-        for label, pid in pids.items():
-            if "socket" in label and ctl and wait_socket(pid, DEFAULT_SOCKET):
-                answers[label] = [
-                    in_namespace(pid, [ctl, cmd]).returncode for cmd in ("status", "health")
-                ]
+        health = ask_all(pids, ctl, "health")
+        time.sleep(0.3)
+        after_health = rss_now(pids)
+        status = ask_all(pids, ctl, "status")
         time.sleep(p["settle"] / 2)
         second = window(pids, p["window"])
     for label in pids:
         a, b = first[label], second[label]
-        if "error" in a or "error" in b:
-            rows[label] = {"error": a.get("error") or b.get("error")}
+        if "error" in a or "error" in b or after_health[label] is None:
+            rows[label] = {"error": a.get("error") or b.get("error") or "PID 1 is gone"}
             continue
         rows[label] = {
             "per_s": a["per_s"],
             "rss_kb": a["rss_kb"],
+            "rss_kb_health": after_health[label],
             "per_s_after": b["per_s"],
             "rss_kb_after": b["rss_kb"],
-            "answers": answers.get(label),
+            "answers": [health[label], status[label]] if label in health else None,
         }
     return rows
 
@@ -277,7 +297,7 @@ def measure_idle(entry: str, ctl: str | None, helper: Path, workdir: Path, p: Ro
                 runs.setdefault(label, []).append(row)
     configs: dict[str, Row] = {}
     for label, rows in runs.items():
-        keys = ("per_s", "rss_kb", "per_s_after", "rss_kb_after")
+        keys = ("per_s", "rss_kb", "rss_kb_health", "per_s_after", "rss_kb_after")
         configs[label] = {k: statistics.median(r[k] for r in rows) for k in keys}
         configs[label]["n"] = len(rows)
         configs[label]["answers"] = rows[-1]["answers"]
@@ -417,15 +437,16 @@ def render_idle(res: Row) -> str:
     rows = []
     for label, r in res["configs"].items():
         if "per_s" not in r:
-            rows.append([label, f"not available: {r.get('error')}", "", "", "", ""])
+            rows.append([label, f"not available: {r.get('error')}", "", "", "", "", ""])
             continue
         rows.append(
             [
                 label,
                 fmt(r["per_s"]),
                 fmt(r["rss_kb"]),
-                fmt(r["per_s_after"]),
+                fmt(r["rss_kb_health"]),
                 fmt(r["rss_kb_after"]),
+                fmt(r["per_s_after"]),
                 "n/a" if r["answers"] is None else ",".join(map(str, r["answers"])),
             ]
         )
@@ -434,17 +455,19 @@ def render_idle(res: Row) -> str:
         "### PID 1 idle wake-ups and VmRSS, control socket open vs `--control none`\n\n"
         "All configurations at once, each PID 1 of its own namespace; the socket is the "
         "default /run/pyinit/control.sock on a tmpfs over the namespace's own /run. "
-        f"Context switches of all threads of PID 1 over {res['window']:g} s, then VmRSS (kB); "
-        "then `pyinitctl status` and `pyinitctl health` once each (through `nsenter --mount`), "
-        f"and a second window. Medians of {res['reps']} run(s).\n\n"
+        f"Context switches of all threads of PID 1 over {res['window']:g} s, and VmRSS (kB); "
+        "then `pyinitctl health` once (through `nsenter --mount`), VmRSS; then "
+        "`pyinitctl status` once, and a second window with VmRSS at its end. Medians of "
+        f"{res['reps']} run(s).\n\n"
         + table(
             [
                 "configuration",
                 "wake-ups/s",
                 "VmRSS kB",
-                "wake-ups/s after requests",
-                "VmRSS kB after",
-                "status,health exit",
+                "after health",
+                "after status",
+                "wake-ups/s after",
+                "health,status exit",
             ],
             rows,
         )
