@@ -57,9 +57,11 @@ def wait_health(ctr: Container, healthy: bool, timeout: float) -> None:
 
 def healthcheck_of(image: Image) -> list[str]:
     """The image's HEALTHCHECK test, as ``podman image inspect`` shows it."""
-    check = image.config.get("Healthcheck")
-    assert isinstance(check, dict), f"{image.tag} has no HEALTHCHECK: {image.config}"
-    return [str(word) for word in check.get("Test", [])]
+    check = image.healthcheck
+    assert isinstance(check, dict), f"{image.tag} has no HEALTHCHECK"
+    test = check.get("Test")
+    assert isinstance(test, list), check
+    return [str(word) for word in test]
 
 
 def status(ctr: Container, command: str = "pyinitctl") -> dict[str, dict[str, object]]:
