@@ -38,6 +38,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from control_env import private_control_socket
+
 ROOT = Path(__file__).resolve().parent.parent
 LONG_NAME = "x" * 32
 NS_PREFIX = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
@@ -297,6 +299,7 @@ def report_soak(result: dict[str, Any]) -> str:
 
 def main() -> int:
     """Run the measures the command line names; print Markdown."""
+    private_control_socket()  # never the host's /run/pyinit
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("what", choices=["flood", "soak", "quick"])
     parser.add_argument("--seconds", type=float, default=4.0, help="each flood's length")

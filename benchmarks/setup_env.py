@@ -16,7 +16,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from control_env import private_control_socket
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Every benchmark imports this module: none may create /run/pyinit on the host.
+private_control_socket()
 BENCH_DIR = Path(__file__).resolve().parent
 HELPER_SOURCE = BENCH_DIR / "bench_helper.c"
 MINIMAL_INIT = BENCH_DIR / "minimal_init.py"

@@ -29,6 +29,8 @@ import threading
 import time
 from pathlib import Path
 
+from control_env import private_control_socket
+
 ROOT = Path(__file__).resolve().parent.parent
 #: Extra flags per path: a sidecar puts the main under the event loop.
 PATHS = {"plain": [], "loop": ["--sidecar", "s -- sleep 100"]}
@@ -117,6 +119,7 @@ def stress(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the stress and print the counts; 1 if any signal was lost."""
+    private_control_socket()  # never the host's /run/pyinit
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=1000, help="runs per path (default 1000)")
     p.add_argument("--window", type=float, default=0.3, help="signal within this many seconds")

@@ -249,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
         "CODE (TERM = 143), e.g. a JVM's 143 on SIGTERM (repeatable)",
     )
     run.add_argument(
+        "--control",
+        metavar="PATH|none",
+        help="supervise: the control socket pyinitctl talks to (default "
+        "/run/pyinit/control.sock; none: no socket; env PYINIT_CONTROL)",
+    )
+    run.add_argument(
         "--signal-group",
         action="store_true",
         help="supervise: forward signals to the target's process group; the target "

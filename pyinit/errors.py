@@ -60,3 +60,11 @@ def exit_code_for_wait_status(status: int) -> int:
 
     code = os.waitstatus_to_exitcode(status)
     return SIGNAL_EXIT_BASE - code if code < 0 else code
+
+
+class ControlRefused(Exception):
+    """A pyinitctl request that cannot be carried out: the one line that says why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message

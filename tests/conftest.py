@@ -19,6 +19,10 @@ from sandbox import (
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p
 )
+# A pyinit a test starts with the inherited environment, outside a PID namespace
+# with its own /run, must not make its control socket in the host's /run; the
+# tests of the socket name one (see also _host_run_untouched).
+os.environ.setdefault("PYINIT_CONTROL", "none")
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +58,23 @@ def python_any_user() -> str:
     if python is None:
         pytest.skip(why_no_python_for_any_user())
     return python
+
+
+#: The control socket's default directory on the host: no test may create it.
+HOST_CONTROL_DIR = "/run/pyinit"
+
+
+@pytest.fixture(autouse=True)
+def _host_run_untouched() -> Iterator[None]:
+    """Fail a test that made pyinit create its control socket in the host's /run.
+
+    PID-namespace runs get a private tmpfs on /run (sandbox.UNSHARE_PID),
+    other supervise runs PYINIT_CONTROL=none (sandbox.without_host_control).
+    """
+    existed = os.path.lexists(HOST_CONTROL_DIR)
+    yield
+    if not existed and os.path.lexists(HOST_CONTROL_DIR):
+        import shutil
+
+        shutil.rmtree(HOST_CONTROL_DIR, ignore_errors=True)
+        pytest.fail(f"this test made pyinit create {HOST_CONTROL_DIR} on the host")

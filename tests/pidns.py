@@ -51,6 +51,8 @@ class Namespace:
             sandbox.require_pid_namespace()
         argv = [*UNSHARE, *PYINIT, *args] if pid1 else [*PYINIT, *args]
         full_env = dict(os.environ if env is None else env)
+        if not pid1:
+            full_env.setdefault("PYINIT_CONTROL", "none")  # never the host's /run
         full_env.setdefault("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
         self.proc = subprocess.Popen(
             argv,

@@ -121,7 +121,7 @@ class Result(NamedTuple):
 
 
 def base_environment(**extra: str) -> dict[str, str]:
-    """A small, predictable environment: PATH, HOME=/root, LANG, plus ``extra``.
+    """A small, predictable environment: PATH, HOME=/root, LANG, no control socket, plus ``extra``.
 
     PYTHONPATH names this checkout, so ``python -m pyinit`` runs the code under
     test, never another installed copy.
@@ -131,6 +131,9 @@ def base_environment(**extra: str) -> dict[str, str]:
         "HOME": "/root",
         "LANG": "C.UTF-8",
         "PYTHONPATH": str(PROJECT_ROOT),
+        # No control socket unless a test asks for one (tests/test_control.py):
+        # never one in the host's /run (see PRIVATE_RUN for PID namespaces).
+        "PYINIT_CONTROL": "none",
     }
     env.update(extra)
     return env
@@ -327,10 +330,11 @@ class Sandbox:
         unshare = ["unshare", "--mount", "--propagation", "private"]
         if pid_namespace:
             unshare += ["--pid", "--fork", "--mount-proc"]
+        run_tmpfs = " && mount -t tmpfs -o mode=755 tmpfs /run" if pid_namespace else ""
         script = (
             'mount --bind "$1" /etc/passwd && mount --bind "$2" /etc/group'
             ' && mount --bind "$3" /etc/nsswitch.conf && mount --bind "$4" /home'
-            ' && shift 4 && exec "$@"'
+            f'{run_tmpfs} && shift 4 && exec "$@"'
         )
         return [
             *unshare,
@@ -382,8 +386,34 @@ class Sandbox:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-#: How a test makes pyinit the real PID 1 of a new PID namespace, with its own /proc.
-UNSHARE_PID: tuple[str, ...] = ("unshare", "--pid", "--fork", "--mount-proc")
+#: The host's /run is never pyinit's to touch in a test: its control socket
+#: (default /run/pyinit/control.sock) goes to a private tmpfs on /run inside the
+#: namespace.  ``exec "$@"`` keeps the command PID 1.
+PRIVATE_RUN = 'mount -t tmpfs -o mode=755 tmpfs /run && exec "$@"'
+
+#: How a test makes pyinit the real PID 1 of a new PID namespace, with its own /proc
+#: and its own /run (see PRIVATE_RUN).
+UNSHARE_PID: tuple[str, ...] = (
+    "unshare",
+    "--pid",
+    "--fork",
+    "--mount-proc",
+    "/bin/sh",
+    "-c",
+    PRIVATE_RUN,
+    "sh",
+)
+
+#: As UNSHARE_PID without the private /run, for tests that count processes (a pids
+#: cgroup): the shell's fork of mount would count.  Pass PYINIT_CONTROL with it.
+UNSHARE_PID_SHARED_RUN: tuple[str, ...] = ("unshare", "--pid", "--fork", "--mount-proc")
+
+
+def without_host_control(env: dict[str, str] | None) -> dict[str, str]:
+    """``env`` (default: :func:`base_environment`) with PYINIT_CONTROL=none unless it names one."""
+    env = base_environment() if env is None else dict(env)
+    env.setdefault("PYINIT_CONTROL", "none")
+    return env
 
 
 @functools.cache
@@ -432,6 +462,8 @@ def run_pyinit(
     """
     if pid1:
         require_pid_namespace()
+    else:
+        env = without_host_control(env)
     command = [*prefix, python, *PYINIT[1:], *args]
     if sandbox is not None:
         argv = sandbox.argv(command, pid_namespace=pid1)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import sandbox
 from pidns import TARGET_PYTHON, wait_for
-from sandbox import PYINIT, UNSHARE_PID
+from sandbox import PYINIT, UNSHARE_PID_SHARED_RUN
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for cgroups and namespaces")
 
@@ -71,7 +71,8 @@ def pids_cgroup() -> Iterator[Path]:
 def _in_cgroup(group: Path, *args: str) -> list[str]:
     """argv: pyinit ARGS as PID 1 of a new PID namespace, everything in ``group``."""
     join = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
-    return ["sh", "-c", join, str(group), *UNSHARE_PID, *PYINIT, *args]
+    # base_environment's PYINIT_CONTROL=none: no socket in the host's /run.
+    return ["sh", "-c", join, str(group), *UNSHARE_PID_SHARED_RUN, *PYINIT, *args]
 
 
 def _start(group: Path, stderr: Path, *args: str) -> subprocess.Popen[bytes]:

@@ -148,6 +148,7 @@ class Plan(Record):
         "chowns",
         "command",
         "config_files",
+        "control",
         "env",
         "extra_groups",
         "file_env",
@@ -233,6 +234,9 @@ class Plan(Record):
     ready: Probe | None
     # The --config files read, in the order they were merged.
     config_files: tuple[str, ...]
+    # Supervise mode: the control socket's path (pyinitctl); None: no socket (exec mode,
+    # --control none).
+    control: str | None
     # The host as the plan found it (pyinit's pid and ids, limits, terminal): every host
     # fact a decision or --dry-run uses comes from here.
     host: Host
@@ -726,6 +730,7 @@ def build_plan(
         items=services.items,
         ready=services.ready,
         config_files=tuple(s.path for s in config_sources if not s.is_directory),
+        control=_control(options, mode),
         host=host,
     )
     if plan.items:
@@ -977,6 +982,43 @@ def _stop_timeout(options: Namespace) -> float:
         return parse_stop_timeout(options.stop_timeout)
     except UsageError as e:
         raise named_for_its_origin(e, options, "stop_timeout") from None
+
+
+#: Where PID 1 listens for pyinitctl unless --control says otherwise (docs/operate.md).
+DEFAULT_CONTROL = "/run/pyinit/control.sock"
+#: The longest AF_UNIX path: sun_path holds 108 bytes, the final NUL included.
+MAX_CONTROL_PATH = 107
+
+
+def parse_control(text: str) -> str | None:
+    """``--control PATH|none``: an absolute, normalised socket path that fits sun_path; or None."""
+    if text == "none":
+        return None
+    if not text.startswith("/"):
+        raise UsageError(f"--control {quoted(text)}: expected an absolute path or none")
+    path = _normalise(text)
+    name = path.rpartition("/")[2]
+    if text.endswith("/") or name in ("", ".", "..") or path.count("/") < 2:
+        raise UsageError(
+            f"--control {quoted(text)}: expected a socket path in a directory, "
+            f"e.g. {DEFAULT_CONTROL}"
+        )
+    if "\0" in path or len(os.fsencode(path)) > MAX_CONTROL_PATH:
+        raise UsageError(
+            f"--control {quoted(text)}: too long for a unix socket "
+            f"(at most {MAX_CONTROL_PATH} bytes)"
+        )
+    return path
+
+
+def _control(options: Namespace, mode: str) -> str | None:
+    """The control socket's path (--control, PYINIT_CONTROL, default); None in exec mode."""
+    text = getattr(options, "control", None)
+    try:
+        path = parse_control(DEFAULT_CONTROL if text is None else text)
+    except UsageError as e:
+        raise named_for_its_origin(e, options, "control") from None
+    return path if mode == "supervise" else None
 
 
 def _identity_environment(identity: Identity) -> dict[str, str]:

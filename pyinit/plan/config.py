@@ -31,6 +31,7 @@ import tomllib
 from pyinit.errors import UsageError, quoted
 from pyinit.plan.build import (
     parse_chown,
+    parse_control,
     parse_fd,
     parse_mkdir,
     parse_octal,
@@ -77,6 +78,7 @@ VALIDATORS: dict[str, Callable[[str], object]] = {
     "umask": lambda v: parse_octal(v, "--umask", 0o777),
     "rlimit": parse_rlimit,
     "stop-timeout": parse_stop_timeout,
+    "control": parse_control,
     "keep-cap": lambda v: parse_capability(v, "--keep-cap"),
     "keep-fd": parse_fd,
     "rewrite": parse_rewrite,

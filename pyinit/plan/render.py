@@ -157,6 +157,7 @@ def _lines(plan: Plan) -> list[str]:
         for h in plan.post_hooks:
             lines.append(f"  post hook {h.label}")
         lines.extend(_budget_lines(plan))
+        lines.append(f"  control socket: {plan.control or 'none (--control none)'}")
         if plan.notify_socket is not None:
             lines.append(f"  {NOTIFY_KEPT}")
     elif "NOTIFY_SOCKET" in plan.env:

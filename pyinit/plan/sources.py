@@ -25,6 +25,7 @@ ENVIRONMENT_OPTIONS = {
     "user": ("PYINIT_USER", "--user"),
     "mode": ("PYINIT_MODE", "--mode"),
     "stop_timeout": ("PYINIT_STOP_TIMEOUT", "--stop-timeout"),
+    "control": ("PYINIT_CONTROL", "--control"),
 }
 
 #: Options that only supervise mode can carry out: dest -> flag.  One given by a

@@ -65,27 +65,35 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from pyinit.plan import Plan
+    from pyinit.run.control import LoopBackend
     from pyinit.run.intake import Intake
     from pyinit.run.probes import NotifySocket, ReadyPipe
     from pyinit.run.reaper import Watched
 
 
-def run(plan: Plan, intake: Intake) -> int | None:
-    """Supervise until done; pyinit's exit code, or None if pyinit finished without the loop."""
-    return trio.run(_supervise, plan, intake)
+def run(plan: Plan, intake: Intake, control: LoopBackend | None = None) -> int | None:
+    """Supervise until done; pyinit's exit code, or None if pyinit finished without the loop.
+
+    ``control``: the control server's backend, told of the loop's state once it exists.
+    """
+    return trio.run(_supervise, plan, intake, control)
 
 
-async def _supervise(plan: Plan, intake: Intake) -> int | None:
+async def _supervise(plan: Plan, intake: Intake, control: LoopBackend | None) -> int | None:
     try:
-        return await _supervise_in_nursery(plan, intake)
+        return await _supervise_in_nursery(plan, intake, control)
     finally:
         log.set_writer(None)
 
 
-async def _supervise_in_nursery(plan: Plan, intake: Intake) -> int | None:
+async def _supervise_in_nursery(
+    plan: Plan, intake: Intake, control: LoopBackend | None
+) -> int | None:
     async with trio.open_nursery() as nursery:
         supervision = Supervision(plan, intake, nursery)
         token = trio.lowlevel.current_trio_token()
+        if control is not None:
+            control.attach(supervision, token)
         if plan.items:
             # Among relayed lines, pyinit's own take the relay's queue, whole.
             log.set_writer(supervision.relay.own_lines(token))
@@ -135,6 +143,7 @@ class Supervision:
         self._shutting_down = False
         self._giveup = trio.Event()
         self._giveup_code = 0
+        self.alive_state: str | None = None
 
     @property
     def stopping(self) -> bool:

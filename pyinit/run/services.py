@@ -30,7 +30,7 @@ import time
 import trio
 
 from pyinit import log, stopping
-from pyinit.errors import EXIT_SETUP_FAILED, PyinitError
+from pyinit.errors import EXIT_SETUP_FAILED, ControlRefused, PyinitError
 from pyinit.plan.services import SIDECAR
 from pyinit.plan.signals import signal_name
 from pyinit.run import lifecycle, probes
@@ -66,6 +66,7 @@ class ItemRun:
         self._backoff = trio.CancelScope()
         #: (run, exec'd) of the first run, if the launcher forked it before the loop existed.
         self._adopted = None if started is None else self._adopt(started)
+        self.alive_state: str | None = None
 
     @property
     def state(self) -> str:
@@ -373,3 +374,17 @@ class ItemRun:
             self.current = None
             if run.status is not None:
                 self.life.feed(lifecycle.exited(run.status), time.monotonic())
+
+    # --- until the by-hand actions are merged (handctl): the lead drops these stubs ---
+
+    async def stop_by_hand(self) -> str:
+        """Stop this sidecar and keep it down (built on the handctl branch)."""
+        raise ControlRefused("not built yet")
+
+    async def start_by_hand(self) -> str:
+        """Start this stopped or given-up sidecar (built on the handctl branch)."""
+        raise ControlRefused("not built yet")
+
+    async def restart_by_hand(self) -> str:
+        """Stop this sidecar and start it again (built on the handctl branch)."""
+        raise ControlRefused("not built yet")

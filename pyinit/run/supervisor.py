@@ -41,8 +41,10 @@ from pyinit.run.spawn import Started, fork_failure, fork_item, start_target, sta
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from types import ModuleType
 
     from pyinit.plan import Plan
+    from pyinit.run.control import LoopBackend, Server
 
 
 #: The GIL switch interval once the loop thread runs (seconds).
@@ -97,7 +99,12 @@ def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
         # container's whole life, as catatonit does not.
         os.chdir("/")
     if error is None and is_plain(plan):
-        return supervise_plain(plan, intake, intake.target)
+        server = _serve_control(plan, intake, None)
+        try:
+            return supervise_plain(plan, intake, intake.target)
+        finally:
+            if server is not None:
+                server.close()
     return _run_loop(plan, intake)
 
 
@@ -142,10 +149,28 @@ def _run_loop(plan: Plan, intake: Intake) -> int:
         intake.finish(None)
         return intake.run()
 
+    control = None
+    if plan.control is not None:
+        from pyinit.run.control import LoopBackend
+
+        control = LoopBackend()
+    server = _serve_control(plan, intake, control)
+    try:
+        return _loop_thread_and_intake(plan, intake, loop, control)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _loop_thread_and_intake(
+    plan: Plan, intake: Intake, loop: ModuleType, control: LoopBackend | None
+) -> int:
+    """Run the loop in a second thread; this one takes signals until the loop is done."""
+
     def loop_thread() -> None:
         code: int | None = None
         try:
-            code = loop.run(plan, intake)
+            code = loop.run(plan, intake, control)
             if code is None:
                 return  # pyinit finished before the loop was needed
         except BaseException as e:  # pyinit's own bug: the intake still stops the target
@@ -165,6 +190,24 @@ def _run_loop(plan: Plan, intake: Intake) -> int:
         log.error(f"supervisor failed: {_describe(e)}; stopping the target")
         intake.finish(None)
     return intake.run()
+
+
+def _serve_control(plan: Plan, intake: Intake, backend: LoopBackend | None) -> Server | None:
+    """The control socket (docs/operate.md), served from now on; None without one.
+
+    ``backend`` is the loop's; None serves a plain target's main.
+    """
+    if plan.control is None:
+        return None
+    from pyinit.root.control import open_control
+    from pyinit.run import control
+
+    listener = open_control(plan.control)
+    if listener is None:
+        return None
+    return control.serve(
+        listener, control.PlainBackend(plan, intake) if backend is None else backend
+    )
 
 
 def _describe(error: BaseException) -> str:
