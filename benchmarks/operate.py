@@ -14,7 +14,8 @@ host's /run is never touched.
              open and with `--control none`, for a plain target and for 10 sidecars; a
              window before any request, then `pyinitctl status` and `health` once, then a
              second window: the server must not keep waking up after it answered
-  liveness   10 sidecars with `alive=PROBE alive-every=1`, PID 1's CPU time (utime+stime of
+  liveness   10 sidecars with `alive=PROBE alive-every=1` (file:, tcp: to a listener of the
+             harness, exec:), PID 1's CPU time (utime+stime of
              /proc/PID/stat) over a window, minus the same without liveness, divided by 10:
              the cost at the default `alive-every=10` (probes run 10x as often at 1 s)
 
@@ -28,8 +29,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import statistics
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,7 +60,12 @@ DEFAULT_SOCKET = "/run/pyinit/control.sock"
 # PID 1 is sh for one instruction: a tmpfs over /run in the namespace's own mount
 # namespace, then exec pyinit (which stays PID 1).
 PRIVATE_RUN = ["sh", "-c", 'mount -t tmpfs -o mode=755 tmpfs /run && exec "$@"', "sh"]
-LIVENESS_PROBES = {"file": "alive=file:/proc/1/status", "exec": "alive=exec:/bin/true"}
+# label -> the probe; PORT is a listener of the harness (the namespaces share its network).
+LIVENESS_PROBES = {
+    "alive=file:/proc/1/status": "file:/proc/1/status",
+    "alive=tcp:127.0.0.1:PORT": "tcp:127.0.0.1:{port}",
+    "alive=exec:/bin/true": "exec:/bin/true",
+}
 
 PARAMS: dict[bool, dict[str, Any]] = {
     False: {"request_reps": 40, "idle_reps": 3, "settle": 2.0, "window": 5.0, "live_window": 10.0},
@@ -310,19 +318,41 @@ def measure_idle(entry: str, ctl: str | None, helper: Path, workdir: Path, p: Ro
 # (d) liveness CPU
 
 
+@contextlib.contextmanager
+def listener() -> Iterator[int]:
+    """A TCP listener on 127.0.0.1 that accepts and closes every connection; its port."""
+    server = socket.create_server(("127.0.0.1", 0), backlog=128)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                server.accept()[0].close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_RDWR)
+        server.close()
+        thread.join(5)
+
+
 def measure_liveness(entry: str, helper: Path, workdir: Path, p: Row) -> Row:
     """PID 1 CPU ms/s with 10 sidecars probed every second, and without probes; all at once."""
-    why = refused(entry, ["--sidecar", f"s {LIVENESS_PROBES['file']} alive-every=1 -- true"])
+    why = refused(entry, ["--sidecar", "s alive=file:/ alive-every=1 -- true"])
     if why:
         return {"error": why}
     sock = workdir / "ctl{}" / "control.sock"
-    configs = {"no liveness": ""} | {
-        f"alive={probe.split('=', 1)[1]}": f"{probe} alive-every=1"
-        for probe in LIVENESS_PROBES.values()
-    }
     pids: dict[str, int] = {}
     rows: dict[str, Row] = {}
     with contextlib.ExitStack() as stack:
+        port = stack.enter_context(listener())
+        configs = {"no liveness": ""} | {
+            label: f"alive={probe.format(port=port)} alive-every=1"
+            for label, probe in LIVENESS_PROBES.items()
+        }
         for i, (label, options) in enumerate(configs.items()):
             argv = pyinit_cmd(entry, str(sock).format(i), programs(helper, N_SIDECARS, options))
             try:
