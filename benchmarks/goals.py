@@ -2,7 +2,8 @@
 
 Each section is an entry of SECTIONS: name -> (measure(env, quick), render(result)).
 run.py runs them after its own sections; render_goals() is the issue-9 goals table,
-render_goals10() the issue-10 one (the sidecars section lives in sidecars.py).
+render_goals10() the issue-10 one (the sidecars section lives in sidecars.py),
+render_goals17() the issue-17 one (the operate section lives in operate.py).
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import operate
 import plainrss
 import sidecars
 import standalone
 from measure import mono_ns
 from setup_env import BENCH_DIR, Environment, compile_c, ns_prefix
-from summary import fmt, stats
+from summary import fmt, stats, table
 
 Row = dict[str, Any]
 STOP_SOURCE = BENCH_DIR / "stop_helper.c"
@@ -274,6 +276,7 @@ SECTIONS: dict[str, tuple[Callable[[Environment, bool], Row], Callable[[Row], st
     "sidecars": (measure_sidecars, render_sidecars),
     "standalone": (standalone.measure_standalone, standalone.render_standalone),
     "plainrss": (plainrss.measure_plainrss, plainrss.render_plainrss),
+    "operate": (operate.measure_operate, operate.render_operate),
 }
 
 
@@ -335,4 +338,76 @@ def render_goals(results: dict[str, Any]) -> str:
     return (
         "## Issue 9 goals\n\n| goal | measured (pyinit vs reference) | verdict |\n|---|---|---|\n"
         + "\n".join("| " + " | ".join(r) + " |" for r in rows)
+    )
+
+
+def render_goals17(results: dict[str, Any]) -> str:
+    """The issue-17 goals table (operate.py): goal, measured, met or not."""
+    res = results.get("operate")
+    if not res or "error" in res:
+        return ""
+    goal = operate.GOALS
+    rows: list[list[str]] = []
+    req = res["requests"]
+
+    def times(label: str, reference: str, limit: float, what: str) -> None:
+        a, b = operate.p50(req, label), operate.p50(req, reference)
+        text = "n/a" if a is None or not b else f"{fmt(a)} vs {fmt(b)} ({a / b:.2f}x)"
+        rows.append([what, text, verdict(None if a is None or not b else a / b <= limit)])
+
+    times(
+        "pyinitctl status",
+        "supervisorctl status",
+        goal["status_x_supervisorctl"],
+        f"`pyinitctl status`, {operate.N_SIDECARS} sidecars: <= "
+        f"{goal['status_x_supervisorctl']}x `supervisorctl status` (ms)",
+    )
+    times(
+        "pyinitctl health",
+        "python3 -c pass",
+        goal["health_x_python"],
+        f"`pyinitctl health` <= {goal['health_x_python']}x `python3 -c pass` (ms)",
+    )
+    idle = res["idle"]["configs"]
+    for label in ("plain target, socket", f"{operate.N_SIDECARS} sidecars, socket"):
+        r = idle.get(label, {})
+        seen = [r[k] for k in ("per_s", "per_s_after") if k in r]
+        rows.append(
+            [
+                f"PID 1 idle wake-ups, {label} open, no liveness: 0/s (before / after requests)",
+                " / ".join(fmt(v) for v in seen) if seen else "n/a",
+                verdict(None if not seen else all(v == 0 for v in seen)),
+            ]
+        )
+    live = res["liveness"]
+    for label, r in live.get("configs", {}).items():
+        if label == "no liveness":
+            continue
+        cost = r.get("at_10s_ms_per_s")
+        rows.append(
+            [
+                f"{operate.N_SIDECARS} sidecars, `{label}` every 10 s: PID 1 CPU "
+                f"<= {goal['cpu_ms_per_s']:g} ms/s",
+                "n/a" if cost is None else f"{fmt(cost)} ms/s",
+                verdict(None if cost is None else cost <= goal["cpu_ms_per_s"]),
+            ]
+        )
+    if "error" in live:
+        rows.append(["liveness: PID 1 CPU <= 1 ms/s", f"not available: {live['error']}", "n/a"])
+    on, off = idle.get("plain target, socket", {}), idle.get("plain target, --control none", {})
+    for key, when in (
+        ("rss_kb", "idle"),
+        ("rss_kb_health", "after one health"),
+        ("rss_kb_after", "after one status"),
+    ):
+        added = on[key] - off[key] if key in on and key in off else None
+        rows.append(
+            [
+                f"control server's PID 1 RSS, plain target, {when}: <= 1 MB (socket - none, kB)",
+                "n/a" if added is None else f"{fmt(on[key])} - {fmt(off[key])} = {fmt(added)} kB",
+                verdict(None if added is None else added <= goal["rss_kb"]),
+            ]
+        )
+    return "## Issue 17 goals\n\n" + table(
+        ["goal", "measured (pyinit vs reference)", "verdict"], rows
     )

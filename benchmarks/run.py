@@ -19,6 +19,10 @@ Measures (NAME for --only):
               (launch, stop, memory, idle wake-ups, log relay, signals under a log flood)
   standalone  issue 18 (standalone.py): the packaging/standalone.sh bundle vs the pip install
               (start-up, the signal window before pyinit's first statement, PID 1 RSS, size)
+  plainrss    issue 16 (plainrss.py): PID 1 memory with a plain target vs a sleeping Python
+  operate     issue 17 (operate.py): pyinitctl status vs supervisorctl status, pyinitctl
+              health vs python3 -c pass, idle wake-ups and RSS with the control socket open
+              vs --control none, PID 1 CPU of liveness probes on 10 sidecars
 
 Writes a Markdown report to stdout; --output also writes it to a file (if the file has
 the results markers, only the part between them is replaced, keeping hand-written text).
@@ -474,7 +478,12 @@ def render_report(
     only: list[str],
 ) -> str:
     """The results block of the Markdown report."""
-    parts = [goals.render_goals(results), goals.render_goals10(results), render_summary(results)]
+    parts = [
+        goals.render_goals(results),
+        goals.render_goals10(results),
+        goals.render_goals17(results),
+        render_summary(results),
+    ]
     if "exec" in results:
         parts.append(render_exec(results["exec"]))
     if "importtime" in results:

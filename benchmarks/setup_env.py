@@ -130,18 +130,28 @@ def _is_python_script(path: Path) -> bool:
     return head.startswith(b"#!") and b"python" in head
 
 
-def write_entry_script(path: Path, python: str) -> Path:
-    """Write a console-script-like entry for pyinit that runs on python."""
+def write_entry_script(path: Path, python: str, module: str = "pyinit.__main__") -> Path:
+    """Write a console-script-like entry running MODULE's main() (pyinit's by default) on python."""
     path.write_text(
         f"#!{python}\n"
         "import sys\n"
         f"sys.path.insert(0, {str(REPO_ROOT)!r})\n"
-        "from pyinit.__main__ import main\n"
+        f"from {module} import main\n"
         "if __name__ == '__main__':\n"
         "    sys.exit(main())\n"
     )
     path.chmod(0o755)
     return path
+
+
+def installed_entry(python: str, name: str) -> str | None:
+    """The console script NAME installed beside python and running on it, else None."""
+    installed = Path(python).parent / name
+    if installed.is_file() and _is_python_script(installed):
+        head = installed.read_text().splitlines()[0]
+        if head[2:].strip() and Path(head[2:].strip()).resolve() == Path(python).resolve():
+            return str(installed)
+    return None
 
 
 def primary_interpreter(python: str, workdir: Path) -> Interpreter:
@@ -151,11 +161,9 @@ def primary_interpreter(python: str, workdir: Path) -> Interpreter:
     check = run_text([python, "-c", "import pyinit, sys; print(pyinit.__file__)"])
     if not check.endswith("__init__.py"):
         return Interpreter(label, python, None, version, "pyinit not importable")
-    installed = Path(python).parent / "pyinit"
-    if installed.is_file() and _is_python_script(installed):
-        head = installed.read_text().splitlines()[0]
-        if head[2:].strip() and Path(head[2:].strip()).resolve() == Path(python).resolve():
-            return Interpreter(label, python, str(installed), version, "installed entry script")
+    installed = installed_entry(python, "pyinit")
+    if installed:
+        return Interpreter(label, python, installed, version, "installed entry script")
     entry = write_entry_script(workdir / "pyinit-primary", python)
     return Interpreter(label, python, str(entry), version, "generated entry script")
 

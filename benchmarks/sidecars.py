@@ -157,11 +157,15 @@ def pyinit_argv(entry: str, programs: list[Program]) -> list[str]:
     return [*argv, "--", *programs[-1][1]]
 
 
-def supervisord_argv(path: str, workdir: Path, programs: list[Program], stdout: bool) -> list[str]:
+def supervisord_argv(
+    path: str, workdir: Path, programs: list[Program], stdout: bool, control: Path | None = None
+) -> list[str]:
     """supervisord -n -c CONF, one [program:x] per program (startsecs=0).
 
     stdout=True: each program's output to supervisord's stdout (stdout_logfile=/dev/stdout,
     stdout_logfile_maxbytes=0, redirect_stderr), the documented way; else no log files.
+    control: a unix socket for `supervisorctl -c CONF` (its [unix_http_server], the RPC
+    interface and [supervisorctl] serverurl), as an image that uses supervisorctl has.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -172,6 +176,15 @@ def supervisord_argv(path: str, workdir: Path, programs: list[Program], stdout: 
         f"pidfile={workdir / 'supervisord.pid'}",
         f"childlogdir={workdir}",
     ]
+    if control is not None:
+        lines += [
+            "[unix_http_server]",
+            f"file={control}",
+            "[rpcinterface:supervisor]",
+            "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+            "[supervisorctl]",
+            f"serverurl=unix://{control}",
+        ]
     for name, cmd in programs:
         lines += [
             f"[program:{name}]",

@@ -5,13 +5,15 @@
 Reads every ELF file in the folder with ``readelf`` (binutils): each NEEDED
 library must be in the folder or be one of glibc's; the highest ``GLIBC_x.y``
 symbol version any of them asks for is the oldest glibc the bundle runs on.
+The folder must hold both executables, ``pyinit`` and ``pyinitctl`` (ENTRIES).
 The last line printed is ``glibc floor: 2.NN``; exit 1 (with one line per
-problem) when a library from outside the bundle is needed.  Used by
+problem) when an executable is missing or a library from outside the bundle is needed.  Used by
 packaging/standalone.sh and by the tests (tests/e2e/test_e2e_standalone.py).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -30,6 +32,8 @@ GLIBC_LIBRARIES = frozenset(
         "libanl.so.1",
     }
 )
+#: The executables the folder ships, side by side, sharing _internal/.
+ENTRIES = ("pyinit", "pyinitctl")
 GLIBC_VERSION = re.compile(r"\bGLIBC_(\d+)\.(\d+)(?:\.\d+)?\b")
 NEEDED = re.compile(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]")
 
@@ -89,12 +93,23 @@ def check(bundle: Path) -> tuple[list[str], tuple[int, int]]:
     return problems, floor
 
 
+def missing_entries(bundle: Path) -> list[str]:
+    """One line per executable of ENTRIES that is not an executable ELF file in the folder."""
+    return [
+        f"{name} missing: the folder must hold it beside {ENTRIES[0]}"
+        for name in ENTRIES
+        if not (is_elf(bundle / name) and os.access(bundle / name, os.X_OK))
+    ]
+
+
 def main(argv: list[str]) -> int:
-    """Print problems and the glibc floor; 1 if a library from outside the bundle is needed."""
+    """Print problems and the glibc floor; 1 if an entry is missing or a library is outside."""
     if len(argv) != 1:
         print("usage: check_bundle.py BUNDLE_FOLDER", file=sys.stderr)
         return 2
-    problems, floor = check(Path(argv[0]))
+    bundle = Path(argv[0])
+    problems, floor = check(bundle)
+    problems = missing_entries(bundle) + problems
     for line in problems:
         print(f"check_bundle: {line}")
     print(f"glibc floor: {floor[0]}.{floor[1]}")

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # packaging/standalone.sh DEST: build DEST/pyinit/, pyinit as a folder that needs only glibc.
 #
-# Run as root on Debian 12 (apt and pip only).  The folder holds the executable `pyinit`
-# and `_internal/` (Python, the standard library modules pyinit imports, trio); copy it
-# into any glibc image (`COPY --from=build /opt/pyinit /opt/pyinit`) and run
-# /opt/pyinit/pyinit: the image needs no Python.  The last line printed is
+# Run as root on Debian 12 (apt and pip only).  The folder holds the executables `pyinit`
+# and `pyinitctl` and `_internal/` (Python, the standard library modules pyinit imports,
+# trio, psutil), which both share; copy it into any glibc image
+# (`COPY --from=build /opt/pyinit /opt/pyinit`) and run /opt/pyinit/pyinit (and
+# /opt/pyinit/pyinitctl for HEALTHCHECK): the image needs no Python.  The last line printed is
 # `glibc floor: 2.NN`, the oldest glibc the folder runs on.  docs/standalone.md says why
 # each choice below was made (one folder, not one file: pyinit itself is PID 1 and
 # nothing is unpacked to /tmp).
@@ -14,13 +15,15 @@
 #    DEST/.build, kept so a rebuild is quick), with PyInstaller pinned
 #    (packaging/standalone-constraints.txt) and its launcher compiled from source with
 #    zlib linked in statically (PYI_STATIC_ZLIB=1: the launcher then needs only libc),
-#    and trio with its pinned dependencies (constraints.txt);
-# 3. PyInstaller --onedir from packaging/pyinit.spec, which leaves out the modules
+#    and trio and psutil with their pinned dependencies (constraints.txt);
+# 3. PyInstaller --onedir from packaging/pyinit.spec (two entries, pyinit and
+#    pyinitctl, sharing one _internal/), which leaves out the modules
 #    pyinit never imports and the runtime hooks it does not need, collects pyinit and
 #    the standard library as plain .pyc files (faster to start than PyInstaller's
 #    archives) and keeps PyInstaller's bootstrap from loading ctypes;
-# 4. packaging/check_bundle.py: every library needed from outside the folder is glibc's,
-#    and the highest GLIBC_x.y asked for is the floor it prints.
+# 4. packaging/check_bundle.py: both executables are there, every library needed from
+#    outside the folder is glibc's, and the highest GLIBC_x.y asked for is the floor it
+#    prints.
 set -euo pipefail
 if [ $# -ne 1 ]; then
     echo "usage: $0 DEST" >&2
@@ -54,8 +57,8 @@ venv=$work/venv
 PYI_STATIC_ZLIB=1 "$venv/bin/pip" install -q --disable-pip-version-check \
     --no-binary pyinstaller -c "$here/standalone-constraints.txt" pyinstaller
 # pyinit itself is taken from this checkout by the spec (nothing is built in it);
-# trio is its one runtime dependency it imports.
-"$venv/bin/pip" install -q --disable-pip-version-check -c "$src/constraints.txt" trio
+# trio and psutil (the control server's status, in PID 1) are the dependencies it imports.
+"$venv/bin/pip" install -q --disable-pip-version-check -c "$src/constraints.txt" trio psutil
 
 "$venv/bin/pyinstaller" --noconfirm --clean --log-level WARN \
     --distpath "$dest" --workpath "$work/pyinstaller" "$here/pyinit.spec"

@@ -59,3 +59,16 @@ def test_library_from_outside_the_folder_is_named(
     assert check.main([str(tmp_path)]) == 1
     last = capsys.readouterr().out.splitlines()[-1]
     assert last.startswith("glibc floor: 2.")
+
+
+def test_both_entries_must_be_in_the_folder(
+    check: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pyinit alone is a problem named on its own line (exit 1); with pyinitctl beside it, 0."""
+    shutil.copy2("/bin/true", tmp_path / "pyinit")
+    assert check.main([str(tmp_path)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "check_bundle: pyinitctl missing: the folder must hold it beside pyinit"
+    assert out[-1].startswith("glibc floor: 2.")
+    shutil.copy2("/bin/true", tmp_path / "pyinitctl")
+    assert check.main([str(tmp_path)]) == 0

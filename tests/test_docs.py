@@ -59,3 +59,39 @@ def test_the_rule_lists_every_supervise_only_option() -> None:
     flags = [f for text in SUPERVISE_ONLY.values() for f in text.split("/")]
     flags = [f if f.startswith("--") else "--" + f for f in flags]
     assert [f for f in flags if f"`{f}`" not in rule] == []
+
+
+def test_every_example_image_has_a_pyinitctl_healthcheck() -> None:
+    # Exec form, so no shell is needed; the standalone image has no pyinitctl on PATH.
+    found = {}
+    for dockerfile in sorted(ROOT.glob("examples/*/Dockerfile")):
+        lines = [ln for ln in dockerfile.read_text().splitlines() if ln.startswith("HEALTHCHECK")]
+        found[dockerfile.parent.name] = lines
+    assert len(found) >= 6, found
+    pattern = re.compile(
+        r"HEALTHCHECK --interval=\d+s --timeout=\d+s --start-period=\d+s --retries=\d+ "
+        r'CMD \["(/opt/pyinit/)?pyinitctl", "health"\]'
+    )
+    assert {name: lines for name, lines in found.items() if len(lines) != 1} == {}
+    assert {
+        name: lines[0] for name, lines in found.items() if not pattern.fullmatch(lines[0])
+    } == {}
+
+
+def test_every_pod_manifest_probes_with_pyinitctl_health() -> None:
+    for manifest in sorted(ROOT.glob("examples/kubernetes/*.yaml")):
+        text = manifest.read_text()
+        for probe in ("livenessProbe:", "readinessProbe:"):
+            block = text[text.index(probe) :].split("\n", 3)[:3]
+            assert 'command: ["pyinitctl", "health"]' in block[2], (manifest.name, block)
+
+
+def test_every_supervisorctl_command_is_mapped() -> None:
+    text = (ROOT / "docs" / "migrate-supervisord.md").read_text()
+    section = text[text.index("## supervisorctl -> pyinitctl") :]
+    rows = [
+        line for line in section[: section.index("\n## ")].splitlines() if line.startswith("| `")
+    ]
+    first = {word for row in rows for word in re.findall(r"`([a-z]+)", row.split(" | ")[0])}
+    commands = "status start stop restart signal tail reread update avail pid shutdown"
+    assert set(commands.split()) - first == set()

@@ -132,8 +132,10 @@ class Image:
 
     def __init__(self, podman: Podman, tag: str) -> None:
         self.tag = tag
-        raw = podman("image", "inspect", tag).stdout
-        self.config: dict[str, object] = json.loads(raw)[0]["Config"]
+        raw = json.loads(podman("image", "inspect", tag).stdout)[0]
+        self.config: dict[str, object] = raw["Config"]
+        # podman shows a Docker-format image's HEALTHCHECK beside Config, not in it.
+        self.healthcheck: dict[str, object] | None = raw.get("Healthcheck")
 
     @property
     def entrypoint(self) -> list[str]:

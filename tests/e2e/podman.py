@@ -137,10 +137,15 @@ class Podman:
         return self("image", "exists", name, check=False).returncode == 0
 
     def build(self, dockerfile: Path, context: Path, tag: str, base: str) -> float:
-        """``podman build --from BASE -f DOCKERFILE CONTEXT``; return the seconds it took."""
+        """``podman build --from BASE -f DOCKERFILE CONTEXT``; return the seconds it took.
+
+        ``--format docker``: podman's default OCI image format has no HEALTHCHECK (podman
+        drops it with a warning); the examples are Docker images and keep theirs.
+        """
         started = time.monotonic()
         self(
             "build",
+            "--format=docker",
             "--pull=never",
             "--network=host",
             "--layers",

@@ -7,8 +7,9 @@ replace the config's command, PID 1 is pyinit, who runs as whom, the non-root
 notices (redis-exporter runs with ``runAsUser``), and that the stop is graceful and
 ends within the pod's ``terminationGracePeriodSeconds``, the data kept in its
 volume.  The stop is ``podman pod stop`` then ``podman kube down``: see
-:meth:`Pod.down`.  (An exec probe with ``pyinitctl health`` comes with the
-operate issue.)
+:meth:`Pod.down`.  The pods' exec ``livenessProbe`` (``pyinitctl health``) becomes the
+container's health check in podman: ``podman healthcheck run`` answers healthy, as the
+pod's user (root, or redis with ``PYINIT_CONTROL`` under /tmp).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from . import rootfs
 from .conftest import Image
 from .helpers import pid1_cmdline, processes, wait_redis
 from .podman import Container, Podman, wait_for
+from .test_e2e_health import require_pyinitctl, wait_health
 from .test_e2e_services import http
 
 pytestmark = pytest.mark.timeout(600)
@@ -114,6 +116,8 @@ def test_webapp_pod_serves_and_stops_within_its_grace_period(pods: Callable[[str
     assert http(ctr, "http://127.0.0.1:8000/jobs", "POST"), ctr.logs()
     wait_for(lambda: any((pod.data() / "done").glob("*")), 30, "the worker to do the job")
     assert "pyinit" in " ".join(pid1_cmdline(ctr)[:2]), pid1_cmdline(ctr)
+    require_pyinitctl(ctr)
+    wait_health(ctr, healthy=True, timeout=30)
     procs = processes(ctr)
     assert next(p for p in procs if p.pid == 1).user == "root", procs
     arbiter = next(p for p in procs if "gunicorn" in p.args and p.ppid == 1)
@@ -153,6 +157,8 @@ def test_redis_exporter_pod_as_non_root_keeps_its_data(
     assert next(p for p in procs if p.pid == 1).user == "redis", procs
     assert "pyinit" in " ".join(pid1_cmdline(ctr)[:2]), pid1_cmdline(ctr)
     assert (pod.data() / "appendonlydir").is_dir(), "args: --dir /var/lib/redis --appendonly yes"
+    require_pyinitctl(ctr)
+    wait_health(ctr, healthy=True, timeout=30)  # the probe runs as redis, like pyinit
 
     took = pod.down()
     assert took < pod.grace, f"kube down took {took:.1f}s"

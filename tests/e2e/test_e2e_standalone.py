@@ -84,6 +84,8 @@ def test_bundle_needs_only_glibc_at_most_the_stated_floor(bundle: Path) -> None:
     # The reading itself works (else the check below would pass on nothing).
     assert check.needed_libraries(launcher) == ["libc.so.6"], "launcher: libc only (static zlib)"
     assert check.glibc_versions(launcher)
+    assert check.missing_entries(bundle) == [], "pyinitctl beside pyinit"
+    assert check.needed_libraries(bundle / "pyinitctl") == ["libc.so.6"]
     assert len(check.elf_files(bundle)) > 5
     problems, floor = check.check(bundle)
     assert problems == []
