@@ -723,7 +723,9 @@ def test_file_env_reaches_the_target(sandbox: Sandbox, tmp_path: Path) -> None:
 
 # --- start-up cost: the exec path imports nothing heavy --------------------------------
 
-HEAVY = ("trio", "psutil", "dataclasses", "typing", "inspect", "asyncio", "logging")
+HEAVY = ("trio", "psutil", "dataclasses", "typing", "inspect", "asyncio", "logging", "locale")
+#: pyinit's own modules for what this command does not use (secrets, items).
+UNUSED = ("pyinit.plan.secrets", "pyinit.plan.services", "pyinit.plan.items")
 
 
 def test_exec_path_imports_nothing_heavy(sandbox: Sandbox) -> None:
@@ -754,6 +756,8 @@ def test_exec_path_imports_nothing_heavy(sandbox: Sandbox) -> None:
     assert "pyinit.run.execmode" in modules
     for name in HEAVY:
         assert not any(m == name or m.startswith(name + ".") for m in modules), name
+    for name in UNUSED:
+        assert name not in modules, name
 
 
 @pytest.mark.parametrize(
