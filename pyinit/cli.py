@@ -29,7 +29,7 @@ from pyinit.plan.sources import apply_environment, name_the_variable
 # argparse without gettext: its own fallback when gettext cannot be imported
 # leaves its messages untranslated, as pyinit's own are (and `_Parser._hint`
 # reads them in English).  gettext would import `locale` on the first message
-# looked up, even with no catalogue anywhere: ~1.5 ms and ~0.45 MiB of PID 1's
+# looked up, even with no catalogue anywhere: ~1.5 ms and ~0.25 MiB of PID 1's
 # memory for nothing.  Only while argparse loads; a later `import gettext` works.
 _WITHOUT_GETTEXT = "gettext" not in sys.modules
 if _WITHOUT_GETTEXT:
