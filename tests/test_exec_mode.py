@@ -724,8 +724,8 @@ def test_file_env_reaches_the_target(sandbox: Sandbox, tmp_path: Path) -> None:
 # --- start-up cost: the exec path imports nothing heavy --------------------------------
 
 HEAVY = ("trio", "psutil", "dataclasses", "typing", "inspect", "asyncio", "logging", "locale")
-#: pyinit's own modules for what this command does not use (secrets, items).
-UNUSED = ("pyinit.plan.secrets", "pyinit.plan.services", "pyinit.plan.items")
+#: pyinit's own modules for what this command does not use (secrets, items, --mkdir).
+UNUSED = ("pyinit.plan.secrets", "pyinit.plan.services", "pyinit.plan.items", "pyinit.root.mkdir")
 
 
 def test_exec_path_imports_nothing_heavy(sandbox: Sandbox) -> None:
