@@ -716,7 +716,9 @@ def test_file_env_reaches_the_target(sandbox: Sandbox, tmp_path: Path) -> None:
 
 # --- start-up cost: the exec path imports nothing heavy --------------------------------
 
-HEAVY = ("trio", "psutil", "dataclasses", "typing", "inspect", "asyncio", "logging")
+HEAVY = ("trio", "psutil", "dataclasses", "typing", "inspect", "asyncio", "logging", "locale")
+#: pyinit's own modules for what this command does not use (secrets, items, --mkdir).
+UNUSED = ("pyinit.plan.secrets", "pyinit.plan.services", "pyinit.plan.items", "pyinit.root.mkdir")
 
 
 def test_exec_path_imports_nothing_heavy(sandbox: Sandbox) -> None:
@@ -747,6 +749,8 @@ def test_exec_path_imports_nothing_heavy(sandbox: Sandbox) -> None:
     assert "pyinit.run.execmode" in modules
     for name in HEAVY:
         assert not any(m == name or m.startswith(name + ".") for m in modules), name
+    for name in UNUSED:
+        assert name not in modules, name
 
 
 @pytest.mark.parametrize(

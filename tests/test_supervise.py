@@ -494,6 +494,10 @@ def test_a_plain_target_imports_neither_trio_nor_psutil_as_pid1() -> None:
     assert "pyinit.run.plain" in modules
     for name in ("trio", "psutil", "pyinit.run.loop"):
         assert not any(m == name or m.startswith(name + ".") for m in modules), name
+    # Nor what it does not use: argparse's gettext lookups (locale), the secrets and
+    # services models, the hooks' module (docs/design.md, "Start-up cost").
+    for name in ("locale", "pyinit.plan.secrets", "pyinit.plan.services", "pyinit.root.hooks"):
+        assert name not in modules, name
 
 
 async def test_terminal_gets_ctrl_c_and_ctrl_z_never_stops_pid1(tmp_path: Path) -> None:

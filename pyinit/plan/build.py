@@ -18,7 +18,6 @@ from types import MappingProxyType
 from pyinit.errors import UsageError, quoted
 from pyinit.plan.capabilities import missing_capabilities, parse_capability
 from pyinit.plan.host import Host, read_host
-from pyinit.plan.secrets import Target, check_exec_budget, resolve_file_env
 from pyinit.plan.signals import parse_rewrite, parse_success_exit
 from pyinit.plan.sources import named_for_its_origin, supervise_only_given, typed
 from pyinit.plan.stop import DEFAULT_STOP_TIMEOUT as DEFAULT_STOP_TIMEOUT
@@ -38,6 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from pyinit.plan.onlyfor import OnlyFor
+    from pyinit.plan.secrets import Target
     from pyinit.plan.services import Item, Liveness, Probe, Services
 
 MODES = ("exec", "supervise", "auto")
@@ -673,22 +673,31 @@ def build_plan(
     post_hooks = tuple(shell_hook(c, "--post") for c in options.post)
 
     services = _plan_services(options, identity, skip_non_root, euid, capability_mask, host)
-    notices.extend(services.notices)
+    items, ready, alive, on_unhealthy = (
+        (services.items, services.ready, services.alive, services.on_unhealthy)
+        if services is not None
+        else ((), None, None, "ignore")
+    )
+    notices.extend(services.notices if services is not None else ())
     config_sources = getattr(options, "config_sources", ())
     if config_sources:
         # Before any secret is read for them: the users are known only now.
         main_user = _secret_target(identity, extra_groups, switch_identity, euid)
-        users = _item_users(services.items, main_user, euid)
+        users = _item_users(items, main_user, euid)
         for source in config_sources:
             source.check_trust(users)
 
     from_env = _split_list(environ.get("PYINIT_FILE_ENV", "")) if runs_service else []
     file_env_names = tuple(dict.fromkeys(from_env + list(options.file_env)))
     env = dict(environ)
-    secret_target = _secret_target(identity, extra_groups, switch_identity, euid)
-    secrets = resolve_file_env(file_env_names, environ, target=secret_target)
+    secrets: dict[str, str] = {}
+    if file_env_names:  # pyinit.plan.secrets is imported only when there are some to read
+        from pyinit.plan.secrets import resolve_file_env
+
+        secret_target = _secret_target(identity, extra_groups, switch_identity, euid)
+        secrets = resolve_file_env(file_env_names, environ, target=secret_target)
     env.update(secrets)
-    item_secrets = _item_secrets(services.items, environ, euid)
+    item_secrets = _item_secrets(items, environ, euid)
     for name in (*file_env_names, *item_secrets):
         # pyinit consumes NAME_FILE: no process sees the path of a secret.
         env.pop(name + "_FILE", None)
@@ -704,7 +713,10 @@ def build_plan(
         notify_socket = env.pop("NOTIFY_SOCKET", None) or None
     stack = [r.soft for r in rlimits if r.resource == resource.RLIMIT_STACK]
     stack_limit = stack[-1] if stack else None
-    check_exec_budget(options.command, env, secrets, stack_limit)
+    if secrets:  # without secrets read there is nothing to check (see check_exec_budget)
+        from pyinit.plan.secrets import check_exec_budget
+
+        check_exec_budget(options.command, env, secrets, stack_limit)
 
     wants_setup = bool(mkdirs or chowns or rlimits or pre_hooks)
     root_setup = wants_setup
@@ -750,10 +762,10 @@ def build_plan(
         only_for=only_for,
         log_format=_log_format(options.log_format),
         log_time=options.log_time,
-        items=services.items,
-        ready=services.ready,
-        alive=services.alive,
-        on_unhealthy=services.on_unhealthy,
+        items=items,
+        ready=ready,
+        alive=alive,
+        on_unhealthy=on_unhealthy,
         config_files=tuple(s.path for s in config_sources if not s.is_directory),
         control=_control(options, mode, host),
         host=host,
@@ -796,6 +808,8 @@ def check_item_exec_budgets(plan: Plan, stack_soft_limit: int | None) -> None:
     """Refuse an item's ``file-env=`` secrets that would push its exec past the budget."""
     for item in plan.items:
         if item.file_env and item.launch is not None:
+            from pyinit.plan.secrets import check_exec_budget
+
             flag = f"{item.source}: file-env="
             check_exec_budget(item.command, item.launch.env, item.file_env, stack_soft_limit, flag)
 
@@ -849,6 +863,8 @@ def _secret_target(
     """Whom ``--file-env`` paths must be safe from: the step-down's user, if it is another."""
     if identity is None or not switch_identity or identity.uid in (0, euid):
         return None
+    from pyinit.plan.secrets import Target
+
     gids = (identity.gid, *identity.groups, *extra_groups)
     return Target(identity.uid, gids, trusted=(0, euid))
 
@@ -858,6 +874,8 @@ def _item_secrets(items: tuple[Item, ...], environ: Mapping[str, str], euid: int
     values: dict[str, str] = {}
     for item in items:
         if item.file_env:
+            from pyinit.plan.secrets import resolve_file_env
+
             target = _secret_target(item.identity, (), item.switch_identity, euid)
             flag = f"{item.source}: file-env="
             values.update(resolve_file_env(item.file_env, environ, target=target, flag=flag))
@@ -866,6 +884,8 @@ def _item_secrets(items: tuple[Item, ...], environ: Mapping[str, str], euid: int
 
 def _item_users(items: tuple[Item, ...], main_user: Target | None, euid: int) -> list[Target]:
     """The users pyinit steps down to for the main (MAIN_USER) and for each item."""
+    from pyinit.plan.secrets import Target
+
     users = [] if main_user is None else [main_user]
     for item in items:
         identity = item.identity
@@ -882,15 +902,13 @@ def _plan_services(
     euid: int,
     capability_mask: int,
     host: Host,
-) -> Services:
-    """Sidecars, tasks and --ready (pyinit.plan.items, imported only when they are used)."""
-    from pyinit.plan.services import Services
-
+) -> Services | None:
+    """Sidecars, tasks, --ready and --alive; None without any (no services module imported)."""
     wanted = ("ready", "alive", "alive_every", "alive_failures", "on_unhealthy")
     if not getattr(options, "items", None) and all(
         getattr(options, w, None) is None for w in wanted
     ):
-        return Services(items=(), ready=None, alive=None, on_unhealthy="ignore", notices=())
+        return None
     from pyinit.plan.items import plan_services
 
     return plan_services(

@@ -9,6 +9,8 @@ capability it needs and checked before anything is changed.
 
 from __future__ import annotations
 
+import os
+
 from pyinit.errors import UsageError, quoted
 
 TYPE_CHECKING = False
@@ -73,10 +75,29 @@ def parse_capability(text: str, flag: str) -> str:
 def read_capability_sets(status_path: str = "/proc/self/status") -> dict[str, int]:
     """Every ``Cap*`` mask of this process (CapInh, CapPrm, CapEff, CapBnd, CapAmb), one read."""
     try:
-        with open(status_path, encoding="ascii") as f:
-            return parse_capability_sets(f.read())
+        fd = os.open(status_path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return {}
+    try:
+        return read_capability_sets_from(fd)
+    finally:
+        os.close(fd)
+
+
+def read_capability_sets_from(status_fd: int) -> dict[str, int]:
+    """The ``Cap*`` masks in the /proc/PID/status open as ``status_fd``, read from its start.
+
+    Bytes, decoded here: the ``Name:`` line holds whatever bytes the process
+    name has (and a text-mode ``open`` would load a codec module for it).
+    """
+    data = b""
+    try:
+        # seq_file: a read at offset 0 generates the text afresh (the fd may be reused).
+        while chunk := os.pread(status_fd, 1 << 16, len(data)):
+            data += chunk
+    except OSError:
+        return {}
+    return parse_capability_sets(data.decode("ascii", "replace"))
 
 
 def parse_capability_sets(status: str) -> dict[str, int]:

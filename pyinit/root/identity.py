@@ -16,8 +16,8 @@ import os
 from pyinit.errors import PyinitError
 from pyinit.plan.capabilities import (
     capability_names,
-    parse_capability_sets,
     read_capability_sets,
+    read_capability_sets_from,
 )
 
 TYPE_CHECKING = False
@@ -56,11 +56,7 @@ def capability_sets(status_fd: int | None = None) -> dict[str, int]:
     """This process's ``Cap*`` masks, read now (through ``status_fd`` when given)."""
     if status_fd is None:
         return read_capability_sets()
-    try:
-        # seq_file: a read at offset 0 generates the text afresh.
-        return parse_capability_sets(os.pread(status_fd, 1 << 16, 0).decode("ascii", "replace"))
-    except OSError:
-        return {}
+    return read_capability_sets_from(status_fd)
 
 
 def limit_inheritable(keep_mask: int, status_fd: int | None = None) -> None:

@@ -17,7 +17,6 @@ import time
 from pyinit import log
 from pyinit.errors import PyinitError
 from pyinit.plan.stop import stop_schedule
-from pyinit.root.hooks import spawn_hook
 from pyinit.run.reaper import describe_status
 from pyinit.stopping import escalation_notice, kill_group
 
@@ -51,6 +50,8 @@ def hook_env(plan: Plan, code: int) -> dict[str, str]:
 
 def start_hook(reaper: Reaper, hook: Hook, env: dict[str, str]) -> Watched:
     """Start a hook in its own group, watched before the reaper can see it exit."""
+    from pyinit.root.hooks import spawn_hook  # only when there is a hook (and contextlib with it)
+
     with reaper.spawning() as watch:
         return watch(spawn_hook(hook, env, own_group=True))
 

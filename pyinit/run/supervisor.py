@@ -31,7 +31,6 @@ from types import MappingProxyType
 
 from pyinit import log
 from pyinit.errors import EXIT_SETUP_FAILED
-from pyinit.plan.services import SIDECAR
 from pyinit.record import Record
 from pyinit.root.setup import apply_root_setup
 from pyinit.run import lifecycle
@@ -155,6 +154,10 @@ def _start_items_early(plan: Plan, reaper: Reaper, mask: tuple[int, ...]) -> dic
     refused fork.
     """
     started: dict[str, Started] = {}
+    if not plan.items:
+        return started  # a plain target: not even the services model is imported
+    from pyinit.plan.services import SIDECAR
+
     for item in plan.items:
         if item.kind != SIDECAR or item.ready is not None:
             break

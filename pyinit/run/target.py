@@ -265,12 +265,12 @@ def reset_child_signal_state(mask: Iterable[int] | None = None) -> None:
 
 
 def _discard_own_pending(signals: Iterable[int]) -> None:
+    # No query of the mask first: an unblocked signal is never pending, so the
+    # poll just finds nothing (and the query, 64 signals turned into enum
+    # members, cost a forked child ~0.2 ms of copy-on-write faults).
     pid = os.getpid()
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     others = []
     for sig in signals:
-        if sig not in blocked:
-            continue  # not blocked: nothing of it can be pending
         while (info := signal.sigtimedwait([sig], 0)) is not None:
             if not is_own_signal(info, pid):
                 others.append(sig)
