@@ -750,3 +750,29 @@ def test_the_config_file_names_the_socket(tmp_path: Path) -> None:
         plan_for(argv, socket_env())
     assert "key 'control'" in refused.value.message
     assert "expected an absolute path or none" in refused.value.message
+
+
+def test_a_dead_sidecar_shows_stopping_then_is_restarted_by_its_policy(sandbox: Sandbox) -> None:
+    # The sidecar takes its time on TERM (a second), so its stop for failed
+    # liveness checks is seen in status: the supervisor's own state, not "running".
+    with scratch_dir("pyinit-dead-") as tmp:
+        alive = tmp / "alive"
+        alive.write_text("")
+        slow = "trap 'sleep 1; exit 0' TERM; while :; do sleep 0.05; done"
+        sidecar = f'w alive=file:{alive} alive-every=0.1 alive-failures=2 -- sh -c "{slow}"'
+        with container(sandbox, "--sidecar", sidecar, "--", "sleep", "60") as c:
+            c.wait_listening()
+            wait_for(lambda: status_json(c)[1]["alive"] == "ok", WAIT, "alive ok")
+            first = status_json(c)[1]["pid"]
+            alive.unlink()
+            wait_for(lambda: status_json(c)[1]["state"] == "stopping", WAIT, "stopping")
+            assert status_json(c)[1]["alive"] == "dead"
+            alive.write_text("")
+            wait_for(lambda: status_json(c)[1]["alive"] == "ok", WAIT, "restarted and alive")
+            w = status_json(c)[1]
+            assert w["pid"] != first and w["state"] == "running"
+            assert (w["restarts"], w["restarts_total"]) == (1, 1)  # a liveness kill spends one
+            code, _, err = c.stop()
+        assert code == 143
+        assert "sidecar w failed its liveness check 2 times in a row" in err
+        assert f"stopping sidecar w (pid {first}) with SIGTERM (dead)" in err

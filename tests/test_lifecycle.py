@@ -29,6 +29,7 @@ GIVEUP_IGNORE = lc.Exited(status=EXIT_3, decision=lc.GIVE_UP, delay=0.0, exit_co
 HAND = {"first_signal": signal.SIGTERM, "term_at": 100.0, "kill_at": 108.0, "reap_by": 108.5}
 STOP_BY_HAND = lc.StopByHand(**HAND)
 RESTART_BY_HAND = lc.RestartByHand(**HAND)
+DEAD = lc.Dead(**HAND)
 RUN_STOP_BY_HAND = lc.RunStop(**HAND)
 #: The container's stop turn for one already being stopped by hand: awaited, SIGKILL at 105.
 RUN_STOP_IN_TURN = lc.RunStop(first_signal=None, term_at=100.0, kill_at=105.0, reap_by=108.0)
@@ -49,6 +50,7 @@ EVENTS: dict[str, lc.Event] = {
     "stop by hand": STOP_BY_HAND,
     "start by hand": lc.StartByHand(),
     "restart by hand": RESTART_BY_HAND,
+    "dead": DEAD,
 }
 
 #: state -> event -> (next state, actions); "=" means unchanged, no action.
@@ -68,6 +70,7 @@ TABLE: dict[str, dict[str, tuple[str, tuple[lc.Action, ...]]]] = {
         "stop by hand": (lc.STOPPING, (RUN_STOP_BY_HAND,)),
         "start by hand": SAME,
         "restart by hand": (lc.STOPPING, (RUN_STOP_BY_HAND,)),
+        "dead": (lc.STOPPING, (RUN_STOP_BY_HAND,)),
     },
     lc.RUNNING: {
         "spawned": SAME,
@@ -83,6 +86,7 @@ TABLE: dict[str, dict[str, tuple[str, tuple[lc.Action, ...]]]] = {
         "stop by hand": (lc.STOPPING, (RUN_STOP_BY_HAND,)),
         "start by hand": SAME,
         "restart by hand": (lc.STOPPING, (RUN_STOP_BY_HAND,)),
+        "dead": (lc.STOPPING, (RUN_STOP_BY_HAND,)),
     },
     lc.BACKOFF: {
         "spawned": (lc.STARTING, ()),
@@ -98,6 +102,7 @@ TABLE: dict[str, dict[str, tuple[str, tuple[lc.Action, ...]]]] = {
         "stop by hand": (lc.STOPPED, (lc.CancelBackoff(),)),
         "start by hand": (lc.STARTING, (lc.CancelBackoff(), START_NOW)),
         "restart by hand": (lc.STARTING, (lc.CancelBackoff(), START_NOW)),
+        "dead": SAME,
     },
     lc.STOPPING: {
         "spawned": SAME,
@@ -110,6 +115,7 @@ TABLE: dict[str, dict[str, tuple[str, tuple[lc.Action, ...]]]] = {
         "stop by hand": SAME,
         "start by hand": SAME,
         "restart by hand": SAME,
+        "dead": SAME,
     },
     lc.KILLING: {
         "spawned": SAME,
@@ -122,6 +128,7 @@ TABLE: dict[str, dict[str, tuple[str, tuple[lc.Action, ...]]]] = {
         "stop by hand": SAME,
         "start by hand": SAME,
         "restart by hand": SAME,
+        "dead": SAME,
     },
     **{
         final: {
@@ -148,6 +155,18 @@ BY_HAND_TABLE: dict[tuple[str, str], dict[str, tuple[str, tuple[lc.Action, ...]]
     for state in (lc.STOPPING, lc.KILLING)
     for hand in (lc.HAND_STOP, lc.HAND_RESTART)
 }
+#: A dead run being stopped: its end gets the restart policy's decision, as a crash does.
+BY_HAND_TABLE.update(
+    {
+        (state, lc.DEAD_RESTART): {
+            **dict.fromkeys(EVENTS, SAME),
+            **{e: TABLE[lc.RUNNING][e] for e in EVENTS if e.startswith("exit")},
+            "stop": (state, (RUN_STOP_IN_TURN,)),
+            "sent KILL": (lc.KILLING, ()) if state == lc.STOPPING else SAME,
+        }
+        for state in (lc.STOPPING, lc.KILLING)
+    }
+)
 
 
 def life_in(state: str, by_hand: str | None = None) -> lc.Life:
@@ -195,7 +214,11 @@ def check(before: lc.Life, event: str, expected: tuple[str, tuple[lc.Action, ...
 )
 def test_transition_table(state: str, event: str) -> None:
     after = check(life_in(state), event, TABLE[state][event])
-    hand = {"stop by hand": lc.HAND_STOP, "restart by hand": lc.HAND_RESTART}.get(event)
+    hand = {
+        "stop by hand": lc.HAND_STOP,
+        "restart by hand": lc.HAND_RESTART,
+        "dead": lc.DEAD_RESTART,
+    }.get(event)
     assert after.by_hand == (hand if after.state == lc.STOPPING != state else None)
 
 

@@ -65,9 +65,12 @@ DONE = "done"
 GIVE_UP = "give-up"
 
 
-#: What a stop by hand (:attr:`Life.by_hand`) leads to once the run is gone.
+#: What a stop that is not the container's (:attr:`Life.by_hand`) leads to once the run is
+#: gone: down until a start (by hand), started again at once (by hand), or the restart
+#: policy's decision on a failed run (its liveness checks failed, :class:`Dead`).
 HAND_STOP = "stop"
 HAND_RESTART = "restart"
+DEAD_RESTART = "policy"
 
 
 class Life(Record):
@@ -86,7 +89,8 @@ class Life(Record):
     #: How many times it was started (restarts are ``starts - 1``).
     starts: int
     #: While it is being stopped by hand: :data:`HAND_STOP` (then stays down) or
-    #: :data:`HAND_RESTART` (then starts again); else None.
+    #: :data:`HAND_RESTART` (then starts again); because it was dead:
+    #: :data:`DEAD_RESTART` (then the restart policy decides); else None.
     by_hand: str | None
 
     @classmethod
@@ -162,6 +166,20 @@ class StopByHand(Record):
     """``pyinitctl stop``: its stop-signal at ``term_at``, SIGKILL at ``kill_at``; then down.
 
     A sidecar waiting to restart simply stays down.
+    """
+
+    __slots__ = ("first_signal", "kill_at", "reap_by", "term_at")
+    first_signal: int
+    term_at: float
+    kill_at: float
+    reap_by: float
+
+
+class Dead(Record):
+    """Its liveness checks failed: stopped as by hand, then its exit goes to the restart policy.
+
+    Its end comes as an :class:`Exited` with the policy's decision (a failed
+    run), so it restarts, or gives up, as a crashed run does.
     """
 
     __slots__ = ("first_signal", "kill_at", "reap_by", "term_at")
@@ -251,6 +269,7 @@ Event = (
     | StopByHand
     | StartByHand
     | RestartByHand
+    | Dead
 )
 Action = StartRun | RunStop | WaitBackoff | CancelBackoff | BeginStop | FreshBudget
 
@@ -291,6 +310,9 @@ def transition(life: Life, event: Event, now: float) -> tuple[Life, tuple[Action
         return _start_by_hand(life, now)
     elif isinstance(event, StartByHand):
         return _start_by_hand(life, now)
+    elif isinstance(event, Dead):
+        if state in (STARTING, RUNNING) and life.pid is not None:
+            return _stop(life, event, now, DEAD_RESTART)
     elif isinstance(event, Signalled):
         if state == STOPPING and event.signum == signal.SIGKILL:
             return _to(life, KILLING, now), ()
@@ -299,7 +321,7 @@ def transition(life: Life, event: Event, now: float) -> tuple[Life, tuple[Action
     return life, ()
 
 
-def _run_stop(event: Stop | StopByHand | RestartByHand, first_signal: int | None) -> RunStop:
+def _run_stop(event: Stop | StopByHand | RestartByHand | Dead, first_signal: int | None) -> RunStop:
     """The stop primitive's run for ``event``'s instants."""
     return RunStop(
         first_signal=first_signal,
@@ -310,9 +332,9 @@ def _run_stop(event: Stop | StopByHand | RestartByHand, first_signal: int | None
 
 
 def _stop(
-    life: Life, event: Stop | StopByHand | RestartByHand, now: float, by_hand: str | None
+    life: Life, event: Stop | StopByHand | RestartByHand | Dead, now: float, by_hand: str | None
 ) -> tuple[Life, tuple[Action, ...]]:
-    """A stop (the container's turn, or by hand): its run signalled, or no restart to come."""
+    """A stop (the container's turn, by hand, a dead run's): its run signalled, or none to come."""
     state = life.state
     if state in (STARTING, RUNNING) and life.pid is not None:
         stop = _run_stop(event, event.first_signal)
@@ -333,12 +355,16 @@ def _start_by_hand(life: Life, now: float) -> tuple[Life, tuple[Action, ...]]:
 
 
 def _exited(life: Life, event: Exited, now: float) -> tuple[Life, tuple[Action, ...]]:
-    """A run ended: stopped if pyinit was stopping it, else the policy's decision."""
+    """A run ended: stopped if pyinit was stopping it, else the policy's decision.
+
+    A run stopped because it was dead (:class:`Dead`) ended as a failed run:
+    the policy's decision too.
+    """
     state = life.state
     if state in FINAL or state == BACKOFF:
         return life, ()
     ended = {"pid": None, "last_status": event.status, "by_hand": None}
-    if state in (STOPPING, KILLING):
+    if state in (STOPPING, KILLING) and life.by_hand != DEAD_RESTART:
         if life.by_hand == HAND_RESTART:
             return _to(life, STARTING, now, **ended), (StartRun(by_hand=True),)
         return _to(life, STOPPED, now, **ended), ()

@@ -28,16 +28,13 @@ when it is ready and :meth:`Checks.end` when it ends or the shutdown begins.
 from __future__ import annotations
 
 import signal
-import time
 
 import trio
 
-from pyinit import log, stopping
+from pyinit import log
 from pyinit.errors import SIGNAL_EXIT_BASE
-from pyinit.plan.signals import signal_name
 from pyinit.run import probes
 from pyinit.run.restart import failed
-from pyinit.stopping import kill_group
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -168,21 +165,8 @@ class SidecarChecks(Checks):
             f" {then}"
         )
         self.killed = True
-        sup = self.item_run.sup
-        grace = sup.plan.stop_timeout
-        now = time.monotonic()
-
-        def send(sig: int) -> None:
-            if sig == item.stop_signal:
-                log.info(f"stopping {self.label} (pid {run.pid}) with {signal_name(sig)}")
-            else:
-                log.notice(f"{self.label} still running {grace:g}s after its stop: sending SIGKILL")
-            kill_group(run.pid, sig)
-
-        # The whole grace, then SIGKILL; the reap follows at once (1 s for the kernel).
-        await stopping.stop(
-            send, sup.ended_by(run), item.stop_signal, now, now + grace, now + grace + 1
-        )
+        # As a stop by hand: its stop-signal, --stop-timeout of grace, SIGKILL.
+        await self.item_run.stop_dead(run)
 
 
 class MainChecks(Checks):

@@ -282,7 +282,8 @@ class ItemRun:
         No policy for a run being stopped (its end is a stop's), nor once the
         container's stop began.
         """
-        if self.state in (lifecycle.STOPPING, lifecycle.KILLING) or self._shutting_down():
+        stopped = self.state in (lifecycle.STOPPING, lifecycle.KILLING)
+        if (stopped and not self._dead()) or self._shutting_down():
             self._feed(lifecycle.exited(status))
             return
         decision = self.tracker.exited(status, time.monotonic(), ready=self._up)
@@ -453,19 +454,19 @@ class ItemRun:
             if run is not None:
                 await self._run_stop(run, action)
 
-    async def _run_stop(self, run: Watched, action: lifecycle.RunStop, by_hand: str = "") -> bool:
+    async def _run_stop(self, run: Watched, action: lifecycle.RunStop, why: str = "") -> bool:
         """Carry out a :class:`lifecycle.RunStop` with the one stop primitive; True once gone.
 
-        ``by_hand``: the verb of a request by hand, for the log.
+        ``why``: a stop that is not the container's (``by hand``, ``dead``), for the log.
         """
         pid = run.pid
 
         def send(sig: int) -> None:
-            if sig == action.first_signal and by_hand:
-                log.notice(f"stopping {self.label} (pid {pid}) with {signal_name(sig)} (by hand)")
+            if sig == action.first_signal and why:
+                log.notice(f"stopping {self.label} (pid {pid}) with {signal_name(sig)} ({why})")
             elif sig == action.first_signal:
                 log.info(f"stopping {self.label} (pid {pid}) with {signal_name(sig)}")
-            elif by_hand:
+            elif why:
                 grace = self.sup.plan.stop_timeout
                 log.notice(f"{self.label} still running after {grace:g}s: sending SIGKILL")
             else:
@@ -478,10 +479,28 @@ class ItemRun:
         ended = await stopping.stop(
             send, ended_by, action.first_signal, action.term_at, action.kill_at, action.reap_by
         )
-        # Gone: fed now (not live for the leftovers' turn), even before its own task wakes.
-        if ended and run.status is not None and self._claim(run):
+        # Gone: fed now (not live for the leftovers' turn), even before its own task wakes;
+        # but a dead run's end is its own task's to feed, with the policy's decision.
+        if ended and run.status is not None and not self._dead() and self._claim(run):
             self._feed(lifecycle.exited(run.status))
         return ended
+
+    def _dead(self) -> bool:
+        """True while its run is stopped because its liveness checks failed (policy to follow)."""
+        return self.life.life.by_hand == lifecycle.DEAD_RESTART
+
+    async def stop_dead(self, run: Watched) -> None:
+        """``run`` failed its liveness checks: stop it (stop-signal, ``--stop-timeout``, SIGKILL).
+
+        Its end then goes to the restart policy as a failed run (its own task
+        feeds it).  Nothing happens if ``run`` is no longer the current run,
+        or is being stopped already.
+        """
+        if self.current is not run:
+            return
+        stops = self._feed(self._by_hand(lifecycle.Dead))
+        if stops:
+            await self._run_stop(run, stops[0], why="dead")
 
     # --- by hand (pyinitctl stop/start/restart, through the control socket) ----------------
 
@@ -551,9 +570,9 @@ class ItemRun:
             raise ControlRefused(f"{self.label} is starting already")
 
     def _by_hand(
-        self, event: type[lifecycle.StopByHand | lifecycle.RestartByHand]
-    ) -> lifecycle.StopByHand | lifecycle.RestartByHand:
-        """A stop by hand from now: its stop-signal, SIGKILL after ``--stop-timeout``."""
+        self, event: type[lifecycle.StopByHand | lifecycle.RestartByHand | lifecycle.Dead]
+    ) -> lifecycle.StopByHand | lifecycle.RestartByHand | lifecycle.Dead:
+        """A stop that is not the container's: its stop-signal now, SIGKILL after --stop-timeout."""
         now = time.monotonic()
         timeout = self.sup.plan.stop_timeout
         kill_at = now + timeout
@@ -566,7 +585,7 @@ class ItemRun:
 
     async def _stop_by_hand(self, run: Watched, action: lifecycle.RunStop, verb: str) -> None:
         """Run a stop by hand to the reap; ControlRefused if even SIGKILL did not end it."""
-        if not await self._run_stop(run, action, by_hand=verb):
+        if not await self._run_stop(run, action, why="by hand"):
             raise ControlRefused(f"{self.label} (pid {run.pid}) got SIGKILL but is not gone yet")
 
     async def _started(self, verb: str, attempts: int) -> str:
