@@ -106,6 +106,22 @@ class Life(Record):
         return self.pid is not None
 
 
+class StopInstants(Record):
+    """A stop's instants: its first signal, SIGKILL, the reap's bound (monotonic seconds).
+
+    ``first_signal`` (None: sent already) at ``term_at``, SIGKILL at
+    ``kill_at``, the reap awaited until ``reap_by``.  The stop events and
+    :class:`RunStop` are these instants under other names: what an event
+    asks for is what the one stop primitive is handed.
+    """
+
+    __slots__ = ("first_signal", "kill_at", "reap_by", "term_at")
+    first_signal: int | None
+    term_at: float
+    kill_at: float
+    reap_by: float
+
+
 # --- events --------------------------------------------------------------------------
 
 
@@ -139,14 +155,10 @@ class Exited(Record):
     exit_code: int | None
 
 
-class Stop(Record):
+class Stop(StopInstants):
     """Its turn to be stopped came: ``first_signal`` (None: sent already) at ``term_at`` ..."""
 
-    __slots__ = ("first_signal", "kill_at", "reap_by", "term_at")
-    first_signal: int | None
-    term_at: float
-    kill_at: float
-    reap_by: float
+    __slots__ = ()
 
 
 class Signalled(Record):
@@ -162,31 +174,23 @@ class BackoffOver(Record):
     __slots__ = ()
 
 
-class StopByHand(Record):
+class StopByHand(StopInstants):
     """``pyinitctl stop``: its stop-signal at ``term_at``, SIGKILL at ``kill_at``; then down.
 
     A sidecar waiting to restart simply stays down.
     """
 
-    __slots__ = ("first_signal", "kill_at", "reap_by", "term_at")
-    first_signal: int
-    term_at: float
-    kill_at: float
-    reap_by: float
+    __slots__ = ()
 
 
-class Dead(Record):
+class Dead(StopInstants):
     """Its liveness checks failed: stopped as by hand, then its exit goes to the restart policy.
 
     Its end comes as an :class:`Exited` with the policy's decision (a failed
     run), so it restarts, or gives up, as a crashed run does.
     """
 
-    __slots__ = ("first_signal", "kill_at", "reap_by", "term_at")
-    first_signal: int
-    term_at: float
-    kill_at: float
-    reap_by: float
+    __slots__ = ()
 
 
 class StartByHand(Record):
@@ -199,18 +203,14 @@ class StartByHand(Record):
     __slots__ = ()
 
 
-class RestartByHand(Record):
+class RestartByHand(StopInstants):
     """``pyinitctl restart``: stopped as by :class:`StopByHand`, then started again at once.
 
     One waiting to restart starts now; one that is down starts as by
     :class:`StartByHand`.
     """
 
-    __slots__ = ("first_signal", "kill_at", "reap_by", "term_at")
-    first_signal: int
-    term_at: float
-    kill_at: float
-    reap_by: float
+    __slots__ = ()
 
 
 # --- actions -------------------------------------------------------------------------
@@ -229,14 +229,10 @@ class FreshBudget(Record):
     __slots__ = ()
 
 
-class RunStop(Record):
+class RunStop(StopInstants):
     """Run the stop primitive (:func:`pyinit.stopping.stop`) with these instants."""
 
-    __slots__ = ("first_signal", "kill_at", "reap_by", "term_at")
-    first_signal: int | None
-    term_at: float
-    kill_at: float
-    reap_by: float
+    __slots__ = ()
 
 
 class WaitBackoff(Record):
@@ -321,7 +317,7 @@ def transition(life: Life, event: Event, now: float) -> tuple[Life, tuple[Action
     return life, ()
 
 
-def _run_stop(event: Stop | StopByHand | RestartByHand | Dead, first_signal: int | None) -> RunStop:
+def _run_stop(event: StopInstants, first_signal: int | None) -> RunStop:
     """The stop primitive's run for ``event``'s instants."""
     return RunStop(
         first_signal=first_signal,
@@ -332,7 +328,7 @@ def _run_stop(event: Stop | StopByHand | RestartByHand | Dead, first_signal: int
 
 
 def _stop(
-    life: Life, event: Stop | StopByHand | RestartByHand | Dead, now: float, by_hand: str | None
+    life: Life, event: StopInstants, now: float, by_hand: str | None
 ) -> tuple[Life, tuple[Action, ...]]:
     """A stop (the container's turn, by hand, a dead run's): its run signalled, or none to come."""
     state = life.state
