@@ -21,7 +21,7 @@ import operate
 import plainrss
 import sidecars
 import standalone
-from measure import mono_ns
+from measure import mono_ns, wait_exit
 from setup_env import BENCH_DIR, Environment, compile_c, ns_prefix
 from summary import fmt, stats, table
 
@@ -62,8 +62,10 @@ def stop_session(
             timeout=30,
             check=False,
         )
-        rc = proc.wait(timeout=30)
+        rc = wait_exit(proc, 30)
         gone = mono_ns()
+        if rc is None:
+            raise subprocess.TimeoutExpired(proc.args, 30)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import statistics
 import subprocess
@@ -217,8 +218,25 @@ def ns_session(
             proc.wait(timeout=timeout)
 
 
-def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
-    """The process's exit code, or None if it did not exit within timeout."""
+def wait_exit(proc: subprocess.Popen[Any], timeout: float) -> int | None:
+    """The process's exit code, or None if it did not exit within timeout.
+
+    Woken by the exit itself (a pidfd turns readable), not by ``Popen.wait(timeout=)``,
+    which polls after sleeping 1, 2, 4, 8, 16 ms...: a duration measured with it is
+    rounded up to its next poll (7 or 15 ms after the wait began, say).
+    """
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except OSError:  # reaped already, or no pidfds here: Popen's own wait
+        pidfd = None
+    if pidfd is not None:
+        try:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            if not poller.poll(timeout * 1000):
+                return None
+        finally:
+            os.close(pidfd)
     try:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:

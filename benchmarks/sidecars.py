@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from measure import SessionError, find_ns_init, mono_ns, signal_session
+from measure import SessionError, find_ns_init, mono_ns, signal_session, wait_exit
 from setup_env import BENCH_DIR, Environment, Init, compile_c, ns_prefix
 from summary import fmt, stats, table
 
@@ -382,9 +382,8 @@ def launch_stop_once(tool: str, path: str, helper: Path, workdir: Path, settle: 
             timeout=10,
             check=False,
         )
-        try:
-            rc = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        rc = wait_exit(proc, 30)
+        if rc is None:
             return {
                 "launch_ms": launch_ms,
                 "first_ms": first_ms,

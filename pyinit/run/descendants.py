@@ -41,6 +41,20 @@ def proc_is_ours() -> bool:
         return False
 
 
+def has_children() -> bool:
+    """Whether this process has a child at all, a zombie included; reaps nothing.
+
+    One system call (``waitid`` with ``WNOWAIT``).  Without a child nothing
+    can be below this process: an orphan is reparented to us, so every
+    descendant hangs under one of our children, and there is nothing to scan.
+    """
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
 def descendants(skip: Container[int] = ()) -> list[int] | None:
     """Pids of every process below this one (zombies included), or None if /proc is not ours.
 

@@ -171,8 +171,14 @@ class Intake:
             self.signal_main(signum, "drained: forwarded")
 
     def finish(self, code: int | None) -> None:
-        """The loop is done: exit with ``code`` (None: it failed, stop synchronously)."""
+        """The loop is done: exit with ``code`` (None: it failed, stop synchronously).
+
+        The first call wins: the loop calls it once the stop is over, before
+        it is torn down, and its thread once more when it returns.
+        """
         with self._lock:
+            if self._result is not None:
+                return
             self._call_soon = None
             self._failed = code is None
             self._result = EXIT_SETUP_FAILED if code is None else code

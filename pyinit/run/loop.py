@@ -48,6 +48,7 @@ from pyinit.run.descendants import (
     FOREIGN_PROC,
     LeftoverSignals,
     descendants,
+    has_children,
 )
 from pyinit.run.logrelay import LogRelay
 from pyinit.run.probes import single_error
@@ -56,6 +57,9 @@ from pyinit.run.restart import FAILED_START
 from pyinit.run.services import ItemRun
 from pyinit.run.spawn import fork_failure, start_item, start_target, started_line
 from pyinit.stopping import kill_group
+
+#: How long the loop thread stays out of the intake's way once it told it to exit.
+EXIT_HANDOVER_SECONDS = 1.0
 
 #: CPython's error when the kernel refuses a new thread (EAGAIN: no pid to spare).
 THREAD_REFUSED = "can't start new thread"
@@ -109,6 +113,12 @@ async def _supervise_in_nursery(
             nursery.cancel_scope.cancel()
             return None
         code = await supervision.run()
+        # Every process is reaped, the post hooks ran, the lines are out:
+        # the intake thread ends pyinit now (os._exit).  Tearing this nursery
+        # and trio down meanwhile would only take the GIL from it: this
+        # thread waits without it, and tears down only if pyinit still runs.
+        intake.finish(code)
+        time.sleep(EXIT_HANDOVER_SECONDS)
         nursery.cancel_scope.cancel()
     return code
 
@@ -116,6 +126,16 @@ async def _supervise_in_nursery(
 def _trio_time(monotonic: float) -> float:
     """A ``time.monotonic()`` instant (the deadline's clock) on trio's clock (another offset)."""
     return monotonic - time.monotonic() + trio.current_time()
+
+
+def _passed(when: float) -> bool:
+    """Whether monotonic instant ``when`` has passed: a wait until then would end unwaited.
+
+    The stop's ``ended_by`` answers such a wait at once (its first signal
+    is due now): waiting under a passed deadline still costs a pass of
+    trio's scheduler before it is cancelled, once per stop turn.
+    """
+    return when <= time.monotonic()
 
 
 def _call(token: trio.lowlevel.TrioToken, fn: object, *args: object) -> None:
@@ -413,6 +433,10 @@ class Supervision:
         """For :func:`pyinit.stopping.stop`: wait for a watched child's exit until an instant."""
 
         async def ended_by(when: float) -> bool:
+            if watched.exited:
+                return True
+            if _passed(when):
+                return False
             with trio.move_on_at(_trio_time(when)):
                 await self.wait_exit(watched)
                 return True
@@ -446,22 +470,13 @@ class Supervision:
             *(run.stop for run in reversed(self.runs)),
             self._leftovers.stop,
         ]
+        turns = _Turns(stops, kill_at, self.deadline.exit_at)
         async with trio.open_nursery() as nursery:
-            for index, stop_one in enumerate(stops):
-                ended = trio.Event()
-                nursery.start_soon(self._stop_then_set, stop_one, kill_at, ended)
+            for index in range(len(stops)):
+                turns.begin(nursery, index)
                 with trio.move_on_at(_trio_time(start + budget.turn_end(index))):
-                    await ended.wait()
+                    await turns.ended[index].wait()
         self._processes_stopped.set()
-
-    async def _stop_then_set(
-        self,
-        stop_one: Callable[[float, float], Awaitable[None]],
-        kill_at: float,
-        ended: trio.Event,
-    ) -> None:
-        await stop_one(kill_at, self.deadline.exit_at)
-        ended.set()
 
     async def _stop_main(self, kill_at: float, reap_by: float) -> None:
         """The main has its stop signal (forwarded, or _term_main): SIGKILL at ``kill_at``."""
@@ -480,6 +495,10 @@ class Supervision:
             self.main_life.feed(lifecycle.Signalled(signum=sig), time.monotonic())
 
         async def ended_by(when: float) -> bool:
+            if self._main_ended.is_set():
+                return True
+            if _passed(when):
+                return False
             with trio.move_on_at(_trio_time(when)):
                 await self._main_ended.wait()
                 return True
@@ -529,6 +548,43 @@ class Supervision:
             posthooks.report(hook, posthooks.finish_hook(hook, run))
 
 
+class _Turns:
+    """The stops in order, each begun once: when the one before it ends, or its turn does.
+
+    The task whose stop ended begins the next stop itself, at once: the turn
+    loop, which also wakes then, would take one more pass of trio's scheduler
+    to do it (about 0.1 ms a turn), and finds it begun.
+    """
+
+    def __init__(
+        self,
+        stops: Sequence[Callable[[float, float], Awaitable[None]]],
+        kill_at: float,
+        reap_by: float,
+    ) -> None:
+        self._stops = stops
+        self._kill_at = kill_at
+        self._reap_by = reap_by
+        self._begun = [False] * len(stops)
+        #: Set when each stop has ended (its process gone, or given up on at reap_by).
+        self.ended = [trio.Event() for _ in stops]
+
+    def begin(self, nursery: trio.Nursery, index: int) -> None:
+        """Begin stop ``index`` in a task of its own, unless it has begun."""
+        if not self._begun[index]:
+            self._begun[index] = True
+            nursery.start_soon(self._run_from, index)
+
+    async def _run_from(self, index: int) -> None:
+        while True:
+            await self._stops[index](self._kill_at, self._reap_by)
+            self.ended[index].set()
+            index += 1
+            if index == len(self._stops) or self._begun[index]:
+                return
+            self._begun[index] = True
+
+
 class Leftovers:
     """What the main and the items left behind, found by walking /proc; the last turn.
 
@@ -556,11 +612,14 @@ class Leftovers:
         )
 
     async def _ended_by(self, when: float) -> bool:
+        if _passed(when):
+            return False  # the next step is due now; the scan after it applies its signal
         with trio.move_on_at(_trio_time(when)):
             while True:
                 began = time.monotonic()
                 changed = self.sup.changed()  # before the scan: a reap during it wakes us at once
-                found = await _scan(self.sup.live_pids())
+                # No child at all: nothing can be left (no thread, no /proc walk).
+                found = await _scan(self.sup.live_pids()) if has_children() else []
                 if found is None:
                     log.warning(FOREIGN_PROC)
                     return True
