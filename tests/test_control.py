@@ -523,15 +523,32 @@ def test_hostile_clients_never_block_another_client(sandbox: Sandbox) -> None:
 
 
 def test_a_plain_target_imports_no_json_or_psutil_until_asked(sandbox: Sandbox) -> None:
+    # Started as the console script starts it, without site: what site and runpy
+    # (-m) import, contextlib among them, is not pyinit's.
+    entry = "from pyinit.__main__ import main; main()"
     argv = sandbox.argv(
-        [sys.executable, "-X", "importtime", *PYINIT[1:], "--", "sleep", "0.5"],
+        [sys.executable, "-S", "-X", "importtime", "-c", entry, "--", "sleep", "0.5"],
         pid_namespace=True,
     )
     result = run(argv, env=socket_env())
     assert result.returncode == 0, result.stderr
     modules = imported_modules(result.stderr)
     assert "pyinit.run.control" in modules and "pyinit.root.control" in modules
-    for name in ("trio", "psutil", "json", "socket", "threading", "pyinit.run.loop"):
+    # Nobody asked: the request code and the loop's backend are not loaded either.
+    idle = ("pyinit.run.answers", "pyinit.run.loopcontrol", "contextlib")
+    for name in ("trio", "psutil", "json", "socket", "threading", "pyinit.run.loop", *idle):
+        assert not any(m == name or m.startswith(name + ".") for m in modules), name
+
+
+def test_a_plain_target_loads_the_request_code_on_the_first_request(sandbox: Sandbox) -> None:
+    with container(sandbox, "--", "sleep", "60", PYTHONPROFILEIMPORTTIME="1") as c:
+        c.wait_listening()
+        assert c.ctl("health").returncode == 0
+        code, _, err = c.stop()
+    assert code == 143
+    modules = imported_modules(err)
+    assert "pyinit.run.answers" in modules
+    for name in ("json", "psutil", "trio", "pyinit.run.loopcontrol"):
         assert not any(m == name or m.startswith(name + ".") for m in modules), name
 
 
