@@ -534,21 +534,9 @@ def test_a_plain_target_imports_no_json_or_psutil_until_asked(sandbox: Sandbox) 
     assert result.returncode == 0, result.stderr
     modules = imported_modules(result.stderr)
     assert "pyinit.run.control" in modules and "pyinit.root.control" in modules
-    # Nobody asked: the request code and the loop's backend are not loaded either.
-    idle = ("pyinit.run.answers", "pyinit.run.loopcontrol", "contextlib")
+    # Nor the loop's backend, nor contextlib (the root layer's socket code uses none).
+    idle = ("pyinit.run.loopcontrol", "contextlib")
     for name in ("trio", "psutil", "json", "socket", "threading", "pyinit.run.loop", *idle):
-        assert not any(m == name or m.startswith(name + ".") for m in modules), name
-
-
-def test_a_plain_target_loads_the_request_code_on_the_first_request(sandbox: Sandbox) -> None:
-    with container(sandbox, "--", "sleep", "60", PYTHONPROFILEIMPORTTIME="1") as c:
-        c.wait_listening()
-        assert c.ctl("health").returncode == 0
-        code, _, err = c.stop()
-    assert code == 143
-    modules = imported_modules(err)
-    assert "pyinit.run.answers" in modules
-    for name in ("json", "psutil", "trio", "pyinit.run.loopcontrol"):
         assert not any(m == name or m.startswith(name + ".") for m in modules), name
 
 

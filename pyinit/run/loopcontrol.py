@@ -12,8 +12,14 @@ import time
 
 from pyinit.errors import ControlRefused, quoted
 from pyinit.run import lifecycle
-from pyinit.run.answers import STOPPING, not_healthy, process_status, signal_group, user_name
-from pyinit.run.control import Backend
+from pyinit.run.control import (
+    STOPPING,
+    Backend,
+    not_healthy,
+    process_status,
+    signal_group,
+    user_name,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
