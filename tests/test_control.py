@@ -523,15 +523,20 @@ def test_hostile_clients_never_block_another_client(sandbox: Sandbox) -> None:
 
 
 def test_a_plain_target_imports_no_json_or_psutil_until_asked(sandbox: Sandbox) -> None:
+    # Started as the console script starts it, without site: what site and runpy
+    # (-m) import, contextlib among them, is not pyinit's.
+    entry = "from pyinit.__main__ import main; main()"
     argv = sandbox.argv(
-        [sys.executable, "-X", "importtime", *PYINIT[1:], "--", "sleep", "0.5"],
+        [sys.executable, "-S", "-X", "importtime", "-c", entry, "--", "sleep", "0.5"],
         pid_namespace=True,
     )
     result = run(argv, env=socket_env())
     assert result.returncode == 0, result.stderr
     modules = imported_modules(result.stderr)
     assert "pyinit.run.control" in modules and "pyinit.root.control" in modules
-    for name in ("trio", "psutil", "json", "socket", "threading", "pyinit.run.loop"):
+    # Nor the loop's backend, nor contextlib (the root layer's socket code uses none).
+    idle = ("pyinit.run.loopcontrol", "contextlib")
+    for name in ("trio", "psutil", "json", "socket", "threading", "pyinit.run.loop", *idle):
         assert not any(m == name or m.startswith(name + ".") for m in modules), name
 
 

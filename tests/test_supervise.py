@@ -495,8 +495,9 @@ def test_a_plain_target_imports_neither_trio_nor_psutil_as_pid1() -> None:
     for name in ("trio", "psutil", "pyinit.run.loop"):
         assert not any(m == name or m.startswith(name + ".") for m in modules), name
     # Nor what it does not use: argparse's gettext lookups (locale), the secrets and
-    # services models, the hooks' module (docs/design.md, "Start-up cost").
-    for name in ("locale", "pyinit.plan.secrets", "pyinit.plan.services", "pyinit.root.hooks"):
+    # services models, the hooks' modules (docs/design.md, "Start-up cost").
+    unused = ("pyinit.plan.secrets", "pyinit.plan.services", "pyinit.root.hooks")
+    for name in ("locale", *unused, "pyinit.run.posthooks"):
         assert name not in modules, name
 
 

@@ -20,8 +20,9 @@ trio, and nothing more imported until a request needs it: ``json`` and
 The answer is ``CODE TEXT\\n`` (CODE: pyinitctl's exit code), and for
 ``status`` a JSON array after it, one object per process per line.  What
 is answered comes from a :class:`Backend`: :class:`PlainBackend` (the main
-only) or :class:`LoopBackend` (the main, sidecars and tasks, read and acted
-on in the loop's own thread through its trio token).
+only) or :class:`pyinit.run.loopcontrol.LoopBackend` (the main, sidecars and
+tasks, read and acted on in the loop's own thread through its trio token),
+imported with the loop only.
 """
 
 from __future__ import annotations
@@ -40,14 +41,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    import trio
-
     from pyinit.plan import Plan
     from pyinit.plan.userspec import Identity
     from pyinit.root.control import Listener
-    from pyinit.run.loop import Supervision
     from pyinit.run.reaper import Watched
-    from pyinit.run.services import ItemRun
 
     Process = dict[str, object]
 
@@ -66,7 +63,6 @@ DRAIN_READS = 4
 USAGE = "expected status, health, restart NAME, stop NAME, start NAME or signal NAME SIG"
 MAIN_BY_HAND = "the main cannot be stopped or restarted by hand: stop the container"
 STOPPING = "the container is stopping: only status is answered"
-ENDING = "the container is stopping: its processes are gone"
 #: The requests that act by hand on a sidecar (ItemRun.stop_by_hand, ...).
 BY_HAND = ("stop", "start", "restart")
 
@@ -401,6 +397,17 @@ def signal_group(pid: int | None, name: str, signum: int) -> str:
     return f"sent {signal_name(signum)} to {name} (process group {pid})"
 
 
+def not_healthy(state: str) -> str:
+    """What a state that is not healthy says in ``health``'s line."""
+    if state == lifecycle.RUNNING:
+        return "failed its liveness checks"
+    if state == lifecycle.STARTING:
+        return "is starting (not ready)"
+    if state == lifecycle.BACKOFF:
+        return "is in backoff (restarting)"
+    return f"is {state}"
+
+
 # --- the plain target -------------------------------------------------------------------
 
 
@@ -437,7 +444,7 @@ class PlainBackend(Backend):
             return 1, "unhealthy: the container is stopping"
         state = self.life.state
         if state != lifecycle.RUNNING:
-            return 1, f"unhealthy: main {_not_healthy(state)}"
+            return 1, f"unhealthy: main {not_healthy(state)}"
         return 0, "healthy"
 
     def signal(self, name: str, signum: int) -> str:
@@ -450,168 +457,6 @@ class PlainBackend(Backend):
     def by_hand(self, action: str, name: str) -> str:
         """Nothing but the main runs here, and it is not stopped or restarted by hand."""
         raise ControlRefused(f"no process named {quoted(name)} (known: main)")
-
-
-# --- the event loop ---------------------------------------------------------------------
-
-
-class LoopBackend(Backend):
-    """The loop's: each request runs in the loop's thread, through its trio token."""
-
-    def __init__(self) -> None:
-        self._sup: Supervision | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-
-    def attach(self, sup: Supervision, token: trio.lowlevel.TrioToken) -> None:
-        """Called by the loop once its state exists; requests before that are refused."""
-        self._sup = sup
-        self._token = token
-
-    def _in_loop(self, fn: Callable[[Supervision], object]) -> object:
-        import trio
-
-        sup, token = self._sup, self._token
-        if sup is None or token is None:
-            raise ControlRefused("pyinit is starting up: try again")
-        try:
-            return trio.from_thread.run_sync(fn, sup, trio_token=token)
-        except trio.RunFinishedError:  # the loop is over: pyinit is about to exit
-            raise ControlRefused(ENDING) from None
-
-    def stopping(self) -> bool:
-        """True once the loop's shutdown began."""
-        return bool(self._in_loop(lambda sup: sup.stopping))
-
-    def processes(self) -> list[Process]:
-        """The main's and every item's status object, in start order."""
-        result = self._in_loop(_loop_processes)
-        assert isinstance(result, list)
-        return result
-
-    def health(self) -> tuple[int, str]:
-        """See :func:`loop_health`."""
-        try:
-            result = self._in_loop(loop_health)
-        except ControlRefused as e:
-            return 1, f"unhealthy: {e.message}"
-        assert isinstance(result, tuple)
-        return result
-
-    def signal(self, name: str, signum: int) -> str:
-        """The main's or an item's process group."""
-        result = self._in_loop(lambda sup: _loop_signal(sup, name, signum))
-        assert isinstance(result, str)
-        return result
-
-    def by_hand(self, action: str, name: str) -> str:
-        """An item's own by-hand method (``ItemRun.stop_by_hand`` ...), awaited in the loop."""
-        import trio
-
-        from pyinit.run.services import ItemRun
-
-        run = self._in_loop(lambda sup: _item(sup, name))
-        assert isinstance(run, ItemRun) and self._token is not None
-        method = {
-            "stop": run.stop_by_hand,
-            "start": run.start_by_hand,
-            "restart": run.restart_by_hand,
-        }[action]
-        try:
-            result = trio.from_thread.run(method, trio_token=self._token)
-        except trio.RunFinishedError:
-            raise ControlRefused(STOPPING) from None
-        except trio.Cancelled:
-            raise ControlRefused(
-                f"{action} {name}: interrupted, the container is stopping"
-            ) from None
-        return str(result)
-
-
-def _item(sup: Supervision, name: str) -> ItemRun:
-    for run in sup.runs:
-        if run.item.name == name:
-            return run
-    known = ", ".join(["main", *(run.item.name for run in sup.runs)])
-    raise ControlRefused(f"no process named {quoted(name)} (known: {known})")
-
-
-def _loop_processes(sup: Supervision) -> list[Process]:
-    plan = sup.plan
-    main = process_status(
-        "main",
-        "main",
-        sup.main_life.life,
-        user_name(plan.identity),
-        plan.command,
-        alive=sup.alive_state,
-    )
-    now = time.monotonic()
-    result = [main]
-    for run in sup.runs:
-        item = run.item
-        tracker = run.tracker
-        total = tracker.total_restarts
-        result.append(
-            process_status(
-                item.name,
-                item.kind,
-                run.life.life,
-                user_name(item.identity),
-                item.command,
-                (tracker.restarts_within_window(now), total),
-                run.alive_state,
-            )
-        )
-    return result
-
-
-def loop_health(sup: Supervision) -> tuple[int, str]:
-    """Healthy when the main runs and is ready, and every sidecar whose give-up stops the
-    container is ready or in its first backoff (one stopped by hand is left out)."""
-    if sup.stopping:
-        return 1, "unhealthy: the container is stopping"
-    problems: list[str] = []
-    main = sup.main_life.state
-    if main != lifecycle.RUNNING:
-        problems.append(f"main {_not_healthy(main)}")
-    if sup.alive_state == "dead":
-        problems.append("main failed its liveness checks")
-    now = time.monotonic()
-    for run in sup.runs:
-        item = run.item
-        if item.kind != "sidecar" or item.on_giveup != "stop":
-            continue
-        state = run.life.state
-        if state == lifecycle.RUNNING and run.alive_state != "dead":
-            continue
-        if state == lifecycle.STOPPED:  # outside a shutdown only a stop by hand leaves it so
-            continue
-        if state == lifecycle.BACKOFF and run.tracker.restarts_within_window(now) == 0:
-            continue  # its first backoff
-        problems.append(f"sidecar {item.name} {_not_healthy(state)}")
-    if problems:
-        return 1, "unhealthy: " + "; ".join(problems)
-    return 0, "healthy"
-
-
-def _not_healthy(state: str) -> str:
-    """What a state that is not healthy says in ``health``'s line."""
-    if state == lifecycle.RUNNING:
-        return "failed its liveness checks"
-    if state == lifecycle.STARTING:
-        return "is starting (not ready)"
-    if state == lifecycle.BACKOFF:
-        return "is in backoff (restarting)"
-    return f"is {state}"
-
-
-def _loop_signal(sup: Supervision, name: str, signum: int) -> str:
-    if name == "main":
-        main = sup.main
-        pid = None if main is None or main.exited else main.pid
-        return signal_group(pid, "main", signum)
-    run = _item(sup, name)
-    return signal_group(run.pid, f"{run.item.kind} {name}", signum)
 
 
 def serve(listener: Listener, backend: Backend) -> Server | None:

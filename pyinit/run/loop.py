@@ -69,8 +69,8 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from pyinit.plan import Plan
-    from pyinit.run.control import LoopBackend
     from pyinit.run.intake import Intake
+    from pyinit.run.loopcontrol import LoopBackend
     from pyinit.run.probes import NotifySocket, ReadyPipe
     from pyinit.run.reaper import Watched
     from pyinit.run.spawn import Started

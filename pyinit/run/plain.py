@@ -32,7 +32,6 @@ from pyinit.plan.signals import signal_name
 from pyinit.plan.stop import stop_budget
 from pyinit.run import lifecycle
 from pyinit.run.descendants import DRAIN_POLL_SECONDS, FOREIGN_PROC, LeftoverSignals, descendants
-from pyinit.run.posthooks import run_post_hooks_now
 from pyinit.run.reaper import describe_status
 from pyinit.stopping import kill_group, stop_now
 
@@ -102,7 +101,10 @@ class PlainRun:
             deadline.exit_at,
         )
         code = self._exit_code()
-        run_post_hooks_now(self.plan, budget, deadline, code, intake.reaper, intake.wait_until)
+        if self.plan.post_hooks:  # imported only then: the plain life holds no more than it uses
+            from pyinit.run.posthooks import run_post_hooks_now
+
+            run_post_hooks_now(self.plan, budget, deadline, code, intake.reaper, intake.wait_until)
         return self.plan.exit_code_for_main(code)  # the hooks saw the real code
 
     def _drain_over(self) -> bool:

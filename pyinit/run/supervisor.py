@@ -45,7 +45,8 @@ if TYPE_CHECKING:
     from types import ModuleType
 
     from pyinit.plan import Plan
-    from pyinit.run.control import Backend, LoopBackend, Server
+    from pyinit.run.control import Backend, Server
+    from pyinit.run.loopcontrol import LoopBackend
     from pyinit.run.reaper import Watched
 
 
@@ -192,7 +193,7 @@ def _run_loop(plan: Plan, intake: Intake, handoff: Handoff) -> int:
 
     control = server = None
     if plan.control is not None:
-        from pyinit.run.control import LoopBackend
+        from pyinit.run.loopcontrol import LoopBackend
 
         control = LoopBackend()
         server = _serve_control(plan.control, control)
