@@ -470,3 +470,14 @@ def test_the_mains_exec_probes_run_as_the_mains_user() -> None:
     assert code == 4, err
     assert "pyinit: main is ready" in err
     assert "liveness" not in err
+
+
+def test_check_instants_share_a_grid_so_close_readinesses_share_a_wake_up() -> None:
+    from pyinit.run.liveness import next_check
+
+    # Ready 3 ms apart, checked every 10 s: the same instant, on a 1 s grid.
+    assert next_check(100.001, 10.0) == next_check(100.004, 10.0) == 111.0
+    # Every 0.2 s (a grid of 0.05 s): never before alive-every has passed.
+    first = next_check(5.01, 0.2)
+    assert first >= 5.21 and abs(first - 5.25) < 1e-9
+    assert abs(next_check(first, 0.2) - 5.45) < 1e-9  # on the grid, alive-every apart

@@ -27,6 +27,7 @@ when it is ready and :meth:`Checks.end` when it ends or the shutdown begins.
 
 from __future__ import annotations
 
+import math
 import signal
 
 import trio
@@ -62,6 +63,19 @@ DEAD = "dead"
 
 #: A liveness kill counts as a failure: a run that exits 0 when stopped counts as this.
 FAILED_LIVENESS = 1 << 8  # the wait status of exit 1
+
+
+#: Check instants are rounded up to a grid of this share of ``alive-every`` (at most
+#: :data:`MAX_GRID` seconds): processes that became ready a few ms apart share one wake-up.
+GRID_SHARE = 0.25
+MAX_GRID = 1.0
+
+
+def next_check(previous: float, every: float) -> float:
+    """The instant of the check after one at ``previous`` (trio's clock): ``every`` later,
+    rounded up to the grid (systemd's timer coalescing, AccuracySec, on a small scale)."""
+    grid = min(every * GRID_SHARE, MAX_GRID)
+    return math.ceil((previous + every) / grid) * grid
 
 
 class Checks:
@@ -112,9 +126,11 @@ class Checks:
         assert alive is not None
         check = probes.checker(alive.probe, self._run_probe_command)
         failures = 0
+        due = trio.current_time()
         with scope:
             while True:
-                await trio.sleep(alive.every)
+                due = next_check(due, alive.every)
+                await trio.sleep_until(due)
                 if self.owner.stopping:
                     return
                 if await probes.check_once(check):
