@@ -13,11 +13,12 @@ import _socket
 import os
 import sys
 
+from pyinit import DEFAULT_CONTROL
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-DEFAULT_CONTROL = "/run/pyinit/control.sock"
 #: Seconds to wait for an answer: status, health and signal answer at once ...
 SHORT_SECONDS = 5.0
 #: ... stop, start and restart wait for the stop (its grace, SIGKILL) and the new exec.

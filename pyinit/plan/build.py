@@ -15,6 +15,7 @@ import os
 import resource
 from types import MappingProxyType
 
+from pyinit import DEFAULT_CONTROL
 from pyinit.errors import UsageError, quoted
 from pyinit.plan.capabilities import missing_capabilities, parse_capability
 from pyinit.plan.host import Host, read_host
@@ -1048,8 +1049,6 @@ def _stop_delay(options: Namespace) -> float:
     return delay
 
 
-#: Where PID 1 listens for pyinitctl unless --control says otherwise (docs/operate.md).
-DEFAULT_CONTROL = "/run/pyinit/control.sock"
 #: The longest AF_UNIX path: sun_path holds 108 bytes, the final NUL included.
 MAX_CONTROL_PATH = 107
 
