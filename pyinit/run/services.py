@@ -498,7 +498,7 @@ class ItemRun:
         """
         if self.current is not run:
             return
-        stops = self._feed(self._by_hand(lifecycle.Dead))
+        stops = self._feed(self._stop_from_now(lifecycle.Dead))
         if stops:
             await self._run_stop(run, stops[0], why="dead")
 
@@ -518,7 +518,7 @@ class ItemRun:
         if state in (lifecycle.EXITED, lifecycle.GAVE_UP):
             raise ControlRefused(f"{self.label} is not running ({state})")
         run = self.current
-        stops = self._feed(self._by_hand(lifecycle.StopByHand))
+        stops = self._feed(self._stop_from_now(lifecycle.StopByHand))
         if run is None or not stops:
             return f"stopped {self.label} (it was waiting to restart)"
         await self._stop_by_hand(run, stops[0], "stop")
@@ -547,7 +547,7 @@ class ItemRun:
         attempts = self._attempts
         run = self.current
         verb = "started" if self.state in lifecycle.FINAL else "restarted"
-        stops = self._feed(self._by_hand(lifecycle.RestartByHand))
+        stops = self._feed(self._stop_from_now(lifecycle.RestartByHand))
         if run is not None and stops:
             await self._stop_by_hand(run, stops[0], "restart")
         return await self._started(verb, attempts)
@@ -569,7 +569,7 @@ class ItemRun:
         if verb == "restart" and state == lifecycle.STARTING and self.current is None:
             raise ControlRefused(f"{self.label} is starting already")
 
-    def _by_hand(
+    def _stop_from_now(
         self, event: type[lifecycle.StopByHand | lifecycle.RestartByHand | lifecycle.Dead]
     ) -> lifecycle.StopByHand | lifecycle.RestartByHand | lifecycle.Dead:
         """A stop that is not the container's: its stop-signal now, SIGKILL after --stop-timeout."""
