@@ -781,3 +781,32 @@ def test_a_dead_sidecar_shows_stopping_then_is_restarted_by_its_policy(sandbox: 
         assert code == 143
         assert "sidecar w failed its liveness check 2 times in a row" in err
         assert f"stopping sidecar w (pid {first}) with SIGTERM (dead)" in err
+
+
+# --- post hooks: shown during the stop --------------------------------------------------
+
+
+@pytest.mark.parametrize("sidecar", [False, True], ids=["plain", "loop"])
+def test_status_shows_a_running_post_hook_and_its_cut_off(sandbox: Sandbox, sidecar: bool) -> None:
+    # The main exits at once; the hook ignores SIGTERM and is cut off at the end of its turn.
+    items = ["--sidecar", "db -- sleep 60"] if sidecar else []
+    with scratch_dir("pyinit-ctl-", 0o777) as tmp:
+        hook = f"trap '' TERM; touch {tmp}/hook-started; sleep 60"
+        args = ["--stop-timeout", "4", *items, "--post", hook]
+        with container(
+            sandbox, *args, "--", "sh", "-c", f"until [ -e {tmp}/go ]; do sleep 0.02; done"
+        ) as c:
+            wait_for(lambda: c.ctl("status").returncode == 0, WAIT, "the control socket")
+            (tmp / "go").touch()
+            wait_for(lambda: (tmp / "hook-started").exists(), WAIT, "the post hook")
+            entry = status_json(c)[-1]
+            assert entry["name"] == "post-1" and entry["kind"] == "hook"
+            assert entry["state"] == "running" and entry["user"] == "root"
+            assert entry["ready"] is None and entry["last_exit"] is None
+            assert entry["command"] == ["/bin/sh", "-c", hook]
+            assert isinstance(entry["pid"], int)
+            # SIGTERM at the end of its turn (it ignores it): stopping until its SIGKILL.
+            wait_for(lambda: status_json(c)[-1]["state"] == "stopping", WAIT, "the cut-off")
+            code, _, err = c.wait()
+    assert code == 0
+    assert f"pyinit: warning: post hook --post {hook!r} failed: killed by SIGKILL\n" in err

@@ -39,11 +39,12 @@ from pyinit.run import lifecycle
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from pyinit.plan import Plan
     from pyinit.plan.userspec import Identity
     from pyinit.root.control import Listener
+    from pyinit.run.posthooks import HookRun
     from pyinit.run.reaper import Watched
 
     Process = dict[str, object]
@@ -347,7 +348,7 @@ def process_status(
     alive: str | None = None,
 ) -> Process:
     """A status object from the supervisor's own record of one process (no psutil yet)."""
-    running = life.pid is not None and kind != "task"
+    running = life.pid is not None and kind not in ("task", "hook")
     return {
         "name": name,
         "kind": kind,
@@ -361,6 +362,15 @@ def process_status(
         "alive": alive,
         "command": list(command),
     }
+
+
+def hook_statuses(hooks: Sequence[HookRun]) -> list[Process]:
+    """The status objects of the post hooks run so far (kind ``hook``, as root)."""
+    # A list copy first: the plain driver appends from another thread.
+    return [
+        process_status(run.name, "hook", run.life.life, user_name(None), run.hook.argv)
+        for run in list(hooks)
+    ]
 
 
 def _last_exit(status: int | None) -> dict[str, object] | None:
@@ -420,23 +430,30 @@ class PlainBackend(Backend):
     """
 
     def __init__(
-        self, plan: Plan, life: lifecycle.Tracked, main: Watched, stopping: Callable[[], bool]
+        self,
+        plan: Plan,
+        life: lifecycle.Tracked,
+        main: Watched,
+        stopping: Callable[[], bool],
+        hooks: Sequence[HookRun] = (),
     ) -> None:
         self.plan = plan
         self.life = life
         self.main = main
         self._stopping = stopping
+        self._hooks = hooks
 
     def stopping(self) -> bool:
         """True once the stop deadline runs."""
         return self._stopping()
 
     def processes(self) -> list[Process]:
-        """The main's status object."""
+        """The main's status object, then the post hooks run so far (in the stop)."""
         life = self.life.life
-        return [
-            process_status("main", "main", life, user_name(self.plan.identity), self.plan.command)
-        ]
+        main = process_status(
+            "main", "main", life, user_name(self.plan.identity), self.plan.command
+        )
+        return [main, *hook_statuses(self._hooks)]
 
     def health(self) -> tuple[int, str]:
         """Healthy while the main runs and no stop began (a plain target has no probes)."""

@@ -1,9 +1,11 @@
 """One supervised process's life as a state machine: named states, events, actions.
 
-Every process pyinit supervises (the main, a sidecar, a task) has one
-:class:`Life`, held by whoever drives it (the synchronous plain-target
-driver, :mod:`pyinit.run.plain`; the event loop's :class:`Supervision`
-for the main and :class:`pyinit.run.services.ItemRun` for an item).  That
+Every process pyinit supervises (the main, a sidecar, a task, a post
+hook's run) has one :class:`Life`, held by whoever drives it (the
+synchronous plain-target driver, :mod:`pyinit.run.plain`; the event loop's
+:class:`Supervision` for the main, :class:`pyinit.run.services.ItemRun`
+for an item, :class:`pyinit.run.posthooks.HookRun` for a post hook, whose
+turn's end comes as a :class:`Stop`).  That
 record is the supervisor's own truth about the process: what ``pyinitctl
 status`` will show, never re-derived from pids and flags.
 
@@ -77,7 +79,7 @@ class Life(Record):
     """Where one process stands: its state since when, its pid, its last wait status."""
 
     __slots__ = ("by_hand", "last_status", "name", "pid", "since", "starts", "state")
-    #: ``main``, ``sidecar NAME`` or ``task NAME``.
+    #: ``main``, ``sidecar NAME``, ``task NAME`` or ``post hook LABEL``.
     name: str
     state: str
     #: When it entered ``state`` (monotonic seconds).

@@ -176,6 +176,8 @@ class Supervision:
         self._leftovers = Leftovers(self)
         #: Sidecars and tasks, in start order.
         self.runs: list[ItemRun] = []
+        #: The post hooks run so far, in order (the last one may still run).
+        self.hooks: list[posthooks.HookRun] = []
         self.relay = LogRelay(nursery)
         self._shutting_down = False
         self._giveup = trio.Event()
@@ -530,22 +532,25 @@ class Supervision:
 
     async def _run_post_hooks(self, code: int) -> None:
         env = posthooks.hook_env(self.plan, code)
-        for hook, kill_at in posthooks.hook_turns(self.plan, self.budget, self.deadline):
-            try:
-                run = posthooks.start_hook(self.reaper, hook, env)
-            except PyinitError as e:
-                log.error(e.message)
-                continue
-            send = posthooks.hook_sender(hook, run.pid)
-            await stopping.stop(
-                send,
-                self.ended_by(run),
-                signal.SIGTERM,
-                posthooks.term_at(kill_at),
-                kill_at,
-                self.deadline.exit_at,
+        for name, hook, kill_at in posthooks.hook_turns(self.plan, self.budget, self.deadline):
+            hook_run = posthooks.start_hook(
+                self.reaper, name, hook, env, kill_at, self.deadline.exit_at
             )
-            posthooks.report(hook, posthooks.finish_hook(hook, run))
+            if hook_run is None:
+                continue
+            self.hooks.append(hook_run)
+            ended_by = self.ended_by(hook_run.run)
+            if not await ended_by(hook_run.term_at):
+                for stop in hook_run.cut_off():
+                    await stopping.stop(
+                        hook_run.send,
+                        ended_by,
+                        stop.first_signal,
+                        stop.term_at,
+                        stop.kill_at,
+                        stop.reap_by,
+                    )
+            hook_run.finish()
 
 
 class _Turns:

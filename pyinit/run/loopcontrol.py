@@ -15,6 +15,7 @@ from pyinit.run import lifecycle
 from pyinit.run.control import (
     STOPPING,
     Backend,
+    hook_statuses,
     not_healthy,
     process_status,
     signal_group,
@@ -141,6 +142,7 @@ def _loop_processes(sup: Supervision) -> list[Process]:
                 run.alive_state,
             )
         )
+    result.extend(hook_statuses(sup.hooks))  # during the stop: its post hooks so far
     return result
 
 

@@ -39,6 +39,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pyinit.plan import Plan
     from pyinit.run.intake import Intake
+    from pyinit.run.posthooks import HookRun
     from pyinit.run.reaper import Watched
     from pyinit.run.supervisor import Handoff
 
@@ -59,12 +60,16 @@ def is_plain(plan: Plan) -> bool:
 class PlainRun:
     """The plain main's supervision: its life, its stop, the leftovers, the post hooks."""
 
-    def __init__(self, plan: Plan, intake: Intake, handoff: Handoff, main: Watched) -> None:
+    def __init__(
+        self, plan: Plan, intake: Intake, handoff: Handoff, main: Watched, hooks: list[HookRun]
+    ) -> None:
         self.plan = plan
         self.intake = intake
         self.main = main
         #: The main's state (what ``pyinitctl status`` shows), started by the launcher.
         self.life = handoff.main_life
+        #: The post hooks run so far (what ``pyinitctl status`` shows of them).
+        self.hooks = hooks
         self._leftovers = LeftoverSignals()
         self._foreign_told = False
         #: The main's stop, once its turn came while it ran.
@@ -104,7 +109,8 @@ class PlainRun:
         if self.plan.post_hooks:  # imported only then: the plain life holds no more than it uses
             from pyinit.run.posthooks import run_post_hooks_now
 
-            run_post_hooks_now(self.plan, budget, deadline, code, intake.reaper, intake.wait_until)
+            reaper, wait_until = intake.reaper, intake.wait_until
+            run_post_hooks_now(self.plan, budget, deadline, code, reaper, wait_until, self.hooks)
         return self.plan.exit_code_for_main(code)  # the hooks saw the real code
 
     def _drain_over(self) -> bool:
@@ -157,10 +163,15 @@ class PlainRun:
             self.intake.wait_for_reap(poll)
 
 
-def supervise_plain(plan: Plan, intake: Intake, handoff: Handoff, main: Watched) -> int:
-    """Supervise a plain main to the end; the synchronous stop if pyinit itself fails."""
+def supervise_plain(
+    plan: Plan, intake: Intake, handoff: Handoff, main: Watched, hooks: list[HookRun]
+) -> int:
+    """Supervise a plain main to the end; the synchronous stop if pyinit itself fails.
+
+    Each post hook's run is appended to ``hooks`` (the control server reads it).
+    """
     try:
-        return PlainRun(plan, intake, handoff, main).run()
+        return PlainRun(plan, intake, handoff, main, hooks).run()
     except Exception as e:  # pyinit's own bug: the target must still be stopped
         log.error(f"supervisor failed: {type(e).__name__}: {e}; stopping the target")
         intake.emergency_stop(handoff.main_life)

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from pyinit.plan import Plan
     from pyinit.run.control import Backend, Server
     from pyinit.run.loopcontrol import LoopBackend
+    from pyinit.run.posthooks import HookRun
     from pyinit.run.reaper import Watched
 
 
@@ -131,16 +132,17 @@ def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
 def _run_plain(plan: Plan, intake: Intake, handoff: Handoff, main: Watched) -> int:
     """A plain target's whole life in this thread, its control server beside it."""
     server = None
+    hooks: list[HookRun] = []  # the post hooks' runs, once the stop reaches them
     if plan.control is not None:
         from pyinit.run.control import PlainBackend
 
         def stopping() -> bool:
             return intake.stopping
 
-        backend = PlainBackend(plan, handoff.main_life, main, stopping)
+        backend = PlainBackend(plan, handoff.main_life, main, stopping, hooks)
         server = _serve_control(plan.control, backend)
     try:
-        return supervise_plain(plan, intake, handoff, main)
+        return supervise_plain(plan, intake, handoff, main, hooks)
     finally:
         if server is not None:
             server.close()
