@@ -45,6 +45,11 @@ def maps_psutil(host_pid: int) -> bool:
     return PSUTIL_SO in Path(f"/proc/{host_pid}/maps").read_text()
 
 
+def maps_json(host_pid: int) -> bool:
+    """Whether json's C accelerator (a shared object in most builds) is mapped in the process."""
+    return "/_json." in Path(f"/proc/{host_pid}/maps").read_text()
+
+
 def only_children(c: Container, expected: set[int]) -> bool:
     """True once PID 1's children are exactly ``expected`` (no figures child, no zombie)."""
     return set(all_children(c.pid)) == expected
@@ -61,6 +66,7 @@ def test_plain_target_status_has_figures_and_pid1_never_maps_psutil(sandbox: San
             assert isinstance(entry["uptime"], float) and entry["uptime"] >= 0
             assert entry["pid"] == ns_pid(main)
         assert not maps_psutil(c.pid)
+        assert not maps_json(c.pid)  # the JSON body is the child's work too
         wait_for(lambda: only_children(c, {main}), WAIT, "only the main left below PID 1")
         assert not zombies_in(all_children(c.pid))
         code, _, err = c.stop()
