@@ -1,8 +1,7 @@
 """The control server: what ``pyinitctl`` talks to (docs/operate.md), for both kinds of run.
 
 One implementation serves a plain target (:mod:`pyinit.run.plain`: no
-trio, and nothing more imported by a request) and the event loop
-(:mod:`pyinit.run.loop`):
+trio) and the event loop (:mod:`pyinit.run.loop`):
 
 * a daemon thread blocks in ``accept()`` on the socket
   :func:`pyinit.root.control.open_control` made: no wake-up while idle;
@@ -25,7 +24,8 @@ tasks, read and acted on in the loop's own thread through its trio token),
 imported with the loop only.
 
 ``status``'s CPU and RSS figures come from psutil in a short-lived child
-(:func:`with_figures`): PID 1 imports neither psutil nor ``json`` for them.
+(:func:`with_figures`), which writes the JSON body too: PID 1 never imports
+psutil, and ``json`` only for a status whose child failed.
 """
 
 from __future__ import annotations
