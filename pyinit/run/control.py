@@ -1,8 +1,7 @@
 """The control server: what ``pyinitctl`` talks to (docs/operate.md), for both kinds of run.
 
 One implementation serves a plain target (:mod:`pyinit.run.plain`: no
-trio, and nothing more imported until a request needs it: ``json`` and
-``psutil`` on the first ``status``) and the event loop (:mod:`pyinit.run.loop`):
+trio) and the event loop (:mod:`pyinit.run.loop`):
 
 * a daemon thread blocks in ``accept()`` on the socket
   :func:`pyinit.root.control.open_control` made: no wake-up while idle;
@@ -23,12 +22,17 @@ is answered comes from a :class:`Backend`: :class:`PlainBackend` (the main
 only) or :class:`pyinit.run.loopcontrol.LoopBackend` (the main, sidecars and
 tasks, read and acted on in the loop's own thread through its trio token),
 imported with the loop only.
+
+``status``'s CPU and RSS figures come from psutil in a short-lived child
+(:func:`with_figures`), which writes the JSON body too: PID 1 never imports
+psutil, and ``json`` only for a status whose child failed.
 """
 
 from __future__ import annotations
 
 import _socket
 import _thread
+import gc
 import os
 import signal
 import sys
@@ -36,16 +40,18 @@ import time
 
 from pyinit.errors import ControlRefused, one_line, quoted
 from pyinit.run import lifecycle
+from pyinit.run.target import close_inherited_fds
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from typing import NoReturn
 
     from pyinit.plan import Plan
     from pyinit.plan.userspec import Identity
     from pyinit.root.control import Listener
     from pyinit.run.posthooks import HookRun
-    from pyinit.run.reaper import Watched
+    from pyinit.run.reaper import Reaper, Watched
 
     Process = dict[str, object]
 
@@ -57,6 +63,8 @@ MAX_REQUEST = 1024
 REQUEST_SECONDS = 2.0
 #: How long a client has to take its answer (a status of many processes is a few KiB).
 ANSWER_SECONDS = 5.0
+#: How long ``status`` waits for its CPU and RSS figures before it answers without them.
+FIGURES_SECONDS = 2.0
 
 #: At most this many reads (64 KiB each) of what a refused client sent are discarded.
 DRAIN_READS = 4
@@ -95,9 +103,11 @@ class Backend:
 class Server:
     """The accept thread and the client threads over one :class:`Listener`."""
 
-    def __init__(self, listener: Listener, backend: Backend) -> None:
+    def __init__(self, listener: Listener, backend: Backend, reaper: Reaper) -> None:
         self.listener = listener
         self.backend = backend
+        #: Collects the status figures' child, as every child.
+        self.reaper = reaper
         self._lock = _thread.allocate_lock()
         self._clients = 0
         self._closed = False
@@ -186,7 +196,9 @@ class Server:
         command, args = words[0], words[1:]
         try:
             if command == "status" and not args:
-                return _status_answer(self.backend.processes())
+                processes = self.backend.processes()
+                body = with_figures(self.reaper, processes) or status_body(processes)
+                return status_answer(processes, body)
             if command == "health" and not args:
                 code, text = self.backend.health()
                 return f"{code} {text}\n".encode()
@@ -269,19 +281,104 @@ def _parse_signal(text: str) -> int:
 # --- status ----------------------------------------------------------------------------
 
 
-def _status_answer(processes: list[Process]) -> bytes:
-    """``0 N processes`` and the JSON array, one object per line."""
-    import json
-
-    _add_usage(processes)
-    lines = [json.dumps(p, separators=(", ", ": ")) for p in processes]
-    body = "[\n" + ",\n".join(lines) + "\n]\n"
+def status_answer(processes: list[Process], body: str) -> bytes:
+    """``0 N processes`` and the JSON array ``body``."""
     count = len(processes)
     return f"0 {count} process{'es' if count != 1 else ''}\n{body}".encode()
 
 
-def _add_usage(processes: list[Process]) -> None:
-    """``uptime``, ``cpu_seconds`` and ``rss_bytes`` (psutil), summed over each process group."""
+def status_body(processes: list[Process]) -> str:
+    """The JSON array, one object per line, the documented keys in order (absent: null)."""
+    import json  # in the figures child; in PID 1 only when that child failed
+
+    lines = [
+        json.dumps({key: p.get(key) for key in STATUS_KEYS}, separators=(", ", ": "))
+        for p in processes
+    ]
+    return "[\n" + ",\n".join(lines) + "\n]\n"
+
+
+def with_figures(reaper: Reaper, processes: list[Process]) -> str | None:
+    """:func:`status_body` with ``uptime``, ``cpu_seconds`` and ``rss_bytes``, from psutil.
+
+    psutil runs in a short-lived child (:func:`_figures_child`): PID 1 never
+    imports it, and every page the child touches is its own.  The child is
+    watched as one of pyinit's helpers, so the one reaper collects it and
+    no stop takes it for a leftover.  None, after at most one log line, if
+    the fork was refused or the child did not answer within
+    :data:`FIGURES_SECONDS` (then it is killed).
+    """
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    pyinit = os.getpid()
+    try:
+        with reaper.spawning() as watch:
+            pid = os.fork()
+            if pid == 0:
+                _figures_child(processes, theirs.fileno(), pyinit)
+            child = watch(pid, helper=True)
+    except OSError as e:
+        from pyinit import log
+        from pyinit.run.spawn import fork_failure
+
+        log.notice(f"status without CPU and RSS: {fork_failure(e)}")
+        ours.close()
+        return None
+    finally:
+        theirs.close()
+    try:
+        body = _read_until(ours, time.monotonic() + FIGURES_SECONDS)
+    finally:
+        ours.close()
+    if body is not None and body.endswith(b"]\n"):
+        return body.decode()
+    reaper.kill(child, signal.SIGKILL)  # hung (or failed): the reaper collects it
+    from pyinit import log
+
+    why = f"no answer within {FIGURES_SECONDS:g}s" if body is None else "psutil failed"
+    log.notice(f"status without CPU and RSS: {why}")
+    return None
+
+
+def _read_until(sock: _socket.socket, deadline: float) -> bytes | None:
+    """Everything ``sock`` gives until its end; None if that takes past ``deadline``."""
+    chunks: list[bytes] = []
+    try:
+        while True:
+            sock.settimeout(max(0.0, deadline - time.monotonic()))
+            chunk = sock.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    except OSError:  # the timeout (TimeoutError) included
+        return None
+
+
+def _figures_child(processes: list[Process], fd: int, pyinit: int) -> NoReturn:
+    """In the forked child: psutil's figures, the JSON body written to ``fd``, ``os._exit``.
+
+    Forked from a thread of a process with others: it takes no lock another
+    thread may hold (no logging), closes every inherited descriptor but
+    ``fd`` at once (a pipe or socket it held would not see its end), and
+    never returns into pyinit's code, whatever happens.
+    """
+    code = 1
+    try:
+        gc.disable()  # no finalizer of PID 1's objects runs here
+        close_inherited_fds({fd})
+        _add_usage(processes, {pyinit, os.getpid()})
+        data = status_body(processes).encode()
+        while data:
+            data = data[os.write(fd, data) :]
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def _add_usage(processes: list[Process], skip: set[int]) -> None:
+    """``uptime``, ``cpu_seconds`` and ``rss_bytes`` (psutil), summed over each process group.
+
+    The processes in ``skip`` (pyinit and this child) are never counted.
+    """
     import psutil
 
     groups: dict[int, list[int]] = {}
@@ -291,12 +388,11 @@ def _add_usage(processes: list[Process]) -> None:
             pgid = os.getpgid(member)
         except OSError:
             continue
-        if pgid in wanted and member != os.getpid():
+        if pgid in wanted and member not in skip:
             groups.setdefault(pgid, []).append(member)
     now = time.time()
     for process in processes:
         pid = process["pid"]
-        process["uptime"] = process["cpu_seconds"] = process["rss_bytes"] = None
         if not isinstance(pid, int):
             continue
         cpu, rss = 0.0, 0
@@ -313,10 +409,6 @@ def _add_usage(processes: list[Process]) -> None:
                 continue
         process["cpu_seconds"] = round(cpu, 2)
         process["rss_bytes"] = rss
-    for process in processes:  # the documented key order (docs/operate.md)
-        ordered = {key: process.get(key) for key in STATUS_KEYS}
-        process.clear()
-        process.update(ordered)
 
 
 #: The keys of a status object, in order (docs/operate.md).
@@ -347,7 +439,7 @@ def process_status(
     restarts: tuple[int, int] = (0, 0),
     alive: str | None = None,
 ) -> Process:
-    """A status object from the supervisor's own record of one process (no psutil yet)."""
+    """A status object from the supervisor's own record of one process (no psutil figures)."""
     running = life.pid is not None and kind not in ("task", "hook")
     return {
         "name": name,
@@ -476,7 +568,7 @@ class PlainBackend(Backend):
         raise ControlRefused(f"no process named {quoted(name)} (known: main)")
 
 
-def serve(listener: Listener, backend: Backend) -> Server | None:
+def serve(listener: Listener, backend: Backend, reaper: Reaper) -> Server | None:
     """Serve ``backend`` on ``listener`` from now on; None if no thread could be had."""
-    server = Server(listener, backend)
+    server = Server(listener, backend, reaper)
     return server if server.start() else None

@@ -288,7 +288,7 @@ class Intake:
                 return False
             if self.plan.notify_socket:
                 return False  # STOPPING=1 goes to pyinit's own manager first
-            leftovers = descendants()
+            leftovers = descendants(self.reaper.helpers())
             if leftovers:
                 return False
             if leftovers is None:

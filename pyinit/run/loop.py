@@ -624,7 +624,9 @@ class Leftovers:
                 began = time.monotonic()
                 changed = self.sup.changed()  # before the scan: a reap during it wakes us at once
                 # No child at all: nothing can be left (no thread, no /proc walk).
-                found = await _scan(self.sup.live_pids()) if has_children() else []
+                # pyinit's own helpers (a status's figures) are no leftovers either.
+                skip = self.sup.live_pids() | self.sup.reaper.helpers()
+                found = await _scan(skip) if has_children() else []
                 if found is None:
                     log.warning(FOREIGN_PROC)
                     return True

@@ -145,7 +145,9 @@ class PlainRun:
         """Scan and signal the leftovers until none is left and the main is gone, or ``when``."""
         while True:
             began = time.monotonic()
-            skip = () if self._main_gone() else (self.main.pid,)
+            skip = self.intake.reaper.helpers()  # pyinit's own (a status's figures)
+            if not self._main_gone():
+                skip.add(self.main.pid)
             found = descendants(skip)
             if found is None:
                 if not self._foreign_told:

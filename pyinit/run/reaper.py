@@ -18,6 +18,11 @@ This is also why pyinit never starts a child with ``subprocess.Popen`` or
 the loop wins, CPython reports the lost status as exit code 0.  A child
 started from another thread is started inside :meth:`Reaper.spawning`, so
 that it is watched before the loop can reap it.
+
+A child that is pyinit's own short-lived helper (the figures of
+``pyinitctl status``, :mod:`pyinit.run.control`) is watched as a helper:
+it is reaped and handed over like any child, and :meth:`Reaper.helpers`
+names it while it runs, so that no stop takes it for a leftover.
 """
 
 from __future__ import annotations
@@ -30,6 +35,12 @@ from pyinit import log
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Protocol
+
+    class Watch(Protocol):
+        """What ``reaper.spawning()`` gives: watch a pid just forked (a helper, or not)."""
+
+        def __call__(self, pid: int, helper: bool = False) -> Watched: ...
 
 
 def describe_status(status: int) -> str:
@@ -73,6 +84,8 @@ class Reaper:
     def __init__(self) -> None:
         self._lock = _thread.allocate_lock()
         self._watched: dict[int, Watched] = {}
+        #: The watched pids that are pyinit's own helpers, not yet reaped.
+        self._helpers: set[int] = set()
         self._listener: Callable[[list[tuple[int, int]]], None] | None = None
 
     def watch(self, pid: int) -> Watched:
@@ -80,19 +93,42 @@ class Reaper:
         with self._lock:
             return self._watch_locked(pid)
 
-    def _watch_locked(self, pid: int) -> Watched:
+    def _watch_locked(self, pid: int, helper: bool = False) -> Watched:
         if pid in self._watched:
             # A live pid cannot be forked again: someone watches one child twice.
             log.error(f"internal error: pid {pid} is watched already; the new watch wins")
         watched = self._watched[pid] = Watched(pid)
+        if helper:
+            self._helpers.add(pid)
         return watched
+
+    def helpers(self) -> set[int]:
+        """The pids of pyinit's own helpers not yet reaped: never a leftover to stop."""
+        with self._lock:
+            return set(self._helpers)
+
+    def kill(self, watched: Watched, signum: int) -> None:
+        """Send ``signum`` to a watched child, unless it was reaped already.
+
+        Under the lock: no reap can free the pid (for another process to
+        get) between the look and the kill.
+        """
+        with self._lock:
+            if watched.status is None:
+                try:  # noqa: SIM105  (no contextlib on a plain target's path)
+                    os.kill(watched.pid, signum)
+                except ProcessLookupError:
+                    pass
 
     def tracked(self) -> int:
         """How many pids are watched and not yet reaped."""
         return len(self._watched)
 
     def spawning(self) -> _Spawning:
-        """``with reaper.spawning() as watch: w = watch(spawn())``: no reap in between."""
+        """``with reaper.spawning() as watch: w = watch(spawn())``: no reap in between.
+
+        ``watch(pid, helper=True)`` watches one of pyinit's own helpers (:meth:`helpers`).
+        """
         return _Spawning(self)
 
     def listen(self, listener: Callable[[list[tuple[int, int]]], None]) -> None:
@@ -129,6 +165,7 @@ class Reaper:
                 break  # children remain, none has exited
             reaped.append((pid, status))
             watched = self._watched.pop(pid, None)
+            self._helpers.discard(pid)
             if watched is not None:
                 watched.status = status  # handed over; the pid is free for the next fork
             if log.level() >= log.VERBOSE:
@@ -142,7 +179,7 @@ class _Spawning:
     def __init__(self, reaper: Reaper) -> None:
         self._reaper = reaper
 
-    def __enter__(self) -> Callable[[int], Watched]:
+    def __enter__(self) -> Watch:
         self._reaper._lock.acquire()
         return self._reaper._watch_locked
 

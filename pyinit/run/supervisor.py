@@ -140,7 +140,7 @@ def _run_plain(plan: Plan, intake: Intake, handoff: Handoff, main: Watched) -> i
             return intake.stopping
 
         backend = PlainBackend(plan, handoff.main_life, main, stopping, hooks)
-        server = _serve_control(plan.control, backend)
+        server = _serve_control(plan.control, backend, intake.reaper)
     try:
         return supervise_plain(plan, intake, handoff, main, hooks)
     finally:
@@ -198,7 +198,7 @@ def _run_loop(plan: Plan, intake: Intake, handoff: Handoff) -> int:
         from pyinit.run.loopcontrol import LoopBackend
 
         control = LoopBackend()
-        server = _serve_control(plan.control, control)
+        server = _serve_control(plan.control, control, intake.reaper)
     try:
         return _loop_thread_and_intake(plan, intake, handoff, loop, control)
     finally:
@@ -236,13 +236,16 @@ def _loop_thread_and_intake(
     return intake.run(handoff.main_life)
 
 
-def _serve_control(path: str, backend: Backend) -> Server | None:
-    """The control socket at ``path`` (docs/operate.md), served from now on; None without one."""
+def _serve_control(path: str, backend: Backend, reaper: Reaper) -> Server | None:
+    """The control socket at ``path`` (docs/operate.md), served from now on; None without one.
+
+    ``reaper`` collects the child a ``status`` forks for its CPU and RSS figures.
+    """
     from pyinit.root.control import open_control
     from pyinit.run.control import serve
 
     listener = open_control(path)
-    return None if listener is None else serve(listener, backend)
+    return None if listener is None else serve(listener, backend, reaper)
 
 
 def _describe(error: BaseException) -> str:
