@@ -403,6 +403,20 @@ def test_a_healthy_sidecar_is_checked_and_left_alone(tmp_path: Path) -> None:
     assert "stopping sidecar w" in err  # only at the end, by the container's stop
 
 
+@needs_root
+def test_an_exec_probe_that_cannot_exec_is_a_failed_check(tmp_path: Path) -> None:
+    # Its exec failure is not read from the child: its exit status (127) is the failure.
+    missing = tmp_path / "no-such-probe"
+    sidecar = f"w alive=exec:{missing} alive-every=0.2 alive-failures=2 restart=never -- sleep 30"
+    code, _, err = run_pyinit(["--sidecar", sidecar, "--", "sleep", "30"])
+    assert code == 128 + signal.SIGTERM, err  # it gave up: killed by its stop-signal
+    assert (
+        f"pyinit: warning: sidecar w failed its liveness check 2 times in a row (exec:{missing}):"
+        " stopping it (restart=never)"
+    ) in err
+    assert "sidecar w gave up (restart=never; last killed by SIGTERM)" in err
+
+
 LISTENER = """
 import socket, sys, time
 s = socket.socket()
