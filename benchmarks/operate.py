@@ -14,10 +14,13 @@ host's /run is never touched.
              open and with `--control none`, for a plain target and for 10 sidecars; a
              window before any request, then `pyinitctl status` and `health` once, then a
              second window: the server must not keep waking up after it answered
-  liveness   10 sidecars with `alive=PROBE alive-every=1` (file:, tcp: to a listener of the
-             harness, exec:), PID 1's CPU time (utime+stime of
-             /proc/PID/stat) over a window, minus the same without liveness, divided by 10:
-             the cost at the default `alive-every=10` (probes run 10x as often at 1 s)
+  liveness   10 sidecars with `alive=PROBE` at the default interval (every 10 s; file:,
+             tcp: to a listener of the harness, exec:) beside the same 10 sidecars without
+             liveness and two sleeping processes that are not pyinit (`sleep`, a Python
+             loop asleep 10 s at a time), all in one window of whole 10 s rounds: PID 1's
+             CPU time in ns (/proc/PID/task/*/schedstat, all threads) and context switches
+             (voluntary + nonvoluntary, all threads), per second; the cost of the checks is
+             each configuration minus the one without liveness
 
 The targets are benchmarks/sidecar_helper.c (`pause`), compiled into the temporary
 directory. Whatever pyinit refuses (no pyinitctl, no --control, no alive=) becomes
@@ -32,6 +35,7 @@ import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -45,7 +49,6 @@ from sidecars import (
     Program,
     compile_sidecar_helper,
     counters,
-    cpu_seconds,
     descendants,
     pyinit_argv,
     session,
@@ -67,9 +70,13 @@ LIVENESS_PROBES = {
     "alive=exec:/bin/true": "exec:/bin/true",
 }
 
+#: pyinit's default alive-every (docs/services.md): the liveness runs use it, and their
+#: window is a whole number of it, so that every sidecar's checks fall in it equally often.
+ALIVE_EVERY = 10.0
+
 PARAMS: dict[bool, dict[str, Any]] = {
-    False: {"request_reps": 40, "idle_reps": 3, "settle": 2.0, "window": 5.0, "live_window": 10.0},
-    True: {"request_reps": 10, "idle_reps": 1, "settle": 1.0, "window": 2.0, "live_window": 5.0},
+    False: {"request_reps": 40, "idle_reps": 3, "settle": 2.0, "window": 5.0, "live_window": 60.0},
+    True: {"request_reps": 10, "idle_reps": 1, "settle": 1.0, "window": 2.0, "live_window": 10.0},
 }
 GOALS = {"status_x_supervisorctl": 0.3, "health_x_python": 1.5, "cpu_ms_per_s": 1.0, "rss_kb": 1024}
 
@@ -339,9 +346,73 @@ def listener() -> Iterator[int]:
         thread.join(5)
 
 
+def schedstat(pid: int) -> dict[int, tuple[int, int]]:
+    """{tid: (ns on a CPU, context switches)} for every live thread of pid; {} when gone.
+
+    The first field of /proc/PID/task/TID/schedstat is the thread's run time in ns
+    (utime+stime of /proc/PID/stat count whole 10 ms ticks); the switches are its
+    voluntary + nonvoluntary ones (each wake-up of a sleeping thread is one).
+    """
+    out: dict[int, tuple[int, int]] = {}
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return out
+    for task in tasks:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            ns = int((task / "schedstat").read_text().split()[0])
+            switches = sum(
+                int(line.split()[1])
+                for line in (task / "status").read_text().splitlines()
+                if "ctxt_switches:" in line
+            )
+            out[int(task.name)] = (ns, switches)
+    return out
+
+
+def over_window(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]) -> Row:
+    """CPU ns and switches spent between two :func:`schedstat` readings, threads counted.
+
+    A thread that ended inside the window took its last share with it (only live
+    threads can be read): ``threads_gone`` says how many did.
+    """
+    ns = sum(a[0] - before.get(tid, (0, 0))[0] for tid, a in after.items())
+    switches = sum(a[1] - before.get(tid, (0, 0))[1] for tid, a in after.items())
+    return {
+        "ns": ns,
+        "switches": switches,
+        "threads": len(after),
+        "threads_gone": len(set(before) - set(after)),
+    }
+
+
+@contextlib.contextmanager
+def references() -> Iterator[dict[str, int]]:
+    """Two processes that are not pyinit, asleep beside it: what this VM charges for nothing.
+
+    `sleep` (never wakes) and a Python loop asleep 10 s at a time (one wake-up every 10 s).
+    """
+    argvs = {
+        "reference: `sleep`": ["sleep", "100000"],
+        "reference: python3 `while 1: time.sleep(10)`": [
+            sys.executable,
+            "-c",
+            "import time\nwhile 1: time.sleep(10)",
+        ],
+    }
+    procs = {label: subprocess.Popen(argv) for label, argv in argvs.items()}
+    try:
+        yield {label: proc.pid for label, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait(timeout=15)
+
+
 def measure_liveness(entry: str, helper: Path, workdir: Path, p: Row) -> Row:
-    """PID 1 CPU ms/s with 10 sidecars probed every second, and without probes; all at once."""
-    why = refused(entry, ["--sidecar", "s alive=file:/ alive-every=1 -- true"])
+    """PID 1 CPU (schedstat, all threads) with 10 sidecars probed at the default interval,
+    beside the same without probes and two sleeping non-pyinit processes; one shared window."""
+    why = refused(entry, ["--sidecar", "s alive=file:/ -- true"])
     if why:
         return {"error": why}
     sock = workdir / "ctl{}" / "control.sock"
@@ -350,8 +421,7 @@ def measure_liveness(entry: str, helper: Path, workdir: Path, p: Row) -> Row:
     with contextlib.ExitStack() as stack:
         port = stack.enter_context(listener())
         configs = {"no liveness": ""} | {
-            label: f"alive={probe.format(port=port)} alive-every=1"
-            for label, probe in LIVENESS_PROBES.items()
+            label: f"alive={probe.format(port=port)}" for label, probe in LIVENESS_PROBES.items()
         }
         for i, (label, options) in enumerate(configs.items()):
             argv = pyinit_cmd(entry, str(sock).format(i), programs(helper, N_SIDECARS, options))
@@ -359,28 +429,40 @@ def measure_liveness(entry: str, helper: Path, workdir: Path, p: Row) -> Row:
                 pids[label] = stack.enter_context(running(argv, workdir / f"l{i}", N_SIDECARS + 1))
             except SessionError as e:
                 rows[label] = {"error": str(e)}
-        time.sleep(p["settle"] + 1)  # liveness starts at readiness, then every second
-        before = {label: (cpu_seconds(pid), counters(pid)) for label, pid in pids.items()}
+        pids |= stack.enter_context(references())
+        # The first round of checks comes one interval after readiness: the window opens
+        # after it, so that it holds whole rounds of every sidecar.
+        time.sleep(ALIVE_EVERY + p["settle"])
+        load_before = os.getloadavg()[0]
+        before = {label: schedstat(pid) for label, pid in pids.items()}
         started = time.monotonic()
         time.sleep(p["live_window"])
+        after = {label: schedstat(pid) for label, pid in pids.items()}
         elapsed = time.monotonic() - started
+        load_after = os.getloadavg()[0]
         for label, pid in pids.items():
-            cpu0, c0 = before[label]
-            cpu1, c1 = cpu_seconds(pid), counters(pid)
-            if None in (cpu0, cpu1, c0, c1):
+            if not before[label] or not after[label]:
                 rows[label] = {"error": "PID 1 is gone"}
                 continue
-            assert cpu0 is not None and cpu1 is not None and c0 is not None and c1 is not None
+            spent = over_window(before[label], after[label])
             rows[label] = {
-                "cpu_ms_per_s": (cpu1 - cpu0) * 1000 / elapsed,
-                "per_s": (c1["switches"] - c0["switches"]) / elapsed,
-                "rss_kb": c1["rss_kb"],
+                "cpu_ms_per_s": spent["ns"] / 1e6 / elapsed,
+                "per_s": spent["switches"] / elapsed,
+                "threads": spent["threads"],
+                "threads_gone": spent["threads_gone"],
+                "rss_kb": (counters(pid) or {}).get("rss_kb"),
             }
-    base = rows.get("no liveness", {}).get("cpu_ms_per_s")
+    base = rows.get("no liveness", {})
     for label, row in rows.items():
-        if "cpu_ms_per_s" in row and base is not None and label != "no liveness":
-            row["at_10s_ms_per_s"] = max(0.0, row["cpu_ms_per_s"] - base) / 10
-    return {"configs": rows, "window": p["live_window"], "tick_ms": 1000 / os.sysconf("SC_CLK_TCK")}
+        if label in LIVENESS_PROBES and "cpu_ms_per_s" in row and "cpu_ms_per_s" in base:
+            row["cost_ms_per_s"] = row["cpu_ms_per_s"] - base["cpu_ms_per_s"]
+            row["cost_per_s"] = row["per_s"] - base["per_s"]
+    return {
+        "configs": rows,
+        "window": p["live_window"],
+        "every": ALIVE_EVERY,
+        "load": [load_before, load_after],
+    }
 
 
 # --------------------------------------------------------------------------
@@ -506,31 +588,47 @@ def render_idle(res: Row) -> str:
 
 
 def render_liveness(res: Row) -> str:
-    """Table of PID 1 CPU with liveness probes."""
+    """Table of PID 1 CPU with liveness probes, beside none and two non-pyinit sleepers."""
     head = f"### PID 1 CPU with liveness probes on {N_SIDECARS} sidecars\n\n"
     if "error" in res:
         return head + f"not available: {res['error']}"
     rows = []
     for label, r in res["configs"].items():
         if "cpu_ms_per_s" not in r:
-            rows.append([label, f"not available: {r.get('error')}", "", "", ""])
+            rows.append([label, f"not available: {r.get('error')}", "", "", "", "", ""])
             continue
+        gone = f" ({r['threads_gone']} ended)" if r["threads_gone"] else ""
         rows.append(
             [
                 label,
-                fmt(r["cpu_ms_per_s"]),
-                fmt(r.get("at_10s_ms_per_s")),
-                fmt(r["per_s"]),
+                f"{r['cpu_ms_per_s']:.3f}",
+                "" if "cost_ms_per_s" not in r else f"{r['cost_ms_per_s']:+.3f}",
+                f"{r['per_s']:.2f}",
+                "" if "cost_per_s" not in r else f"{r['cost_per_s']:+.2f}",
+                f"{r['threads']}{gone}",
                 fmt(r["rss_kb"]),
             ]
         )
+    before, after = res["load"]
     return (
-        head + f"All at once; every sidecar probed every second (`alive-every=1`); PID 1's utime+"
-        f"stime (`/proc/PID/stat`, {res['tick_ms']:g} ms ticks) over {res['window']:g} s. "
-        "`at alive-every=10` = (ms/s - the same without liveness) / 10: probes run ten times "
-        "less often at the default interval.\n\n"
+        head + f"All at once, one window of {res['window']:g} s: {N_SIDECARS} sidecars with "
+        f"`alive=PROBE` at the default `alive-every={res['every']:g}` (one check a second in "
+        "all), the same without liveness, and two processes that are not pyinit, asleep. "
+        "CPU = run time of all threads (`/proc/PID/task/*/schedstat`, ns), wake-ups = their "
+        "voluntary + nonvoluntary context switches, both per second; cost = the row minus "
+        "`no liveness`. Threads whose time ended with them inside the window are counted in "
+        f"brackets (their share is lost). Load average (1 min): {before:.2f} before the "
+        f"window, {after:.2f} after.\n\n"
         + table(
-            ["configuration", "CPU ms/s at 1 s", "at alive-every=10", "wake-ups/s", "VmRSS kB"],
+            [
+                "configuration",
+                "CPU ms/s",
+                "cost ms/s",
+                "wake-ups/s",
+                "cost wake-ups/s",
+                "threads",
+                "VmRSS kB",
+            ],
             rows,
         )
     )

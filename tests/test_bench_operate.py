@@ -56,4 +56,4 @@ def test_operate_section_reports_every_goal(tmp_path: Path) -> None:
     assert idle["plain target, socket"]["answers"] == [0, 0], idle
     assert idle["10 sidecars, socket"]["answers"] == [0, 0], idle
     live = res["liveness"]
-    assert "error" in live or "at_10s_ms_per_s" in live["configs"]["alive=file:/proc/1/status"]
+    assert "error" in live or "cost_ms_per_s" in live["configs"]["alive=file:/proc/1/status"]

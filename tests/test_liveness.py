@@ -403,6 +403,37 @@ def test_a_healthy_sidecar_is_checked_and_left_alone(tmp_path: Path) -> None:
     assert "stopping sidecar w" in err  # only at the end, by the container's stop
 
 
+@needs_root
+def test_a_sidecars_ready_and_alive_exec_probes_each_run_their_own_command(tmp_path: Path) -> None:
+    # Each probe's command is prepared once and reused at every call: the readiness
+    # probe's must not stand in for the liveness probe's, nor the other way round.
+    ready, alive = tmp_path / "ready", tmp_path / "alive"
+    sidecar = (
+        f"w \"ready=exec:sh -c 'echo $PPID >> {ready}'\""
+        f" \"alive=exec:sh -c 'echo $PPID >> {alive}'\" alive-every=0.2 -- sleep 30"
+    )
+    main = f"while [ $(wc -l < {alive} 2>/dev/null || echo 0) -lt 3 ]; do sleep 0.05; done"
+    code, _, err = run_pyinit(["--sidecar", sidecar, "--", "sh", "-c", main])
+    assert code == 0, err
+    assert lines(ready) == ["1"]  # readiness passed at its first call; pyinit forked it
+    assert len(lines(alive)) >= 3 and set(lines(alive)) == {"1"}
+    assert "liveness" not in err
+
+
+@needs_root
+def test_an_exec_probe_that_cannot_exec_is_a_failed_check(tmp_path: Path) -> None:
+    # Its exec failure is not read from the child: its exit status (127) is the failure.
+    missing = tmp_path / "no-such-probe"
+    sidecar = f"w alive=exec:{missing} alive-every=0.2 alive-failures=2 restart=never -- sleep 30"
+    code, _, err = run_pyinit(["--sidecar", sidecar, "--", "sleep", "30"])
+    assert code == 128 + signal.SIGTERM, err  # it gave up: killed by its stop-signal
+    assert (
+        f"pyinit: warning: sidecar w failed its liveness check 2 times in a row (exec:{missing}):"
+        " stopping it (restart=never)"
+    ) in err
+    assert "sidecar w gave up (restart=never; last killed by SIGTERM)" in err
+
+
 LISTENER = """
 import socket, sys, time
 s = socket.socket()

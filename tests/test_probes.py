@@ -179,6 +179,42 @@ async def test_tcp_probe_waits_for_listener(nursery: trio.Nursery) -> None:
     listener.close()
 
 
+def test_ip_family_tells_addresses_from_names() -> None:
+    assert probes.ip_family("127.0.0.1") == socket.AF_INET
+    assert probes.ip_family("::1") == socket.AF_INET6
+    assert probes.ip_family("fd00::2:1") == socket.AF_INET6
+    for name in ("localhost", "db", "127.0.0.1.example", "[::1]", ""):
+        assert probes.ip_family(name) is None, name
+
+
+def _can_listen_on(host: str) -> bool:
+    try:
+        socket.create_server((host, 0), family=probes.ip_family(host) or socket.AF_INET).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("listen_on", "probe_host"),
+    [("127.0.0.1", "127.0.0.1"), ("::1", "::1"), ("127.0.0.1", "localhost")],
+)
+async def test_tcp_check_connects_to_an_address_or_a_name(listen_on: str, probe_host: str) -> None:
+    # An address is connected to directly, a name through trio's resolution: both
+    # pass while something listens, and fail (OSError: a failed call) once it is gone.
+    if not _can_listen_on(listen_on):
+        pytest.skip(f"cannot listen on {listen_on}")
+    server = socket.create_server((listen_on, 0), family=probes.ip_family(listen_on) or 0)
+    port = server.getsockname()[1]
+    with trio.fail_after(BOUND):
+        assert await probes.check_tcp(probe_host, port)
+        assert await probes.check_once(lambda: probes.check_tcp(probe_host, port))
+        server.close()
+        with pytest.raises(OSError):
+            await probes.check_tcp(probe_host, port)
+        assert not await probes.check_once(lambda: probes.check_tcp(probe_host, port))
+
+
 async def test_unix_and_file_probes(tmp_path: Path, nursery: trio.Nursery) -> None:
     path = tmp_path / "sock"
     marker = tmp_path / "marker"

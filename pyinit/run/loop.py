@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from pyinit.plan import Plan
+    from pyinit.plan.build import Launch
     from pyinit.run.intake import Intake
     from pyinit.run.loopcontrol import LoopBackend
     from pyinit.run.probes import NotifySocket, ReadyPipe
@@ -165,6 +166,8 @@ class Supervision:
             self._launched = handoff.started
         self.nursery = nursery
         self._exits: dict[int, trio.Event] = {}
+        #: The main's launch as each of its exec: probes runs (see run_probe_command).
+        self._probe_launches: dict[tuple[str, ...], Launch] = {}
         self._changed = trio.Event()
         self._stop_begun = trio.Event()
         self.deadline = StopDeadline(start=float("inf"), timeout=0.0)
@@ -401,9 +404,13 @@ class Supervision:
         It runs as the main's launch record says (user, environment, hygiene),
         in a session of its own, without the main's inherited descriptors.
         """
-        launch = self.plan.launch.replace(
-            command=tuple(argv), session=SESSION_DETACHED, keep_fds=(), listen_fds=0
-        )
+        command = tuple(argv)
+        launch = self._probe_launches.get(command)
+        if launch is None:  # made once: a liveness check calls this every few seconds
+            launch = self.plan.launch.replace(
+                command=command, session=SESSION_DETACHED, keep_fds=(), listen_fds=0
+            )
+            self._probe_launches[command] = launch
         mask = self.original_mask
         return await probes.run_probe_child(
             self, "main", lambda: start_item(launch, mask, {}, {}, launch.env)

@@ -93,6 +93,8 @@ class ItemRun:
         self._adopted = None if started is None else self._adopt(started)
         #: Its liveness checks (alive=): they set alive_state.
         self.checks = liveness.SidecarChecks(self)
+        #: The item as each of its exec: probes runs it (see _probe_item).
+        self._probe_items: dict[tuple[str, ...], Item] = {}
         self.alive_state: str | None = None
 
     @property
@@ -433,11 +435,23 @@ class ItemRun:
 
     async def run_probe_command(self, argv: Sequence[str]) -> int:
         """An ``exec:`` probe: run ``argv`` as the item's user; its exit code."""
-        item = self.item.replace(log="raw")
+        item = self._probe_item(tuple(argv))
         mask = self.sup.original_mask
         return await probes.run_probe_child(
-            self.sup, self.label, lambda: fork_item(item, mask, {}, {}, tuple(argv))[0]
+            self.sup, self.label, lambda: fork_item(item, mask, {}, {})[0]
         )
+
+    def _probe_item(self, command: tuple[str, ...]) -> Item:
+        """This item as its probe ``command`` runs (that command, ``log=raw``), made once:
+        a liveness check calls it every few seconds, for ever."""
+        made = self._probe_items.get(command)
+        if made is None:
+            launch = self.item.launch
+            made = self.item.replace(
+                log="raw", launch=None if launch is None else launch.replace(command=command)
+            )
+            self._probe_items[command] = made
+        return made
 
     async def stop(self, kill_at: float, reap_by: float) -> None:
         """This item's stop: its stop-signal to its group now, SIGKILL at ``kill_at`` if needed.

@@ -82,6 +82,11 @@ class Child:
             os.close(fd)
         return _reported_error(b"".join(chunks))
 
+    def forget_report(self) -> None:
+        """Close the report pipe unread: the caller judges the child by its exit status
+        (a child that fails before exec exits with the failure's code)."""
+        os.close(self.error_fd)
+
 
 def _read_retrying(fd: int) -> bytes:
     """One read of up to 4096 bytes, retried when a signal interrupts it."""
