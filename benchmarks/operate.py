@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from measure import SessionError, find_ns_init
-from setup_env import Environment, installed_entry, write_entry_script
+from setup_env import Environment, imports_this_checkout, installed_entry, write_entry_script
 from sidecars import (
     N_SIDECARS,
     Program,
@@ -86,7 +86,7 @@ def ctl_entry(python: str, workdir: Path) -> tuple[str | None, str]:
     if check.returncode != 0:
         return None, "pyinitctl missing (pyinit.ctl is not importable)"
     entry = installed_entry(python, "pyinitctl")
-    if entry is None:
+    if entry is None or not imports_this_checkout(entry):
         entry = str(write_entry_script(workdir / "pyinitctl-primary", python, "pyinit.ctl"))
     return entry, ""
 

@@ -577,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         interpreters = [setup_env.primary_interpreter(args.python, workdir)]
         if not args.no_venv:
             progress("preparing the Debian-Python venv")
-            interpreters.append(setup_env.debian_interpreter(args.venv, args.python, log))
+            interpreters.append(setup_env.debian_interpreter(args.venv, args.python, workdir, log))
         else:
             interpreters.append(
                 setup_env.Interpreter("debian", setup_env.DEBIAN_PYTHON, None, "", "--no-venv")

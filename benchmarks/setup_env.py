@@ -154,6 +154,18 @@ def installed_entry(python: str, name: str) -> str | None:
     return None
 
 
+def imports_this_checkout(entry: str) -> bool:
+    """True when the console script ENTRY runs this checkout's pyinit.
+
+    An editable install of another worktree (or a stale one) would otherwise
+    be measured in place of the code under test.
+    """
+    code = "import pyinit; print(pyinit.__file__)"
+    head = Path(entry).read_text().splitlines()[0][2:].strip()
+    found = run_text([head, "-I", "-c", code]) if head else ""
+    return found.startswith(str(REPO_ROOT / "pyinit"))
+
+
 def primary_interpreter(python: str, workdir: Path) -> Interpreter:
     """The interpreter the harness was given (default: its own), with its pyinit entry."""
     version = first_line(run_text([python, "-c", "import sys; print(sys.version)"]))
@@ -162,7 +174,7 @@ def primary_interpreter(python: str, workdir: Path) -> Interpreter:
     if not check.endswith("__init__.py"):
         return Interpreter(label, python, None, version, "pyinit not importable")
     installed = installed_entry(python, "pyinit")
-    if installed:
+    if installed and imports_this_checkout(installed):
         return Interpreter(label, python, installed, version, "installed entry script")
     entry = write_entry_script(workdir / "pyinit-primary", python)
     return Interpreter(label, python, str(entry), version, "generated entry script")
@@ -181,7 +193,9 @@ def _dependency_pins(python: str) -> list[str]:
     return pins or ["trio", "psutil"]
 
 
-def debian_interpreter(venv: Path, primary_python: str, log: list[str]) -> Interpreter:
+def debian_interpreter(
+    venv: Path, primary_python: str, workdir: Path, log: list[str]
+) -> Interpreter:
     """Debian's /usr/bin/python3 in a venv with trio+psutil and a .pth to this checkout.
 
     Built once (about 15 s, needs the package index) and reused; the checkout is
@@ -224,8 +238,13 @@ def debian_interpreter(venv: Path, primary_python: str, log: list[str]) -> Inter
     site = run_text([str(vpy), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"])
     if site:
         Path(site, "pyinit_checkout.pth").write_text(f"{REPO_ROOT}\n")
-    entry = write_entry_script(venv / "bin" / "pyinit-bench", str(vpy))
-    check = run_text([str(vpy), "-c", "import pyinit; print(pyinit.__file__)"])
+    # The entry script lives in this run's workdir: two checkouts benchmarked
+    # at once share the venv but each runs its own code.
+    entry = write_entry_script(workdir / "pyinit-debian", str(vpy))
+    code = (
+        f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); import pyinit; print(pyinit.__file__)"
+    )
+    check = run_text([str(vpy), "-I", "-c", code])
     if not check.startswith(str(REPO_ROOT)):
         return Interpreter(label, str(vpy), None, version, f"venv imports pyinit from {check!r}")
     return Interpreter(label, str(vpy), str(entry), version, f"venv {venv}")
