@@ -61,6 +61,38 @@ def test_early_started_sidecars_stop_in_reverse_order_on_an_immediate_stop(
     assert "leftover" not in err, err
 
 
+def test_an_exec_failure_among_early_sidecars_is_reported_and_all_started_are_stopped(
+    tmp_path: Path,
+) -> None:
+    # The leading sidecars without a probe are forked back to back and their
+    # exec results read after: x's failure must still be reported once, in the
+    # same words, follow x's policy (here: give up, stop the container), keep
+    # the main from starting, and stop whatever was forked, in reverse order.
+    log = tmp_path / "order"
+    marker = tmp_path / "main-ran"
+    code, _, err = run_pyinit(
+        [
+            "--sidecar", f"a {recorder(log, 'a')}",
+            "--sidecar", "x restart=never -- /nonexistent/cmd",
+            "--sidecar", f"b {recorder(log, 'b')}",
+            "--sidecar", f"c {recorder(log, 'c')}",
+            "--", "touch", str(marker),
+        ]
+    )  # fmt: skip
+    assert code == 127, err
+    assert not marker.exists()
+    assert err.count("pyinit: sidecar x: /nonexistent/cmd: no such file or directory\n") == 1, err
+    assert "sidecar x gave up before it was ready (restart=never; last exit 127)" in err
+    got = lines(log)
+    started = [line.split()[1] for line in got if line.startswith("start ")]
+    stopped = [line.split()[1] for line in got if line.startswith("stop ")]
+    assert started[:1] == ["a"], got
+    # b and c may have run (forked before x's exec failed was read), and then were stopped
+    # like a, the last started first; none was left to the kernel's SIGKILL.
+    assert stopped == [n for n in ("c", "b", "a") if n in started], got
+    assert "leftover" not in err, err
+
+
 def test_start_and_stop_order_as_the_processes_saw_it(tmp_path: Path) -> None:
     log = tmp_path / "order"
     ready_a = tmp_path / "a-ready"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shlex
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from sandbox import PYINIT, base_environment, pyinit_imports, run
 from pyinit.cli import parse_options
 from pyinit.errors import UsageError, quoted
 from pyinit.plan import build_plan
-from pyinit.plan.items import ALL_KEYS, parse_item_text, parse_probe
+from pyinit.plan.items import ALL_KEYS, parse_item_text, parse_probe, split_words
 from pyinit.plan.render import render_plan
 from pyinit.plan.services import SIDECAR, TASK, Item, Probe
 
@@ -607,6 +609,20 @@ def test_shlex_and_tomllib_only_when_used(tmp_path: Path) -> None:
     assert {"tomllib", "pyinit.plan.config"} <= config
 
 
+def test_an_item_string_without_quotes_is_split_without_shlex() -> None:
+    # The items are planned before the first sidecar is forked: shlex's import and
+    # tokenizer are paid only by a string that quotes or escapes (--dry-run's
+    # listing imports it to quote the commands).
+    code = (
+        "import os, sys; from pyinit.cli import parse_options; from pyinit.plan import build_plan;"
+        "o = parse_options(['--sidecar', 'a user=nobody -- /bin/x --flag=1 y', '--', 'true'],"
+        " os.environ); p = build_plan(o, os.environ);"
+        "print(p.items[0].command, 'shlex' in sys.modules)"
+    )
+    _, out, err = run([sys.executable, "-S", "-c", code], env=base_environment())
+    assert out == "('/bin/x', '--flag=1', 'y') False\n", err
+
+
 # --- properties ----------------------------------------------------------------------------------
 
 TOKENS = st.sampled_from(
@@ -614,6 +630,30 @@ TOKENS = st.sampled_from(
     + [f"{k}=" for k in ALL_KEYS]
     + ["notify", "tcp:1", "fd:3", "x", "restart=never", "backoff=1:2", "0", "A"]
 )
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    text=st.one_of(
+        st.text(max_size=40),
+        st.lists(
+            st.sampled_from(
+                ["a", "b=1", "--", " ", "  ", "\t", "'", '"', "\\", "#", "\xa0", "\x0b", "é"]
+            ),
+            max_size=10,
+        ).map("".join),
+    )
+)
+def test_split_words_is_shlex_split(text: str) -> None:
+    try:
+        expected: list[str] | str = shlex.split(text)
+    except ValueError as e:
+        expected = str(e)
+    try:
+        got: list[str] | str = split_words(text)
+    except ValueError as e:
+        got = str(e)
+    assert got == expected
 
 
 @settings(max_examples=300, deadline=None)

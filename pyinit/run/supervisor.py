@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from pyinit.run.loopcontrol import LoopBackend
     from pyinit.run.posthooks import HookRun
     from pyinit.run.reaper import Watched
+    from pyinit.run.spawn import Child
 
 
 #: The GIL switch interval once the loop thread runs (seconds).
@@ -149,18 +150,21 @@ def _run_plain(plan: Plan, intake: Intake, handoff: Handoff, main: Watched) -> i
 
 
 def _start_items_early(plan: Plan, reaper: Reaper, mask: tuple[int, ...]) -> dict[str, Started]:
-    """Fork the leading sidecars that need no readiness probe, in order, before trio loads.
+    """Fork the leading sidecars that need no readiness probe, before trio loads.
 
     Such a sidecar is ready once it has exec'd, which the launcher can wait
     for without the loop; the loop adopts each (its log pipes, its
-    restarts).  Stops at a task, a probe, one that could not exec, or a
-    refused fork.
+    restarts).  They are forked back to back and their exec results read
+    after, in order: each child steps down and execs while the next is
+    forked, instead of the launcher waiting for each exec in turn.  Stops at
+    a task, a probe, or a refused fork.
     """
     started: dict[str, Started] = {}
     if not plan.items:
         return started  # a plain target: not even the services model is imported
     from pyinit.plan.services import SIDECAR
 
+    forked: list[tuple[str, Child, Watched, dict[int, int], float]] = []
     for item in plan.items:
         if item.kind != SIDECAR or item.ready is not None:
             break
@@ -168,12 +172,9 @@ def _start_items_early(plan: Plan, reaper: Reaper, mask: tuple[int, ...]) -> dic
             child, read_ends = fork_item(item, mask, {}, {})
         except OSError:
             break  # fork refused: the loop starts it, with its restart policy
-        watched = reaper.watch(child.pid)
-        at = time.monotonic()
-        error = child.exec_error()
-        started[item.name] = Started(watched, error, read_ends, at)
-        if error is not None:
-            break
+        forked.append((item.name, child, reaper.watch(child.pid), read_ends, time.monotonic()))
+    for name, child, watched, read_ends, at in forked:
+        started[name] = Started(watched, child.exec_error(), read_ends, at)
     return started
 
 
