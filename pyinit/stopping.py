@@ -32,11 +32,18 @@ if TYPE_CHECKING:
     Send = Callable[[int], object]
 
 
-def kill_group(pgid: int, sig: int) -> None:
-    """Signal process group ``pgid`` (or just the process, if it leads no group); never raises."""
+def kill_group(pgid: int, sig: int, *, reaped: bool = False) -> None:
+    """Signal process group ``pgid`` (or just the process, if it leads no group); never raises.
+
+    ``reaped``: its leader was reaped already, so only the group is signalled
+    (what the leader left in it).  A pid is not reused while a group of that
+    id has members, but once reaped it may be another process's at any time.
+    """
     try:
         os.killpg(pgid, sig)
     except ProcessLookupError:
+        if reaped:
+            return
         try:  # noqa: SIM105  (no contextlib on a plain target's path: docs/design.md)
             os.kill(pgid, sig)
         except (ProcessLookupError, PermissionError):

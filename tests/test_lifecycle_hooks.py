@@ -162,9 +162,10 @@ class FakeRun:
 
         yield watch
 
-    def kill_group(self, pid: int, sig: int) -> None:
+    def kill_group(self, pid: int, sig: int, *, reaped: bool = False) -> None:
         hook = self.hooks[pid]
         if hook.watched is not None and hook.watched.exited:
+            assert reaped, "a reaped hook's pid must not be signalled on its own"
             return  # reaped; nothing left in its group
         self.sent.append((self.now, hook.label, sig))
         if sig == signal.SIGKILL or hook.obeys_term:

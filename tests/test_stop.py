@@ -23,7 +23,7 @@ from test_cli_sources import plan_for
 
 from pyinit.plan.render import render_plan
 from pyinit.plan.stop import StopBudget, StopDeadline, stop_budget, stop_schedule
-from pyinit.stopping import stop, stop_now
+from pyinit.stopping import kill_group, stop, stop_now
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for PID namespaces")
 
@@ -219,6 +219,36 @@ def test_a_process_surviving_sigkill_is_reported_after_reap_by() -> None:
 
     for ended, sent in both(Unkillable, signal.SIGTERM, 1.0, 5.0):
         assert not ended and sent == [(1.0, signal.SIGTERM), (5.0, signal.SIGKILL)]
+
+
+def _kill_group_calls(monkeypatch: pytest.MonkeyPatch, reaped: bool) -> list[str]:
+    """kill_group on a group that has no member left; which calls it made."""
+    calls: list[str] = []
+
+    def killpg(pgid: int, sig: int) -> None:
+        calls.append("killpg")
+        raise ProcessLookupError
+
+    def kill(pid: int, sig: int) -> None:
+        calls.append("kill")
+
+    monkeypatch.setattr(os, "killpg", killpg)
+    monkeypatch.setattr(os, "kill", kill)
+    kill_group(4242, signal.SIGKILL, reaped=reaped)
+    return calls
+
+
+def test_a_reaped_leader_s_pid_is_never_signalled_on_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # After the reap the pid may be another process's: only its group (what it left) is signalled.
+    assert _kill_group_calls(monkeypatch, reaped=True) == ["killpg"]
+
+
+def test_a_live_process_that_leads_no_group_is_signalled_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert _kill_group_calls(monkeypatch, reaped=False) == ["killpg", "kill"]
 
 
 # --- the reproduced defects, from outside ----------------------------------------------------

@@ -129,7 +129,7 @@ class SignalRelay:
             stop_now(send, ended_by, signal.SIGTERM, term_at, kill_at, self.deadline.exit_at)
         if not status:
             status.append(os.waitpid(pid, 0)[1])  # SIGKILLed: it goes at once
-        kill_group(pid, signal.SIGKILL)  # what the hook left behind in its group
+        kill_group(pid, signal.SIGKILL, reaped=True)  # what the hook left behind in its group
         return status[0]
 
     def _relay_until(self, pid: int, status: list[int], when: float | None) -> bool:

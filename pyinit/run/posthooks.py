@@ -100,7 +100,7 @@ class HookRun:
 
     def finish(self) -> None:
         """After its end (or its stop): SIGKILL what it left in its group, its end, its line."""
-        kill_group(self.run.pid, signal.SIGKILL)
+        kill_group(self.run.pid, signal.SIGKILL, reaped=self.run.exited)
         status = self.run.status
         if status is None:  # not reaped by reap_by (cannot outlive SIGKILL): as killed
             status = int(signal.SIGKILL)

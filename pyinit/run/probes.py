@@ -257,7 +257,7 @@ async def run_probe_child(sup: Supervision, label: str, fork: Callable[[], Child
         status = await sup.wait_exit(run)
     finally:
         child.forget_report()
-        kill_group(child.pid, signal.SIGKILL)
+        kill_group(child.pid, signal.SIGKILL, reaped=run.exited)
     return os.waitstatus_to_exitcode(status)
 
 

@@ -134,7 +134,7 @@ class ItemRun:
         if self.current is not run:
             return False
         self.current = None
-        kill_group(run.pid, signal.SIGKILL)  # no orphan of it may hold its port
+        kill_group(run.pid, signal.SIGKILL, reaped=run.exited)  # no orphan may hold its port
         return True
 
     async def start_once(
