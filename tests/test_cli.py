@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -14,7 +15,7 @@ from plan_helpers import ALL_CAPS, plan_for
 from sandbox import PROJECT_ROOT, base_environment, run, run_pyinit
 
 from pyinit import __version__
-from pyinit.cli import build_parser, parse_options
+from pyinit.cli import build_parser, execute, parse_options
 from pyinit.errors import UsageError
 from pyinit.plan import frozen_env, required_capabilities
 from pyinit.plan.capabilities import CAPABILITY_NUMBERS
@@ -88,6 +89,43 @@ def test_console_script() -> None:
 def test_python_dash_m_runs_a_target() -> None:
     code, out, _ = run_pyinit("--", "sh", "-c", "echo ran")
     assert (code, out) == (0, "ran\n")
+
+
+@pytest.mark.parametrize(
+    ("mode", "runner"),
+    [
+        ("exec", "pyinit.run.execmode.run_exec_mode"),
+        ("supervise", "pyinit.run.supervisor.supervise"),
+    ],
+)
+def test_the_collector_is_back_on_before_anything_is_carried_out(
+    monkeypatch: pytest.MonkeyPatch, mode: str, runner: str
+) -> None:
+    # pyinit.__main__ turns the cyclic collector off for the start-up (docs/design.md,
+    # "Start-up cost"): root setup and a supervisor that runs for months must have it.
+    seen: list[tuple[bool, int]] = []
+    monkeypatch.setattr(runner, lambda *_: seen.append((gc.isenabled(), gc.get_freeze_count())))
+    plan = plan_for(["--mode", mode, "--", "true"])
+    gc.disable()
+    try:
+        execute(plan, ())
+    finally:
+        gc.unfreeze()
+        gc.enable()
+    [(enabled, frozen)] = seen
+    assert enabled
+    assert frozen > 0  # what the start-up made is out of every later collection
+
+
+def test_a_collector_left_on_is_not_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
+    # cli.main called in-process (not through pyinit.__main__): nothing of the caller's is frozen.
+    seen: list[int] = []
+    monkeypatch.setattr(
+        "pyinit.run.supervisor.supervise", lambda *_: seen.append(gc.get_freeze_count())
+    )
+    assert gc.isenabled()
+    execute(plan_for(["--mode", "supervise", "--", "true"]), ())
+    assert seen == [0]
 
 
 def test_docs_cover_every_flag() -> None:

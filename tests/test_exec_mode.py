@@ -717,8 +717,16 @@ def test_file_env_reaches_the_target(sandbox: Sandbox, tmp_path: Path) -> None:
 # --- start-up cost: the exec path imports nothing heavy --------------------------------
 
 HEAVY = ("trio", "psutil", "dataclasses", "typing", "inspect", "asyncio", "logging", "locale")
-#: pyinit's own modules for what this command does not use (secrets, items, --mkdir).
-UNUSED = ("pyinit.plan.secrets", "pyinit.plan.services", "pyinit.plan.items", "pyinit.root.mkdir")
+#: pyinit's own modules for what this command does not use (secrets, items, --mkdir, a stop).
+UNUSED = (
+    "pyinit.plan.secrets",
+    "pyinit.plan.services",
+    "pyinit.plan.items",
+    "pyinit.root.mkdir",
+    "pyinit.plan.stop",
+)
+#: What only a user, group or owner to resolve needs: the user database's reader.
+USER_DATABASE = ("pyinit.plan.userspec", "pyinit.plan.files")
 
 
 def test_exec_path_imports_nothing_heavy(sandbox: Sandbox) -> None:
@@ -750,6 +758,16 @@ def test_exec_path_imports_nothing_heavy(sandbox: Sandbox) -> None:
     for name in HEAVY:
         assert not any(m == name or m.startswith(name + ".") for m in modules), name
     for name in UNUSED:
+        assert name not in modules, name
+
+
+def test_exec_path_without_a_user_reads_no_user_database(sandbox: Sandbox) -> None:
+    env = base_environment(PYTHONPATH=str(PROJECT_ROOT))
+    code, _, err = sandbox.run([*PYINIT_IMPORTTIME, "--mode", "exec", "--", "true"], env=env)
+    assert code == 0, err
+    modules = imported_modules(err)
+    assert "pyinit.run.execmode" in modules
+    for name in (*UNUSED, *USER_DATABASE):
         assert name not in modules, name
 
 

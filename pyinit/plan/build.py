@@ -21,15 +21,6 @@ from pyinit.plan.capabilities import missing_capabilities, parse_capability
 from pyinit.plan.host import Host, read_host
 from pyinit.plan.signals import parse_rewrite, parse_success_exit
 from pyinit.plan.sources import named_for_its_origin, supervise_only_given, typed
-from pyinit.plan.stop import DEFAULT_STOP_TIMEOUT as DEFAULT_STOP_TIMEOUT
-from pyinit.plan.userspec import (
-    Identity,
-    needs_identity_switch,
-    read_group,
-    resolve_group,
-    resolve_user_spec,
-    resolve_user_spec_as,
-)
 from pyinit.record import Record
 
 TYPE_CHECKING = False
@@ -40,6 +31,7 @@ if TYPE_CHECKING:
     from pyinit.plan.onlyfor import OnlyFor
     from pyinit.plan.secrets import Target
     from pyinit.plan.services import Item, Liveness, Probe, Services
+    from pyinit.plan.userspec import Identity
 
 MODES = ("exec", "supervise", "auto")
 CHOWN_POLICIES = ("always", "on-root-mismatch")
@@ -400,6 +392,8 @@ def split_owner(
             f"{where}: owner {spec!r} ends like a mode; the mode goes before the owner"
             " (PATH:MODE=USER[:GROUP])"
         )
+    from pyinit.plan.userspec import resolve_user_spec_as
+
     try:
         owner = resolve_user_spec_as(spec, f"{where}: owner {spec!r}", current)
     except UsageError as e:
@@ -502,6 +496,10 @@ def _limit_exceeds(a: int, b: int) -> bool:
     return a == inf or (b != inf and a > b)
 
 
+#: ``--stop-timeout`` by default: ends well inside Docker's 10 s grace (and Kubernetes' 30 s).
+#: Here, not with the stop policy (:mod:`pyinit.plan.stop`): the exec path has no stop, and
+#: reads it (for the help text and the plan) without loading that module.
+DEFAULT_STOP_TIMEOUT = 8.0
 #: The longest --stop-timeout: a year is already "never" for a stop deadline.
 MAX_STOP_TIMEOUT = 365 * 24 * 3600.0
 
@@ -633,7 +631,7 @@ def build_plan(
     runs_service = only_for is None or only_for.matched
 
     identity = _main_identity(options, host)
-    extra_groups = tuple(resolve_group(g, "--groups") for g in _split_list(options.groups))
+    extra_groups = _extra_groups(options.groups)
     if options.keep_groups:
         if identity is None:
             raise UsageError("--keep-groups needs --user (the groups are set during the step-down)")
@@ -647,9 +645,13 @@ def build_plan(
             f"not PID 1 (pid {pid}): becoming a child subreaper so orphans are still reaped"
         )
 
-    switch_identity = identity is not None and needs_identity_switch(
-        identity, euid, host.egid, host.groups, extra_groups
-    )
+    switch_identity = False
+    if identity is not None:  # pyinit.plan.userspec is imported only for a user or group
+        from pyinit.plan.userspec import needs_identity_switch
+
+        switch_identity = needs_identity_switch(
+            identity, euid, host.egid, host.groups, extra_groups
+        )
     skip_non_root = switch_identity and _cannot_switch_as_non_root(
         euid, options.if_not_root, capability_mask
     )
@@ -936,6 +938,8 @@ def runtime_groups(groups: tuple[int, ...]) -> tuple[int, ...]:
     supplementalGroups) minus gid 0 and every group whose member list names
     root: the step-down must never hand root's groups to the target.
     """
+    from pyinit.plan.userspec import read_group
+
     roots = {0} | {g.gid for g in read_group() if "root" in g.members}
     return tuple(g for g in groups if g not in roots)
 
@@ -1009,11 +1013,23 @@ def _main_identity(options: Namespace, host: Host) -> Identity | None:
     """The main's ``--user`` (or PYINIT_USER), resolved; an error names what the user typed."""
     if options.user is None:
         return None
+    from pyinit.plan.userspec import resolve_user_spec
+
     uid, gid = host.real_ids
     try:
         return resolve_user_spec(options.user, current_uid=uid, current_gid=gid)
     except UsageError as e:
         raise named_for_its_origin(e, options, "user") from None
+
+
+def _extra_groups(groups: str | list[str] | None) -> tuple[int, ...]:
+    """The ``--groups`` gids, resolved (names read from /etc/group)."""
+    names = _split_list(groups)
+    if not names:
+        return ()
+    from pyinit.plan.userspec import resolve_group
+
+    return tuple(resolve_group(g, "--groups") for g in names)
 
 
 def _success_exits(options: Namespace) -> tuple[int, ...]:

@@ -37,8 +37,9 @@ exited, a give-up) has no drain: the main's SIGTERM goes out at once and its
 turn simply lasts ``delay`` longer.
 
 Pure arithmetic on ``time.monotonic()`` values, shared by the supervisor's
-event loop, its synchronous emergency path and the pre-hook relay.  On the
-exec path (``build`` imports the default): keep the imports as they are.
+event loop, its synchronous emergency path and the pre-hook relay.  The
+default timeout is the plan's (:data:`pyinit.plan.build.DEFAULT_STOP_TIMEOUT`):
+the exec path has no stop and does not load this module.
 """
 
 from __future__ import annotations
@@ -51,8 +52,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pyinit.plan import Plan
 
-#: ``--stop-timeout`` by default: ends well inside Docker's 10 s grace (and Kubernetes' 30 s).
-DEFAULT_STOP_TIMEOUT = 8.0
 #: Time reserved after the final SIGKILL for the kernel to tear processes down.
 KILL_GRACE = 0.5
 #: What a process started during the stop gets between SIGTERM and SIGKILL, at most.

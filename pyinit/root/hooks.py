@@ -22,7 +22,8 @@ import signal
 import time
 
 from pyinit.errors import PyinitError
-from pyinit.plan.stop import DEFAULT_STOP_TIMEOUT, StopDeadline, stop_schedule
+from pyinit.plan.build import DEFAULT_STOP_TIMEOUT
+from pyinit.plan.stop import StopDeadline, stop_schedule
 from pyinit.stopping import escalation_notice, kill_group, stop_now
 
 TYPE_CHECKING = False
