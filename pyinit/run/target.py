@@ -100,12 +100,12 @@ def become_target(launch: Launch, signal_mask: Iterable[int] | None = None) -> N
         from pyinit.root import prctl
     if launch.umask is not None:
         os.umask(launch.umask)
+    if launch.workdir is None:
+        return_to_start_directory()
     # Limits apply to the target only, as root (raising a hard limit needs
     # CAP_SYS_RESOURCE): after this, a new descriptor may be out of reach
     # (nofile=3), so the step-down reads its status through one opened before.
     status_fd = open_status() if launch.rlimits else None
-    if launch.workdir is None:
-        return_to_start_directory()
     try:
         apply_rlimits(launch.rlimits)
         if launch.switch_identity and launch.identity is not None:
