@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import sandbox
 from pidns import TARGET_PYTHON, Namespace, run_pyinit, unread_pipe, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for PID namespaces")
@@ -625,3 +626,23 @@ def test_the_mains_fd_probe_colliding_with_keep_fd_is_125_in_one_line() -> None:
     assert (code, out) == (125, ""), err
     assert err.startswith("pyinit: --ready 'fd:3': --keep-fd 3 passes the main"), err
     assert err.count("\n") == 1
+
+
+def test_a_restarted_sidecar_starts_where_pyinit_was_started(tmp_path: Path) -> None:
+    # As PID 1 pyinit leaves its start directory (the image's WORKDIR) for /
+    # once the main runs, so as not to pin a volume; a sidecar without workdir=
+    # restarted after that still starts in the WORKDIR, as its first run did.
+    workdir = tmp_path / "app"
+    workdir.mkdir()
+    log = tmp_path / "cwd.log"
+    two_runs = f'until [ "$(cat {log} 2>/dev/null | wc -l)" -ge 2 ]; do sleep 0.02; done'
+    code, _, err = sandbox.run_pyinit(
+        "--sidecar", f'w restart=always backoff=0.05:0.05 -- sh -c "pwd >> {log}"',
+        "--", "sh", "-c", f"{two_runs}; pwd >> {log}",
+        pid1=True,
+        cwd=str(workdir),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "sidecar w is back" in err
+    assert len(lines(log)) >= 3  # the sidecar's first run, its restart, the main
+    assert set(lines(log)) == {str(workdir)}

@@ -26,7 +26,6 @@ and, for the main, ends the start with 125; items retry it (services).
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import time
 
@@ -56,6 +55,7 @@ from pyinit.run.reaper import describe_status
 from pyinit.run.restart import FAILED_START
 from pyinit.run.services import ItemRun
 from pyinit.run.spawn import fork_failure, start_item, start_target, started_line
+from pyinit.run.target import leave_start_directory
 from pyinit.stopping import kill_group
 
 #: How long the loop thread stays out of the intake's way once it told it to exit.
@@ -327,7 +327,7 @@ class Supervision:
         else:
             log.info(started_line(plan, child.pid))
         if plan.is_pid1:
-            os.chdir("/")  # do not pin the directory pyinit was started in (a volume)
+            leave_start_directory()  # do not pin the directory pyinit was started in (a volume)
         if self.intake.early_stop is not None:
             # The stop signal came while the main was being forked: it gets one too.
             self._term_main()

@@ -38,6 +38,7 @@ from pyinit.run.intake import Intake
 from pyinit.run.plain import is_plain, supervise_plain
 from pyinit.run.reaper import Reaper
 from pyinit.run.spawn import Started, fork_failure, fork_item, start_target, started_line
+from pyinit.run.target import leave_start_directory
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
     if plan.is_pid1:
         # Do not pin the directory pyinit was started in (a volume) for the
         # container's whole life, as catatonit does not.
-        os.chdir("/")
+        leave_start_directory()
     if error is None and is_plain(plan):
         return _run_plain(plan, intake, handoff, main)
     return _run_loop(plan, intake, handoff)

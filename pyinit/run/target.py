@@ -37,6 +37,40 @@ SI_KERNEL = 0x80
 #: Docker's default PATH, used when the environment has none.
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+#: The directory pyinit was started in, once PID 1 has left it for ``/``
+#: (:func:`leave_start_directory`); None while pyinit is still in it.
+_start_directory: str | None = None
+
+
+def leave_start_directory() -> None:
+    """chdir to ``/``, so that PID 1 does not pin the directory it was started in (a volume).
+
+    A process started later without a workdir (a sidecar's restart, ``pyinitctl
+    start``) still starts in that directory, as the first ones did.
+    """
+    global _start_directory
+    try:
+        _start_directory = os.getcwd()
+    except OSError:  # removed already: there is nothing to go back to
+        _start_directory = None
+    os.chdir("/")
+
+
+def return_to_start_directory() -> None:
+    """In a child started after :func:`leave_start_directory`: enter pyinit's start directory.
+
+    Done as root, before the step-down, so the child's directory is the one a
+    child started before it inherited.  Raises PyinitError (125) when it is gone.
+    """
+    if _start_directory is None:
+        return
+    try:
+        os.chdir(_start_directory)
+    except OSError as e:
+        raise PyinitError(
+            f"cannot enter {_start_directory!r}, the directory pyinit was started in: {e.strerror}"
+        ) from None
+
 
 def turn_into_target(
     launch: Launch, signal_mask: Iterable[int], keep_fds: set[int], env: Mapping[str, str]
@@ -67,6 +101,8 @@ def become_target(launch: Launch, signal_mask: Iterable[int] | None = None) -> N
         from pyinit.root import prctl
     if launch.umask is not None:
         os.umask(launch.umask)
+    if launch.workdir is None:
+        return_to_start_directory()
     # Limits apply to the target only, as root (raising a hard limit needs
     # CAP_SYS_RESOURCE): after this, a new descriptor may be out of reach
     # (nofile=3), so the step-down reads its status through one opened before.
