@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 
 from pyinit.errors import EXIT_SETUP_FAILED
@@ -156,6 +157,9 @@ def fork_runner(plan: Plan, reaper: Reaper, mask: tuple[int, ...]) -> RunnerClie
     import socket
 
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    # Nothing of PID 1's buffered output may be copied: the runner's forks flush.
+    sys.stdout.flush()
+    sys.stderr.flush()
     try:
         with reaper.spawning() as watch:
             pid = os.fork()
@@ -223,9 +227,12 @@ class RunnerClient:
             return None
         self._seq += 1
         seq = self._seq
+        request = f"{seq} {index} {bound:g}\n".encode()
         try:
-            self._sock.send(f"{seq} {index} {bound:g}\n".encode())
+            sent = self._sock.send(request)
         except OSError:  # BlockingIOError included: a runner that reads nothing
+            sent = 0
+        if sent != len(request):  # a part of a line would garble the next one
             self._break("it does not take requests")
             return None
         self._sent[seq] = (time.monotonic(), bound)
