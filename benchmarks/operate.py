@@ -386,6 +386,26 @@ def over_window(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, 
     }
 
 
+def helper_children(pid: int) -> list[int]:
+    """PID 1's own helper children (the probe runner): children still running its program.
+
+    A helper is forked without exec, so its command line is pyinit's own.
+    """
+    try:
+        own = Path(f"/proc/{pid}/cmdline").read_bytes()
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return []
+    found = []
+    for task in tasks:
+        with contextlib.suppress(OSError):
+            for kid in (task / "children").read_text().split():
+                with contextlib.suppress(OSError):
+                    if Path(f"/proc/{kid}/cmdline").read_bytes() == own:
+                        found.append(int(kid))
+    return found
+
+
 @contextlib.contextmanager
 def references() -> Iterator[dict[str, int]]:
     """Two processes that are not pyinit, asleep beside it: what this VM charges for nothing.
@@ -434,10 +454,13 @@ def measure_liveness(entry: str, helper: Path, workdir: Path, p: Row) -> Row:
         # after it, so that it holds whole rounds of every sidecar.
         time.sleep(ALIVE_EVERY + p["settle"])
         load_before = os.getloadavg()[0]
+        helpers = {label: helper_children(pid) for label, pid in pids.items()}
         before = {label: schedstat(pid) for label, pid in pids.items()}
+        helpers_before = {label: [schedstat(h) for h in helpers[label]] for label in pids}
         started = time.monotonic()
         time.sleep(p["live_window"])
         after = {label: schedstat(pid) for label, pid in pids.items()}
+        helpers_after = {label: [schedstat(h) for h in helpers[label]] for label in pids}
         elapsed = time.monotonic() - started
         load_after = os.getloadavg()[0]
         for label, pid in pids.items():
@@ -445,8 +468,15 @@ def measure_liveness(entry: str, helper: Path, workdir: Path, p: Row) -> Row:
                 rows[label] = {"error": "PID 1 is gone"}
                 continue
             spent = over_window(before[label], after[label])
+            helper_ns = sum(
+                over_window(b, a)["ns"]
+                for b, a in zip(helpers_before[label], helpers_after[label], strict=True)
+                if b and a
+            )
             rows[label] = {
                 "cpu_ms_per_s": spent["ns"] / 1e6 / elapsed,
+                "helper_ms_per_s": helper_ns / 1e6 / elapsed,
+                "helpers": len(helpers[label]),
                 "per_s": spent["switches"] / elapsed,
                 "threads": spent["threads"],
                 "threads_gone": spent["threads_gone"],
@@ -456,6 +486,9 @@ def measure_liveness(entry: str, helper: Path, workdir: Path, p: Row) -> Row:
     for label, row in rows.items():
         if label in LIVENESS_PROBES and "cpu_ms_per_s" in row and "cpu_ms_per_s" in base:
             row["cost_ms_per_s"] = row["cpu_ms_per_s"] - base["cpu_ms_per_s"]
+            row["total_cost_ms_per_s"] = (
+                row["cost_ms_per_s"] + row["helper_ms_per_s"] - base.get("helper_ms_per_s", 0.0)
+            )
             row["cost_per_s"] = row["per_s"] - base["per_s"]
     return {
         "configs": rows,
@@ -595,14 +628,17 @@ def render_liveness(res: Row) -> str:
     rows = []
     for label, r in res["configs"].items():
         if "cpu_ms_per_s" not in r:
-            rows.append([label, f"not available: {r.get('error')}", "", "", "", "", ""])
+            rows.append([label, f"not available: {r.get('error')}", "", "", "", "", "", "", ""])
             continue
         gone = f" ({r['threads_gone']} ended)" if r["threads_gone"] else ""
+        helper = "" if not r.get("helpers") else f"{r['helper_ms_per_s']:.3f}"
         rows.append(
             [
                 label,
                 f"{r['cpu_ms_per_s']:.3f}",
                 "" if "cost_ms_per_s" not in r else f"{r['cost_ms_per_s']:+.3f}",
+                helper,
+                "" if "total_cost_ms_per_s" not in r else f"{r['total_cost_ms_per_s']:+.3f}",
                 f"{r['per_s']:.2f}",
                 "" if "cost_per_s" not in r else f"{r['cost_per_s']:+.2f}",
                 f"{r['threads']}{gone}",
@@ -617,13 +653,18 @@ def render_liveness(res: Row) -> str:
         "CPU = run time of all threads (`/proc/PID/task/*/schedstat`, ns), wake-ups = their "
         "voluntary + nonvoluntary context switches, both per second; cost = the row minus "
         "`no liveness`. Threads whose time ended with them inside the window are counted in "
-        f"brackets (their share is lost). Load average (1 min): {before:.2f} before the "
+        "brackets (their share is lost). helper = the run time of PID 1's own helper child "
+        "(the probe runner, which forks the `exec:` probes; no other config has one), "
+        "total cost = cost + helper: all the CPU pyinit spends on the checks (the probes' "
+        f"own run time is theirs, in no column). Load average (1 min): {before:.2f} before the "
         f"window, {after:.2f} after.\n\n"
         + table(
             [
                 "configuration",
                 "CPU ms/s",
                 "cost ms/s",
+                "helper ms/s",
+                "total cost ms/s",
                 "wake-ups/s",
                 "cost wake-ups/s",
                 "threads",

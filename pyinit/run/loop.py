@@ -38,7 +38,7 @@ from pyinit.errors import (
     PyinitError,
     exit_code_for_wait_status,
 )
-from pyinit.plan.build import SESSION_DETACHED, frozen_env
+from pyinit.plan.build import frozen_env
 from pyinit.plan.signals import signal_name
 from pyinit.plan.stop import StopDeadline, stop_budget
 from pyinit.run import lifecycle, liveness, posthooks, probes
@@ -50,6 +50,7 @@ from pyinit.run.descendants import (
     has_children,
 )
 from pyinit.run.logrelay import LogRelay
+from pyinit.run.proberunner import main_probe_launch
 from pyinit.run.probes import single_error
 from pyinit.run.reaper import describe_status
 from pyinit.run.restart import FAILED_START
@@ -168,6 +169,8 @@ class Supervision:
         self._exits: dict[int, trio.Event] = {}
         #: The main's launch as each of its exec: probes runs (see run_probe_command).
         self._probe_launches: dict[tuple[str, ...], Launch] = {}
+        #: The helper child that forks the exec: probes (docs/design.md), if there is one.
+        self.probe_runner = handoff.probe_runner if handoff is not None else None
         self._changed = trio.Event()
         self._stop_begun = trio.Event()
         self.deadline = StopDeadline(start=float("inf"), timeout=0.0)
@@ -407,14 +410,17 @@ class Supervision:
         command = tuple(argv)
         launch = self._probe_launches.get(command)
         if launch is None:  # made once: a liveness check calls this every few seconds
-            launch = self.plan.launch.replace(
-                command=command, session=SESSION_DETACHED, keep_fds=(), listen_fds=0
-            )
+            launch = main_probe_launch(self.plan, command)
             self._probe_launches[command] = launch
         mask = self.original_mask
         return await probes.run_probe_child(
-            self, "main", lambda: start_item(launch, mask, {}, {}, launch.env)
+            self, "main", lambda: start_item(launch, mask, {}, {}, launch.env), ("", command)
         )
+
+    def close_probe_runner(self) -> None:
+        """End the probe runner (the items are stopped: no probe runs any more)."""
+        if self.probe_runner is not None:
+            self.probe_runner.close()
 
     def _report_stopping(self) -> None:
         """Shutdown began: STOPPING=1 to pyinit's own manager, once (not ready any more)."""
@@ -612,7 +618,12 @@ class Leftovers:
         self._signals = LeftoverSignals()
 
     async def stop(self, kill_at: float, reap_by: float) -> None:
-        """The leftovers' turn: SIGTERM now, SIGKILL at ``kill_at``, drained until ``reap_by``."""
+        """The leftovers' turn: SIGTERM now, SIGKILL at ``kill_at``, drained until ``reap_by``.
+
+        The probe runner ends first (every item is stopped: no probe runs any
+        more), by EOF; it is no leftover, and gone before the scans end.
+        """
+        self.sup.close_probe_runner()
         # The signal is applied by _ended_by to each scan's finds: a scan runs in a worker thread.
         await stopping.stop(
             self._signals.set_signal,

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from pyinit.plan.services import Probe
     from pyinit.plan.userspec import Identity
     from pyinit.run.loop import Supervision
+    from pyinit.run.proberunner import ProbeKey
     from pyinit.run.spawn import Child
 
     T = TypeVar("T")
@@ -235,13 +236,27 @@ def checker(
     raise ValueError(f"unknown probe kind {kind!r}")
 
 
-async def run_probe_child(sup: Supervision, label: str, fork: Callable[[], Child]) -> int:
-    """An ``exec:`` probe's run: ``fork()`` it, watched, and await its end; its exit code.
+async def run_probe_child(
+    sup: Supervision, label: str, fork: Callable[[], Child], key: ProbeKey | None = None
+) -> int:
+    """An ``exec:`` probe's run; its exit code.
 
-    ``label`` names whose probe it is (``sidecar db``, ``main``).  A refused
-    fork is a failed check (125: the probe tries again).  The probe's group
-    is killed after it, and when its call is cancelled (the 1 s bound).
+    The probe runner (:mod:`pyinit.run.proberunner`) runs probe ``key`` when
+    there is one; otherwise, or once it is gone, ``fork()`` forks it here,
+    watched, and its end is awaited.  ``label`` names whose probe it is
+    (``sidecar db``, ``main``).  A refused fork is a failed check (125: the
+    probe tries again).  The probe's group is killed after it, and when its
+    call is cancelled (the 1 s bound).
     """
+    runner = sup.probe_runner
+    index = None if runner is None or key is None else runner.index_of(key)
+    if runner is not None and index is not None:
+        answer = await runner.run(index, PROBE_CALL_TIMEOUT, sup.nursery)
+        if answer is not None:
+            code, message = answer
+            if message:
+                log.info(f"{label}: {message}")
+            return code
     try:
         with sup.reaper.spawning() as watch:
             child = fork()

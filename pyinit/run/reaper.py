@@ -19,8 +19,9 @@ the loop wins, CPython reports the lost status as exit code 0.  A child
 started from another thread is started inside :meth:`Reaper.spawning`, so
 that it is watched before the loop can reap it.
 
-A child that is pyinit's own short-lived helper (the figures of
-``pyinitctl status``, :mod:`pyinit.run.control`) is watched as a helper:
+A child that is pyinit's own helper (the figures of ``pyinitctl status``,
+:mod:`pyinit.run.control`; the probe runner, :mod:`pyinit.run.proberunner`)
+is watched as a helper:
 it is reaped and handed over like any child, and :meth:`Reaper.helpers`
 names it while it runs, so that no stop takes it for a leftover.
 """

@@ -435,10 +435,14 @@ class ItemRun:
 
     async def run_probe_command(self, argv: Sequence[str]) -> int:
         """An ``exec:`` probe: run ``argv`` as the item's user; its exit code."""
-        item = self._probe_item(tuple(argv))
+        command = tuple(argv)
+        item = self._probe_item(command)
         mask = self.sup.original_mask
         return await probes.run_probe_child(
-            self.sup, self.label, lambda: fork_item(item, mask, {}, {})[0]
+            self.sup,
+            self.label,
+            lambda: fork_item(item, mask, {}, {})[0],
+            (self.item.name, command),
         )
 
     def _probe_item(self, command: tuple[str, ...]) -> Item:

@@ -4,7 +4,10 @@ pyinit stays PID 1 and root and runs the target as a child:
 
 1. root setup (mkdir, chown, pre hooks), every signal still blocked since
    pyinit's first statement (``--rlimit`` is set in the forked target only);
-2. fork the target (:func:`pyinit.run.spawn.start_target`), after the
+2. with an ``exec:`` probe in the plan, fork the probe runner, which forks
+   those probes from then on (:mod:`pyinit.run.proberunner`), while pyinit
+   is still small;
+   fork the target (:func:`pyinit.run.spawn.start_target`), after the
    leading sidecars that need no readiness probe (the loop adopts them);
    with a task, a probe or ``--ready`` first, the loop starts the rest;
 3. a plain target (no items, ``--ready`` or upward ``NOTIFY_SOCKET``) is
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
     from pyinit.run.control import Backend, Server
     from pyinit.run.loopcontrol import LoopBackend
     from pyinit.run.posthooks import HookRun
+    from pyinit.run.proberunner import RunnerClient
     from pyinit.run.reaper import Watched
     from pyinit.run.spawn import Child
 
@@ -64,13 +68,15 @@ class Handoff(Record):
     and decided goes to the driver here, not through the intake.
     """
 
-    __slots__ = ("main_life", "original_mask", "started")
+    __slots__ = ("main_life", "original_mask", "probe_runner", "started")
     #: The signal mask pyinit was started with: every child restores it before exec.
     original_mask: tuple[int, ...]
     #: Items the launcher forked before the loop existed, by name, for the loop to adopt.
     started: Mapping[str, Started]
     #: The main's state (:mod:`pyinit.run.lifecycle`): the launcher's, when it forked it.
     main_life: lifecycle.Tracked
+    #: The probe runner that forks the ``exec:`` probes (None: no such probe, or no runner).
+    probe_runner: RunnerClient | None
 
 
 def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
@@ -88,12 +94,14 @@ def supervise(plan: Plan, original_mask: Iterable[int]) -> int:
     apply_root_setup(plan)
     reaper = Reaper()
     mask = tuple(original_mask)
+    runner = _fork_probe_runner(plan, reaper, mask)
     intake = Intake(plan, reaper, exit_early=not is_plain(plan))
     started = _start_items_early(plan, reaper, mask)
     handoff = Handoff(
         original_mask=mask,
         started=MappingProxyType(started),
         main_life=lifecycle.Tracked("main", time.monotonic()),
+        probe_runner=runner,
     )
     if not _main_starts_early(plan, started):
         # The rest starts from the loop, in order (docs/services.md), and it
@@ -148,6 +156,18 @@ def _run_plain(plan: Plan, intake: Intake, handoff: Handoff, main: Watched) -> i
     finally:
         if server is not None:
             server.close()
+
+
+def _fork_probe_runner(plan: Plan, reaper: Reaper, mask: tuple[int, ...]) -> RunnerClient | None:
+    """The probe runner, forked now while pyinit is small, if the plan has an ``exec:`` probe.
+
+    A plain target has no probe: nothing is imported for it.
+    """
+    if is_plain(plan):
+        return None
+    from pyinit.run.proberunner import fork_runner
+
+    return fork_runner(plan, reaper, mask)
 
 
 def _start_items_early(plan: Plan, reaper: Reaper, mask: tuple[int, ...]) -> dict[str, Started]:
