@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import sandbox
 from pidns import Namespace, wait_for, zombies_in
 from plan_helpers import plan_for
 from sandbox import children, scratch_dir
@@ -96,7 +97,9 @@ def runner_of(init_pid: int) -> int:
     found: list[int] = []
 
     def look() -> bool:
-        own = _read(f"/proc/{init_pid}/cmdline")  # once the shell before it exec'd pyinit
+        own = _read(f"/proc/{init_pid}/cmdline")
+        if own.startswith(b"/bin/sh\0"):
+            return False  # still the shell before it (UNSHARE_PID): its fork of mount looks alike
         found[:] = [
             kid
             for kid in children(init_pid)
@@ -171,14 +174,15 @@ def test_a_hung_probe_is_killed_at_its_bound_while_another_sidecars_probe_answer
     ) as ns:  # fmt: skip
         runner = runner_of(ns.init_pid)
         wait_for(lambda: lines(hung), what="the hung probe")
-        stuck_pid = children(runner)
-        assert len(stuck_pid) == 1
+        in_ns = int(lines(hung)[0])  # its pid in the namespace ($$, kept by exec sleep)
+        stuck = [kid for kid in children(runner) if ns_pid(kid) == in_ns]
+        assert len(stuck) == 1  # the runner's child (b's probe may be running beside it)
         before = len(lines(quick))
         wait_for(lambda: len(lines(quick)) > before, what="b's probe meanwhile")
         # b's check answered while a's probe hung: it is still running, the runner's child.
-        assert children(runner) == stuck_pid or stuck_pid[0] in children(runner)
+        assert stuck[0] in children(runner)
         # Killed at its bound and reaped by the runner: gone, no zombie.
-        wait_for(lambda: not Path(f"/proc/{stuck_pid[0]}").exists(), what="the hung probe's end")
+        wait_for(lambda: not Path(f"/proc/{stuck[0]}").exists(), what="the hung probe's end")
         wait_for(lambda: len(lines(hung)) >= 2, what="the next call of the hung probe")
         ns.signal(signal.SIGTERM)
         code, _, err = ns.wait()
@@ -281,3 +285,22 @@ def all_children(pid: int) -> list[int]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         found.extend(int(kid) for kid in _read(f"{task}/children").split())
     return found
+
+
+@needs_root
+def test_exec_probes_start_where_pyinit_was_started_as_items_do(tmp_path: Path) -> None:
+    # The runner leaves the start directory (the image's WORKDIR) as PID 1 does,
+    # and its probes go back to it, as a sidecar's restart does.
+    workdir = tmp_path / "app"
+    workdir.mkdir()
+    log = tmp_path / "cwd.log"
+    probe = f"exec:sh -c 'pwd >> {log}'"
+    two_checks = f'until [ "$(cat {log} 2>/dev/null | wc -l)" -ge 2 ]; do sleep 0.02; done'
+    code, _, err = sandbox.run_pyinit(
+        "--sidecar", f'w "alive={probe}" alive-every=0.1 -- sleep 30',
+        "--", "sh", "-c", two_checks,
+        pid1=True,
+        cwd=str(workdir),
+    )  # fmt: skip
+    assert code == 0, err
+    assert set(lines(log)) == {str(workdir)}

@@ -649,7 +649,10 @@ class Leftovers:
                     log.warning(FOREIGN_PROC)
                     return True
                 self._signals.apply(found)
-                if not found and not self.sup.live_pids():
+                # The helpers are no leftovers, but their end is waited for
+                # too: the probe runner exits at once on its EOF, a status's
+                # figures child within its bound; pyinit leaves none behind.
+                if not found and not self.sup.live_pids() and not self.sup.reaper.helpers():
                     return True
                 # Rescan on every reap, at the latest after a poll interval
                 # (a grandchild whose parent is alive exits without telling

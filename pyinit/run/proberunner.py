@@ -334,11 +334,12 @@ def _runner_main(fd: int, launches: list[Launch], mask: tuple[int, ...], plan: P
         import gc
 
         gc.disable()  # no finalizer of PID 1's objects runs here
-        from pyinit.run.target import close_inherited_fds
+        from pyinit.run.target import close_inherited_fds, leave_start_directory
 
         close_inherited_fds({fd})
         if plan.is_pid1:
-            os.chdir("/")  # as PID 1 does: no volume pinned for the container's life
+            # As PID 1 does: no volume pinned; its probes still start where items do.
+            leave_start_directory()
         Runner(fd, launches, mask).serve()
     except BaseException:
         code = 1
