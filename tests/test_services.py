@@ -87,9 +87,10 @@ def test_an_exec_failure_among_early_sidecars_is_reported_and_all_started_are_st
     got = lines(log)
     started = [line.split()[1] for line in got if line.startswith("start ")]
     stopped = [line.split()[1] for line in got if line.startswith("stop ")]
-    assert started[:1] == ["a"], got
-    # b and c may have run (forked before x's exec failed was read), and then were stopped
-    # like a, the last started first; none was left to the kernel's SIGKILL.
+    assert set(started) <= {"a", "b", "c"}, got
+    # a, b and c were forked before x's exec failure was read; whichever of them
+    # ran its shell this far (their order is the scheduler's) was stopped, the
+    # last forked first; none was left to the kernel's SIGKILL.
     assert stopped == [n for n in ("c", "b", "a") if n in started], got
     assert "leftover" not in err, err
 
