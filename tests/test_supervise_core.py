@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -46,6 +47,60 @@ def test_signal_and_exit_storm_while_trio_loads() -> None:
         assert code == 3, err
         assert "Traceback" not in err and "Exception ignored" not in err, err
         assert "forwarded SIGUSR1" in err
+
+
+#: Runs Intake.import_loop with a child exiting in its last window: after the
+#: signals are blocked again, before the handlers are put back.  Prints what
+#: is left of that exit: "pending" (sigwaitinfo will take it) or "lost".
+LAST_WINDOW = """
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+from pyinit.plan.signals import blockable_signals
+signal.pthread_sigmask(signal.SIG_BLOCK, blockable_signals())
+from plan_helpers import plan_for
+from pyinit.run.intake import Intake
+from pyinit.run.reaper import Reaper
+
+real = signal.pthread_sigmask
+child = []
+
+def block_then_exit(how, mask):
+    old = real(how, mask)
+    if how == signal.SIG_BLOCK and signal.SIGCHLD in mask and not child:
+        child.append(os.fork() or os._exit(0))
+        stat = f"/proc/{child[0]}/stat"
+        deadline = time.monotonic() + 10
+        while open(stat).read().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child did not exit"
+            time.sleep(0.001)
+    return old
+
+signal.pthread_sigmask = block_then_exit
+Intake(plan_for(["--", "true"]), Reaper()).import_loop()
+signal.pthread_sigmask = real
+pending = signal.sigtimedwait([signal.SIGCHLD], 0) is not None
+assert os.waitpid(child[0], os.WNOHANG)[0] == child[0]  # still a zombie: nobody reaped it
+print("pending" if pending else "lost")
+"""
+
+
+def test_a_child_exiting_as_the_import_ends_is_still_reaped_then() -> None:
+    # A child that exits after the import blocked the signals again, before the
+    # handlers are put back: its SIGCHLD waits, blocked, for sigwaitinfo.  Put
+    # back to SIG_DFL, a default-ignored signal pending is discarded by the
+    # kernel: the child stayed a zombie, unseen, until another child exited
+    # (a sidecar never restarted, a main whose exit did not stop the container).
+    tests = str(Path(__file__).resolve().parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", LAST_WINDOW, tests],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "pending\n", proc.stderr
 
 
 def test_queued_realtime_signals_are_each_delivered(tmp_path: Path) -> None:

@@ -19,6 +19,13 @@ STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 #: Signals Python ignores at start-up that a target must get back at their default.
 PYTHON_IGNORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
+#: Signals whose default action is to be ignored.  Setting one to SIG_DFL (or SIG_IGN)
+#: discards it if it is pending, blocked or not (POSIX sigaction; Linux does): a SIGCHLD
+#: lost that way leaves an exited child unreaped until another child exits.
+DEFAULT_IGNORED_SIGNALS = frozenset(
+    {signal.SIGCHLD, signal.SIGCONT, signal.SIGURG, signal.SIGWINCH}
+)
+
 #: Job-control signals: they must never stop PID 1, and when pyinit is not
 #: PID 1 they stop the target and then pyinit itself.
 JOB_CONTROL_SIGNALS = frozenset({signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})

@@ -46,6 +46,7 @@ import time
 from pyinit import log
 from pyinit.errors import EXIT_SETUP_FAILED, exit_code_for_wait_status
 from pyinit.plan.signals import (
+    DEFAULT_IGNORED_SIGNALS,
     JOB_CONTROL_SIGNALS,
     PYTHON_IGNORED_SIGNALS,
     STOP_SIGNALS,
@@ -62,13 +63,16 @@ from pyinit.stopping import kill_group
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from types import ModuleType
+    from types import FrameType, ModuleType
+    from typing import Any
 
     from pyinit.plan import Plan
     from pyinit.run.lifecycle import Tracked
     from pyinit.run.reaper import Reaper, Watched
 
     CallSoon = Callable[..., object]
+    #: What ``signal.signal`` takes and returns.
+    Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 class Intake:
@@ -214,9 +218,11 @@ class Intake:
                 signal.pthread_sigmask(signal.SIG_BLOCK, handled)
         finally:
             # A child forked later must not run pyinit's handler between
-            # restoring its mask and exec.
+            # restoring its mask and exec.  One that arrived since the block
+            # above stays pending for sigwaitinfo: a default-ignored signal
+            # gets a handler that does nothing, as SIG_DFL would discard it.
             for signum, handler in previous.items():
-                signal.signal(signum, handler)
+                signal.signal(signum, _after_import(signum, handler))
         return loop
 
     def _on_signal(self, signum: int, frame: object) -> None:
@@ -453,6 +459,23 @@ class Intake:
             if info is not None:
                 self.handle(info)
         return True
+
+
+def _after_import(signum: int, previous: Handler) -> Handler:
+    """The disposition ``signum`` gets back after the import: ``previous``, unless that
+    would discard one pending (SIG_DFL of a default-ignored signal: a SIGCHLD lost)."""
+    if previous == signal.SIG_DFL and signum in DEFAULT_IGNORED_SIGNALS:
+        return _do_nothing
+    return previous
+
+
+def _do_nothing(signum: int, frame: FrameType | None) -> None:
+    """A default-ignored signal's handler once trio is loaded: it never runs in pyinit.
+
+    Every thread of pyinit blocks it (sigwaitinfo takes it); a forked child
+    keeps it blocked until just before exec, which resets a caught signal
+    to SIG_DFL.  Arriving in between, it does nothing, as SIG_DFL would.
+    """
 
 
 def handler_signals(signals: list[int]) -> list[int]:
