@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import _socket
 import _thread
-import gc
 import os
 import signal
 import sys
@@ -40,12 +39,10 @@ import time
 
 from pyinit.errors import ControlRefused, one_line, quoted
 from pyinit.run import lifecycle
-from pyinit.run.target import close_inherited_fds
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from typing import NoReturn
 
     from pyinit.plan import Plan
     from pyinit.plan.userspec import Identity
@@ -301,30 +298,23 @@ def status_body(processes: list[Process]) -> str:
 def with_figures(reaper: Reaper, processes: list[Process]) -> str | None:
     """:func:`status_body` with ``uptime``, ``cpu_seconds`` and ``rss_bytes``, from psutil.
 
-    psutil runs in a short-lived child (:func:`_figures_child`): PID 1 never
+    psutil runs in a short-lived helper child (:func:`_write_figures`): PID 1 never
     imports it, and every page the child touches is its own.  The child is
     watched as one of pyinit's helpers, so the one reaper collects it and
     no stop takes it for a leftover.  None, after at most one log line, if
     the fork was refused or the child did not answer within
     :data:`FIGURES_SECONDS` (then it is killed).
     """
-    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    from pyinit.run.spawn import fork_failure, fork_helper
+
     pyinit = os.getpid()
     try:
-        with reaper.spawning() as watch:
-            pid = os.fork()
-            if pid == 0:
-                _figures_child(processes, theirs.fileno(), pyinit)
-            child = watch(pid, helper=True)
+        child, ours = fork_helper(reaper, lambda fd: _write_figures(processes, fd, pyinit))
     except OSError as e:
         from pyinit import log
-        from pyinit.run.spawn import fork_failure
 
         log.notice(f"status without CPU and RSS: {fork_failure(e)}")
-        ours.close()
         return None
-    finally:
-        theirs.close()
     try:
         body = _read_until(ours, time.monotonic() + FIGURES_SECONDS)
     finally:
@@ -353,25 +343,12 @@ def _read_until(sock: _socket.socket, deadline: float) -> bytes | None:
         return None
 
 
-def _figures_child(processes: list[Process], fd: int, pyinit: int) -> NoReturn:
-    """In the forked child: psutil's figures, the JSON body written to ``fd``, ``os._exit``.
-
-    Forked from a thread of a process with others: it takes no lock another
-    thread may hold (no logging), closes every inherited descriptor but
-    ``fd`` at once (a pipe or socket it held would not see its end), and
-    never returns into pyinit's code, whatever happens.
-    """
-    code = 1
-    try:
-        gc.disable()  # no finalizer of PID 1's objects runs here
-        close_inherited_fds({fd})
-        _add_usage(processes, {pyinit, os.getpid()})
-        data = status_body(processes).encode()
-        while data:
-            data = data[os.write(fd, data) :]
-        code = 0
-    finally:
-        os._exit(code)
+def _write_figures(processes: list[Process], fd: int, pyinit: int) -> None:
+    """In the helper child (:func:`pyinit.run.spawn.fork_helper`): the body, psutil's figures in."""
+    _add_usage(processes, {pyinit, os.getpid()})
+    data = status_body(processes).encode()
+    while data:
+        data = data[os.write(fd, data) :]
 
 
 def _add_usage(processes: list[Process], skip: set[int]) -> None:

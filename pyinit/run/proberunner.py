@@ -28,19 +28,18 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 
 from pyinit.errors import EXIT_SETUP_FAILED
 from pyinit.plan.build import SESSION_DETACHED
-from pyinit.run.spawn import fork_failure, start_item
+from pyinit.run.spawn import fork_failure, fork_helper, start_item
+from pyinit.run.target import leave_start_directory
 from pyinit.stopping import kill_group
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import socket
+    from _socket import socket
     from collections.abc import Sequence
-    from typing import NoReturn
 
     import trio
 
@@ -154,26 +153,14 @@ def fork_runner(plan: Plan, reaper: Reaper, mask: tuple[int, ...]) -> RunnerClie
     table = probe_table(plan)
     if not table:
         return None
-    import socket
-
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    # Nothing of PID 1's buffered output may be copied: the runner's forks flush.
-    sys.stdout.flush()
-    sys.stderr.flush()
+    launches = [launch for _key, launch in table]
     try:
-        with reaper.spawning() as watch:
-            pid = os.fork()
-            if pid == 0:
-                _runner_main(theirs.fileno(), [launch for _key, launch in table], mask, plan)
-            watched = watch(pid, helper=True)
+        watched, ours = fork_helper(reaper, lambda fd: _serve(fd, launches, mask, plan))
     except OSError as e:
         from pyinit import log
 
         log.notice(f"exec: probes forked by pyinit itself (no probe runner: {fork_failure(e)})")
-        ours.close()
         return None
-    finally:
-        theirs.close()
     ours.setblocking(False)
     index = {key: index for index, (key, _) in enumerate(table)}
     return RunnerClient(ours, watched, index, reaper)
@@ -190,7 +177,7 @@ class RunnerClient:
     """
 
     def __init__(
-        self, sock: socket.socket, watched: Watched, index: dict[ProbeKey, int], reaper: Reaper
+        self, sock: socket, watched: Watched, index: dict[ProbeKey, int], reaper: Reaper
     ) -> None:
         self._sock = sock
         self._reaper = reaper
@@ -322,29 +309,12 @@ class RunnerClient:
 # --- the runner (in the forked child) ----------------------------------------------------
 
 
-def _runner_main(fd: int, launches: list[Launch], mask: tuple[int, ...], plan: Plan) -> NoReturn:
-    """In the forked child: serve probe requests on ``fd`` until EOF, then ``os._exit``.
-
-    Forked from a process that may have threads: no lock another thread
-    may hold (no logging), every inherited descriptor but ``fd`` closed at
-    once, never a return into pyinit's code.
-    """
-    code = 0
-    try:
-        import gc
-
-        gc.disable()  # no finalizer of PID 1's objects runs here
-        from pyinit.run.target import close_inherited_fds, leave_start_directory
-
-        close_inherited_fds({fd})
-        if plan.is_pid1:
-            # As PID 1 does: no volume pinned; its probes still start where items do.
-            leave_start_directory()
-        Runner(fd, launches, mask).serve()
-    except BaseException:
-        code = 1
-    finally:
-        os._exit(code)
+def _serve(fd: int, launches: list[Launch], mask: tuple[int, ...], plan: Plan) -> None:
+    """In the helper child (:func:`pyinit.run.spawn.fork_helper`): serve requests until EOF."""
+    if plan.is_pid1:
+        # As PID 1 does: no volume pinned; its probes still start where items do.
+        leave_start_directory()
+    Runner(fd, launches, mask).serve()
 
 
 class _Running:

@@ -26,17 +26,18 @@ import sys
 
 from pyinit.errors import EXIT_SETUP_FAILED, PyinitError
 from pyinit.plan.build import SESSION_DETACHED, SESSION_GROUP, SESSION_OWN
-from pyinit.run.target import inherited_fds_to_keep, turn_into_target
+from pyinit.run.target import close_inherited_fds, inherited_fds_to_keep, turn_into_target
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from _socket import socket
     from collections.abc import Callable, Iterable, Mapping
     from typing import NoReturn
 
     from pyinit.plan import Plan
     from pyinit.plan.build import Launch
     from pyinit.plan.services import Item
-    from pyinit.run.reaper import Watched
+    from pyinit.run.reaper import Reaper, Watched
 
 
 class Child:
@@ -195,6 +196,51 @@ def _fork(child_main: Callable[[int], NoReturn]) -> tuple[int, int]:
         child_main(write_fd)
     os.close(write_fd)
     return pid, read_fd
+
+
+def fork_helper(reaper: Reaper, serve: Callable[[int], object]) -> tuple[Watched, socket]:
+    """Fork one of pyinit's own helpers (a status's figures, the probe runner); its socket's end.
+
+    The child runs ``serve(fd)`` on its end of a socket pair, then ``os._exit``
+    (0, or 1 if ``serve`` raised): forked from a process that may have other
+    threads, it turns the collector off (no finalizer of PID 1's objects runs
+    there), closes every inherited descriptor but its socket at once, and
+    never returns into pyinit's code.  It is forked inside
+    ``reaper.spawning()`` and watched as a helper: the one reaper collects
+    it, no stop takes it for a leftover, it is never taken for the main.
+    A refused fork raises OSError and leaves nothing open.
+    """
+    import _socket
+
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    # Nothing of PID 1's buffered output may be copied into the child.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        with reaper.spawning() as watch:
+            pid = os.fork()
+            if pid == 0:
+                _helper_main(theirs.fileno(), serve)
+            watched = watch(pid, helper=True)
+    except OSError:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return watched, ours
+
+
+def _helper_main(fd: int, serve: Callable[[int], object]) -> NoReturn:
+    code = 1
+    try:
+        import gc
+
+        gc.disable()
+        close_inherited_fds({fd})
+        serve(fd)
+        code = 0
+    finally:
+        os._exit(code)
 
 
 def _child_main(
