@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sandbox import (
@@ -78,3 +83,43 @@ def _host_run_untouched() -> Iterator[None]:
 
         shutil.rmtree(HOST_CONTROL_DIR, ignore_errors=True)
         pytest.fail(f"this test made pyinit create {HOST_CONTROL_DIR} on the host")
+
+
+def _pids_hierarchy() -> Path | None:
+    """Where new pids cgroups are made: the cgroup2 root with +pids, or the v1 pids mount."""
+    root = Path("/sys/fs/cgroup")
+    controllers = root / "cgroup.controllers"
+    if controllers.exists():
+        return root if "pids" in controllers.read_text().split() else None
+    v1 = root / "pids"
+    return v1 if (v1 / "cgroup.procs").exists() else None
+
+
+@pytest.fixture
+def pids_cgroup() -> Iterator[Path]:
+    """A fresh pids cgroup, removed afterwards with whatever still runs in it."""
+    parent = _pids_hierarchy()
+    if parent is None:
+        pytest.skip("no pids cgroup controller here")
+    group = parent / f"pyinit-test-{uuid.uuid4().hex[:12]}"
+    try:
+        group.mkdir()
+        if parent.name != "pids":  # cgroup2: the controller must be enabled for children
+            (parent / "cgroup.subtree_control").write_text("+pids")
+        (group / "pids.max").write_text("max")
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            group.rmdir()
+        pytest.skip(f"cannot make a pids cgroup here: {e}")
+    try:
+        yield group
+    finally:
+        for _ in range(100):
+            procs = (group / "cgroup.procs").read_text().split()
+            if not procs:
+                break
+            for pid in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            time.sleep(0.02)
+        group.rmdir()

@@ -672,48 +672,35 @@ def test_the_socket_and_a_directory_pyinit_made_are_removed_at_exit() -> None:
         assert list(tmp.iterdir()) == []
 
 
-def test_a_refused_thread_turns_one_client_away_never_pid1(tmp_path: Path) -> None:
-    from test_fork_refused import _pids_hierarchy, _start, _wait
+def test_a_refused_thread_turns_one_client_away_never_pid1(
+    tmp_path: Path, pids_cgroup: Path
+) -> None:
+    from test_fork_refused import _start, _wait
 
-    parent = _pids_hierarchy()
-    if parent is None:
-        pytest.skip("no pids cgroup controller here")
-    group = parent / f"pyinit-test-ctl-{os.getpid()}"
-    group.mkdir()
+    group = pids_cgroup
     errors = tmp_path / "stderr"
-    try:
-        if parent.name != "pids":
-            (parent / "cgroup.subtree_control").write_text("+pids")
-        with scratch_dir("pyinit-ctl-", 0o700) as tmp:
-            path = str(tmp / "control.sock")
-            done = tmp / "done"
-            wait = f"while [ ! -e {done} ]; do sleep 0.05; done; exit 3"
-            proc = _start(group, errors, "--control", path, "--", "sh", "-c", wait)
-            try:
-                wait_for(lambda: os.path.exists(path), WAIT, "the control socket")
-                ctl = [*CTL, "--control", path, "health"]
-                assert run(ctl, env=base_environment()).returncode == 0
-                # Every pid the cgroup allows is taken: no thread for the next client.
-                (group / "pids.max").write_text((group / "pids.current").read_text())
-                busy = run(ctl, env=base_environment())
-                assert busy.returncode == 1
-                assert busy.stderr == (
-                    "pyinitctl: busy: pyinit cannot start a thread now, try again\n"
-                )
-                (group / "pids.max").write_text("max")
-                assert run(ctl, env=base_environment()).returncode == 0
-                done.touch()
-                code = _wait(proc, errors)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait(timeout=5)
-    finally:
-        for pid in (group / "cgroup.procs").read_text().split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-        wait_for(lambda: not (group / "cgroup.procs").read_text(), WAIT, "an empty cgroup")
-        group.rmdir()
+    with scratch_dir("pyinit-ctl-", 0o700) as tmp:
+        path = str(tmp / "control.sock")
+        done = tmp / "done"
+        wait = f"while [ ! -e {done} ]; do sleep 0.05; done; exit 3"
+        proc = _start(group, errors, "--control", path, "--", "sh", "-c", wait)
+        try:
+            wait_for(lambda: os.path.exists(path), WAIT, "the control socket")
+            ctl = [*CTL, "--control", path, "health"]
+            assert run(ctl, env=base_environment()).returncode == 0
+            # Every pid the cgroup allows is taken: no thread for the next client.
+            (group / "pids.max").write_text((group / "pids.current").read_text())
+            busy = run(ctl, env=base_environment())
+            assert busy.returncode == 1
+            assert busy.stderr == "pyinitctl: busy: pyinit cannot start a thread now, try again\n"
+            (group / "pids.max").write_text("max")
+            assert run(ctl, env=base_environment()).returncode == 0
+            done.touch()
+            code = _wait(proc, errors)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=5)
     err = errors.read_text()
     assert code == 3, err
     assert "Traceback" not in err and "internal error" not in err, err

@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -154,32 +153,12 @@ def _stop_the_figures_child(
     return None
 
 
-@contextlib.contextmanager
-def _pids_group() -> Iterator[Path]:
-    from test_fork_refused import _pids_hierarchy
-
-    parent = _pids_hierarchy()
-    if parent is None:
-        pytest.skip("no pids cgroup controller here")
-    group = parent / f"pyinit-test-figures-{os.getpid()}"
-    group.mkdir()
-    try:
-        if parent.name != "pids":
-            (parent / "cgroup.subtree_control").write_text("+pids")
-        yield group
-    finally:
-        for pid in (group / "cgroup.procs").read_text().split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-        wait_for(lambda: not (group / "cgroup.procs").read_text(), WAIT, "an empty cgroup")
-        group.rmdir()
-
-
-def test_a_refused_fork_gives_a_status_without_figures(tmp_path: Path) -> None:
+def test_a_refused_fork_gives_a_status_without_figures(tmp_path: Path, pids_cgroup: Path) -> None:
     from test_fork_refused import _start, _wait
 
     errors = tmp_path / "stderr"
-    with _pids_group() as group, scratch_dir("pyinit-ctl-", 0o700) as tmp:
+    group = pids_cgroup
+    with scratch_dir("pyinit-ctl-", 0o700) as tmp:
         path = str(tmp / "control.sock")
         done = tmp / "done"
         wait = f"while [ ! -e {done} ]; do sleep 0.05; done; exit 3"
